@@ -1,0 +1,1 @@
+"""CLAW.AI gateway: REST task API, live task feed and web UI (aiohttp)."""

@@ -1,0 +1,20 @@
+"""Typed keys of everything the application object holds."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import redis.asyncio
+from aiohttp import web
+from celery import Celery
+
+from service.auth import KeyRing
+from service.publisher import TaskPublisher
+from workers.settings import Settings
+
+settings_key = web.AppKey("settings", Settings)
+redis_key = web.AppKey("redis", redis.asyncio.Redis)
+celery_key = web.AppKey("celery", Celery)
+executor_key = web.AppKey("executor", ThreadPoolExecutor)
+keyring_key = web.AppKey("keyring", KeyRing)
+publisher_key = web.AppKey("publisher", TaskPublisher)

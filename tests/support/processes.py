@@ -1,0 +1,156 @@
+"""Real processes for tests: Celery workers and the gateway, started and reaped cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.support.waiting import wait_until
+from workers import registry
+from workers.embedded_redis import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_TASKS = "tests.support.tasks"
+
+
+class ManagedProcess:
+    """A subprocess in its own session, so stopping it reaps its children too."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.killpg(self.pid, signum)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM the process group, SIGKILL it after `timeout`."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait()
+        # Leftover children (a pool process mid-exit) go with the group.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.process.wait()
+
+
+def base_env(redis_url: str, **extra: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Worker(ManagedProcess):
+    hostname: str
+
+    def pool_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(p) for p in children.read_text().split()]
+        except FileNotFoundError:
+            return []
+
+
+def start_worker(
+    redis_url: str,
+    log_dir: Path,
+    *,
+    queues: str = "ai_high_priority,knowledge_default,notification_default,default",
+    concurrency: int = 2,
+    name: str | None = None,
+    env: dict[str, Any] | None = None,
+    pool: str = "prefork",
+    ready_timeout: float = 30.0,
+) -> Worker:
+    hostname = f"{name or 'test'}-{uuid.uuid4().hex[:6]}@localhost"
+    argv = [
+        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-E",
+        "-Q", queues, "-c", str(concurrency), "-n", hostname, "-P", pool,
+        "-I", TEST_TASKS, "--loglevel=INFO", "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+    log_path = log_dir / f"worker-{hostname.split('@')[0]}.log"
+    worker = Worker(argv, base_env(redis_url, **(env or {})), log_path)
+    worker.hostname = hostname
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(
+            lambda: not worker.alive() or client.hexists(registry.WORKERS_HASH, hostname),
+            ready_timeout,
+            what=f"worker {hostname} ready",
+        )
+    finally:
+        client.close()
+    if not worker.alive():
+        raise RuntimeError(f"worker exited at start-up:\n{worker.log()[-3000:]}")
+    return worker
+
+
+class Gateway(ManagedProcess):
+    base_url: str
+
+
+def start_gateway(
+    redis_url: str, log_dir: Path, *, env: dict[str, Any] | None = None, timeout: float = 20.0
+) -> Gateway:
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    log_path = log_dir / f"gateway-{port}.log"
+    gateway = Gateway(
+        [sys.executable, "-m", "service"],
+        base_env(redis_url, HOST="127.0.0.1", PORT=port, **(env or {})),
+        log_path,
+    )
+    gateway.base_url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not gateway.alive():
+            return True
+        try:
+            with urllib.request.urlopen(f"{gateway.base_url}/healthz", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # answering at all means it listens
+        except OSError:
+            return False
+
+    wait_until(up, timeout, what="gateway listening")
+    if not gateway.alive():
+        raise RuntimeError(f"gateway exited at start-up:\n{gateway.log()[-3000:]}")
+    return gateway

@@ -1,0 +1,66 @@
+"""Tasks that exist only for tests, loaded into test workers with `-I tests.support.tasks`.
+
+They record what happened in Redis (keys under `tests:`) so a test can observe order,
+timing and attempts from outside the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from workers.base import BaseTaskWithRetry, PermanentError, TransientError
+from workers.celery_app import celery_app
+from workers.signals import redis_client
+
+
+@celery_app.task(name="tests.record", base=BaseTaskWithRetry)
+def record(list_key: str, label: str) -> str:
+    redis_client().rpush(list_key, label)
+    return label
+
+
+@celery_app.task(name="tests.block", base=BaseTaskWithRetry, bind=True)
+def block(self: Any, started_key: str, release_key: str, timeout: float = 60) -> dict[str, Any]:
+    """Say it started (with its pid), then hold the worker slot until released."""
+    client = redis_client()
+    attempt = client.incr(f"{started_key}:attempts")
+    client.rpush(started_key, f"{os.getpid()}:{attempt}")
+    deadline = time.monotonic() + timeout
+    while not client.exists(release_key):
+        if time.monotonic() > deadline:
+            raise PermanentError("never released")
+        time.sleep(0.02)
+    client.incr(f"{started_key}:completions")
+    return {"attempt": attempt, "pid": os.getpid()}
+
+
+@celery_app.task(name="tests.flaky", base=BaseTaskWithRetry, bind=True)
+def flaky(self: Any, key: str, fail_times: int, permanent: bool = False) -> int:
+    """Fail `fail_times` times (transient unless `permanent`), then succeed."""
+    client = redis_client()
+    client.rpush(f"{key}:attempts", time.time())
+    if client.llen(f"{key}:attempts") <= fail_times:
+        if permanent:
+            raise PermanentError("bad input, retrying cannot help")
+        raise TransientError("upstream busy")
+    return self.request.retries
+
+
+@celery_app.task(name="tests.sleep", base=BaseTaskWithRetry)
+def sleep(seconds: float, catch_soft_limit: bool = False) -> str:
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        if catch_soft_limit:
+            return "soft time limit reached"
+        raise
+    return "slept"
+
+
+@celery_app.task(name="tests.now", base=BaseTaskWithRetry)
+def now() -> float:
+    return time.time()

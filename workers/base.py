@@ -1,0 +1,75 @@
+"""`BaseTaskWithRetry`: the retry policy of every built-in task, declared once."""
+
+from __future__ import annotations
+
+import random
+import socket
+from typing import Any
+
+import redis.exceptions
+from celery import Task
+
+from workers.settings import get_settings
+
+
+class TransientError(Exception):
+    """A fault worth retrying: the same call may well succeed a little later.
+
+    `retry_after` (seconds), when the remote side said how long to wait, overrides the
+    exponential backoff for that attempt.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """A fault that retrying cannot fix (bad input, refused credentials)."""
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def backoff_seconds(retries: int, *, base: float, maximum: float, jitter: float) -> float:
+    """Exponential backoff: base, 2*base, 4*base, ... capped, spread by +/- jitter."""
+    delay = min(base * (2**retries), maximum)
+    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))  # noqa: S311 - not crypto
+
+
+class BaseTaskWithRetry(Task):
+    """Retries transient faults with exponential backoff; anything else fails at once.
+
+    After `max_retries` retries the task ends FAILURE with the last error.
+    """
+
+    abstract = True
+    max_retries = 3
+    transient_errors = TRANSIENT_ERRORS
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except self.transient_errors as exc:
+            if self.request.called_directly:
+                raise
+            raise self.retry(exc=exc, countdown=self.retry_countdown(exc)) from exc
+
+    def retry_countdown(self, exc: BaseException) -> float:
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after)
+        settings = get_settings()
+        return backoff_seconds(
+            self.request.retries,
+            base=settings.retry_backoff_base,
+            maximum=settings.retry_backoff_max,
+            jitter=settings.retry_jitter,
+        )

@@ -1,0 +1,116 @@
+"""The Celery application: broker, queues, routing, limits, schedule.
+
+Start a worker with `celery -A workers.celery_app worker -E -Q <queues>`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Exchange, Queue
+
+from workers import priority, queues
+from workers.settings import Settings, SettingsError, get_settings
+
+TASK_MODULES = [
+    "workers.tasks.ai",
+    "workers.tasks.knowledge",
+    "workers.tasks.notifications",
+    "workers.tasks.maintenance",
+]
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings derived from ours (lowercase Celery names)."""
+    transport_options = {
+        "priority_steps": priority.PRIORITY_STEPS,
+        "sep": ":",
+        "visibility_timeout": settings.broker_visibility_timeout,
+        "health_check_interval": 15,
+        "socket_keepalive": True,
+    }
+    backend_options: dict = {}
+    if settings.redis_url.startswith("sentinel://"):
+        transport_options["master_name"] = settings.redis_sentinel_master
+        backend_options["master_name"] = settings.redis_sentinel_master
+    exchange = Exchange("tasks", type="direct")
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport": priority.transport_for(settings.redis_url),
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        # A publish while Redis is down gives up within about a second: the gateway
+        # answers 503 instead of hanging.
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.3,
+            "interval_max": 0.5,
+        },
+        "result_backend": settings.redis_url,
+        "result_backend_transport_options": backend_options,
+        "result_expires": settings.result_expires,
+        "result_extended": True,
+        # JSON only: a pickle message is refused by every worker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "timezone": "UTC",
+        "enable_utc": True,
+        "task_queues": [Queue(name, exchange, routing_key=name) for name in queues.QUEUES],
+        "task_default_queue": queues.DEFAULT,
+        "task_default_exchange": exchange.name,
+        "task_default_routing_key": queues.DEFAULT,
+        "task_routes": {name: {"queue": queue} for name, queue in queues.TASK_QUEUES.items()},
+        "task_default_priority": priority.DEFAULT_PRIORITY,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
+        # One message at a time per process: priorities hold and long jobs don't hoard.
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
+        "worker_pool_restarts": True,
+        "worker_hijack_root_logger": False,
+        # RedBeat keeps the schedule in Redis behind a lock: one Beat acts at a time.
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_key_prefix": "claw:redbeat:",
+        "redbeat_lock_timeout": 30,
+        "beat_max_loop_interval": 5,
+        "beat_schedule": {
+            "cleanup-expired-results": {
+                "task": queues.CLEANUP_EXPIRED_RESULTS,
+                "schedule": crontab(hour=2, minute=0),
+            },
+            "check-task-status": {
+                "task": queues.CHECK_TASK_HEALTH,
+                "schedule": crontab(minute="*/30"),
+            },
+        },
+    }
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("claw_ai", include=TASK_MODULES)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+try:
+    _settings = get_settings()
+except SettingsError as exc:
+    sys.exit(str(exc))
+
+celery_app = create_celery_app(_settings)
+
+# Worker lifecycle hooks (registry, Redis policy check) connect on import.
+import workers.signals  # noqa: E402,F401

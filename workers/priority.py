@@ -1,0 +1,53 @@
+"""Task priority: 0-9 with 9 the highest, the product's contract, on Redis.
+
+Kombu's Redis transport stores a message of priority N in the list `queue<sep>N` and a
+worker drains the lists in ascending order, so 0 runs first. The contract says 9 runs
+first. The mapping is done here and nowhere else: a transport whose channel inverts the
+priority when it picks the list. Messages keep the priority the client asked for in their
+properties, so retries and redeliveries republish it unchanged and never flip it twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
+PRIORITY_STEPS = list(range(MIN_PRIORITY, MAX_PRIORITY + 1))
+
+
+class _HighestFirst:
+    """Channel mixin: a message of product priority 9 goes to the list drained first."""
+
+    def _get_message_priority(self, message: Any, reverse: bool = False) -> int:
+        # The product's default applies when a publisher sets no priority at all.
+        properties = message.get("properties") or {}
+        if properties.get("priority") is None:
+            properties["priority"] = DEFAULT_PRIORITY
+            message["properties"] = properties
+        return super()._get_message_priority(message, reverse=not reverse)  # type: ignore[misc]
+
+
+class PriorityChannel(_HighestFirst, kombu_redis.Channel):
+    pass
+
+
+class PrioritySentinelChannel(_HighestFirst, kombu_redis.SentinelChannel):
+    pass
+
+
+class PriorityRedisTransport(kombu_redis.Transport):
+    Channel = PriorityChannel
+
+
+class PrioritySentinelTransport(kombu_redis.SentinelTransport):
+    Channel = PrioritySentinelChannel
+
+
+def transport_for(url: str) -> str:
+    """The import path of the transport class for a broker URL."""
+    sentinel = url.startswith("sentinel://")
+    return f"{__name__}:{'PrioritySentinelTransport' if sentinel else 'PriorityRedisTransport'}"

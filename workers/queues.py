@@ -1,0 +1,29 @@
+"""The queues and which built-in task goes to which: the routing contract, as data."""
+
+from __future__ import annotations
+
+AI_HIGH_PRIORITY = "ai_high_priority"
+KNOWLEDGE_DEFAULT = "knowledge_default"
+NOTIFICATION_DEFAULT = "notification_default"
+DEFAULT = "default"
+
+QUEUES = (AI_HIGH_PRIORITY, KNOWLEDGE_DEFAULT, NOTIFICATION_DEFAULT, DEFAULT)
+
+# Task names (the gateway sends tasks by these names and never imports task code).
+GENERATE_AI_RESPONSE = "generate_ai_response"
+SEND_NOTIFICATION = "send_notification"
+CLEANUP_EXPIRED_RESULTS = "cleanup_expired_results"
+CHECK_TASK_HEALTH = "check_task_health"
+VECTORIZE_DOCUMENT = "vectorize_document"
+UPDATE_KNOWLEDGE_BASE = "update_knowledge_base"
+DELETE_KNOWLEDGE_VECTORS = "delete_knowledge_vectors"
+
+TASK_QUEUES = {
+    GENERATE_AI_RESPONSE: AI_HIGH_PRIORITY,
+    SEND_NOTIFICATION: NOTIFICATION_DEFAULT,
+    CLEANUP_EXPIRED_RESULTS: DEFAULT,
+    CHECK_TASK_HEALTH: DEFAULT,
+    VECTORIZE_DOCUMENT: KNOWLEDGE_DEFAULT,
+    UPDATE_KNOWLEDGE_BASE: KNOWLEDGE_DEFAULT,
+    DELETE_KNOWLEDGE_VECTORS: KNOWLEDGE_DEFAULT,
+}

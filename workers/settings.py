@@ -1,0 +1,140 @@
+"""The one settings object of every process, read from the environment and `.env`.
+
+Both the gateway and the workers read it; only this module reads the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    app_env: Literal["development", "production"] = "development"
+    redis_url: str = DEFAULT_REDIS_URL
+    # Sentinel: the name of the monitored primary (REDIS_URL=sentinel://host:26379;...).
+    redis_sentinel_master: str = "mymaster"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    # Where `make run` keeps its private Redis data and logs (git-ignored).
+    var_dir: str = "var"
+
+    # API keys: "token:owner:role,..." (role user or admin). Empty means development mode.
+    api_keys: SecretStr = SecretStr("")
+    allowed_origins: str = ""
+
+    flower_user: str = "admin"
+    flower_password: SecretStr = SecretStr("admin")
+    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_address: str = "127.0.0.1"
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout: float = Field(60.0, gt=0)
+
+    result_expires: int = Field(3600, ge=1)
+    task_soft_time_limit: float = Field(300, gt=0)
+    task_time_limit: float = Field(600, gt=0)
+    worker_concurrency: int = Field(4, ge=1)
+    worker_max_tasks_per_child: int = Field(100, ge=1)
+    worker_prefetch_multiplier: int = Field(1, ge=1)
+    # Seconds an unacknowledged message may stay with a worker before Redis redelivers
+    # it. Must stay well above the hard time limit or long tasks run twice.
+    broker_visibility_timeout: int = Field(3600, ge=1)
+
+    retry_backoff_base: float = Field(60, gt=0)
+    retry_backoff_max: float = Field(3600, gt=0)
+    retry_jitter: float = Field(0.1, ge=0, le=1)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        for url in value.split(";"):
+            parts = urlsplit(url.strip())
+            if parts.scheme not in REDIS_SCHEMES:
+                raise ValueError(
+                    f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+                )
+            if parts.scheme != "unix" and not parts.hostname:
+                raise ValueError("has no host")
+            try:
+                parts.port  # noqa: B018 - raises on a non-numeric port
+            except ValueError as exc:
+                raise ValueError(f"has a bad port ({exc})") from None
+            db = parts.path.lstrip("/")
+            if db and not db.isdigit():
+                raise ValueError("database must be a number (redis://host:6379/0)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def redis_url_redacted(self) -> str:
+        return redact_url(self.redis_url)
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        # The Redis URL may carry a password; SecretStr fields redact themselves.
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "redis_url" else value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for logs and errors."""
+    out = []
+    for part in url.split(";"):
+        parts = urlsplit(part)
+        if parts.password is None:
+            out.append(part)
+            continue
+        user = parts.username or ""
+        host = parts.hostname or ""
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        out.append(urlunsplit(parts._replace(netloc=netloc)))
+    return ";".join(out)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning a validation error into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        raise SettingsError(f"invalid setting {name}: {error['msg']}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
