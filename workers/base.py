@@ -8,6 +8,7 @@ from typing import Any
 
 import redis.exceptions
 from celery import Task
+from celery.worker.request import Request
 
 from workers.settings import get_settings
 
@@ -44,6 +45,25 @@ def backoff_seconds(retries: int, *, base: float, maximum: float, jitter: float)
     return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))  # noqa: S311 - not crypto
 
 
+class TimeLimitedRequest(Request):
+    """Keeps the soft time limit below the hard one.
+
+    Celery arms the hard limit only after the soft one fires, so a per-call
+    `time_limit=10` under the default `soft_time_limit=300` would let the task run for
+    300 s. When the soft limit is not below the hard one, it is set to 90% of it.
+    """
+
+    SOFT_SHARE = 0.9
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        hard, soft = self.time_limits
+        hard = hard or self.task.time_limit
+        soft = soft or self.task.soft_time_limit
+        if hard and soft and soft >= hard:
+            self.time_limits = (hard, hard * self.SOFT_SHARE)
+
+
 class BaseTaskWithRetry(Task):
     """Retries transient faults with exponential backoff; anything else fails at once.
 
@@ -51,6 +71,7 @@ class BaseTaskWithRetry(Task):
     """
 
     abstract = True
+    Request = TimeLimitedRequest
     max_retries = 3
     transient_errors = TRANSIENT_ERRORS
 

@@ -65,7 +65,15 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": queues.DEFAULT,
         "task_default_exchange": exchange.name,
         "task_default_routing_key": queues.DEFAULT,
-        "task_routes": {name: {"queue": queue} for name, queue in queues.TASK_QUEUES.items()},
+        # Routes also carry the default priority: kombu would publish "none given" as 0,
+        # which is the lowest. An explicit priority from the caller wins over the route.
+        "task_routes": (
+            {
+                name: {"queue": queue, "priority": priority.DEFAULT_PRIORITY}
+                for name, queue in queues.TASK_QUEUES.items()
+            },
+            {"*": {"priority": priority.DEFAULT_PRIORITY}},
+        ),
         "task_default_priority": priority.DEFAULT_PRIORITY,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,

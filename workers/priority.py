@@ -5,6 +5,9 @@ worker drains the lists in ascending order, so 0 runs first. The contract says 9
 first. The mapping is done here and nowhere else: a transport whose channel inverts the
 priority when it picks the list. Messages keep the priority the client asked for in their
 properties, so retries and redeliveries republish it unchanged and never flip it twice.
+
+A message published with no priority would reach kombu as 0, the lowest; the routes in
+`celery_config` give every task the default instead (see `DEFAULT_PRIORITY`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,6 @@ class _HighestFirst:
     """Channel mixin: a message of product priority 9 goes to the list drained first."""
 
     def _get_message_priority(self, message: Any, reverse: bool = False) -> int:
-        # The product's default applies when a publisher sets no priority at all.
-        properties = message.get("properties") or {}
-        if properties.get("priority") is None:
-            properties["priority"] = DEFAULT_PRIORITY
-            message["properties"] = properties
         return super()._get_message_priority(message, reverse=not reverse)  # type: ignore[misc]
 
 

@@ -34,6 +34,12 @@ def test_built_in_task_is_published_to_its_queue(isolated, task_name: str, queue
     assert depths == {name: int(name == queue) for name in queues.QUEUES}
 
 
+def test_a_task_without_a_route_goes_to_default(isolated) -> None:
+    app, client = isolated
+    app.send_task("some.other.task")
+    assert queue_depths(client)["default"] == 1
+
+
 def test_every_built_in_task_is_registered_with_its_route(celery_app) -> None:
     celery_app.loader.import_default_modules()
     for name, queue in queues.TASK_QUEUES.items():
