@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 from typing import Any
 
 import redis.exceptions
 from celery import Task
+from celery.worker import state as worker_state
 from celery.worker.request import Request
 
 from workers.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 
 class TransientError(Exception):
@@ -62,6 +66,25 @@ class TimeLimitedRequest(Request):
         soft = soft or self.task.soft_time_limit
         if hard and soft and soft >= hard:
             self.time_limits = (hard, hard * self.SOFT_SHARE)
+        self._claimed = False
+
+    def revoked(self) -> bool:
+        """Also honour cancels recorded in the task index.
+
+        Celery keeps revokes in each worker's memory: a worker started after the cancel,
+        or restarted since, would run the task. The index is asked once, right before
+        execution, atomically with marking the task as claimed.
+        """
+        if not self._claimed and not self._already_revoked:
+            self._claimed = True
+            try:
+                from workers.signals import task_index
+
+                if not task_index().claim(self.id):
+                    worker_state.revoked.add(self.id)
+            except redis.exceptions.RedisError as exc:
+                logger.warning("could not check cancel of %s: %s", self.id, exc)
+        return super().revoked()
 
 
 class BaseTaskWithRetry(Task):

@@ -12,6 +12,7 @@ from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from workers import priority, queues
+from workers.backend import backend_url
 from workers.settings import Settings, SettingsError, get_settings
 
 TASK_MODULES = [
@@ -49,7 +50,7 @@ def celery_config(settings: Settings) -> dict:
             "interval_step": 0.3,
             "interval_max": 0.5,
         },
-        "result_backend": settings.redis_url,
+        "result_backend": backend_url(settings.redis_url),
         "result_backend_transport_options": backend_options,
         "result_expires": settings.result_expires,
         "result_extended": True,
@@ -91,7 +92,7 @@ def celery_config(settings: Settings) -> dict:
         # RedBeat keeps the schedule in Redis behind a lock: one Beat acts at a time.
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": settings.redis_url,
-        "redbeat_key_prefix": "claw:redbeat:",
+        "redbeat_key_prefix": "claw:redbeat",
         "redbeat_lock_timeout": 30,
         "beat_max_loop_interval": 5,
         "beat_schedule": {

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(60.0, gt=0)
 
     result_expires: int = Field(3600, ge=1)
+    # How long the task index keeps a task's record (history), in seconds.
+    task_history_ttl: int = Field(7 * 24 * 3600, ge=60)
     task_soft_time_limit: float = Field(300, gt=0)
     task_time_limit: float = Field(600, gt=0)
     worker_concurrency: int = Field(4, ge=1)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from typing import Any
 
 import redis
-from celery.signals import heartbeat_sent, worker_ready, worker_shutdown
+from celery.signals import before_task_publish, heartbeat_sent, worker_ready, worker_shutdown
 
 from workers import registry
 from workers.redis_client import sync_redis
 from workers.settings import get_settings
+from workers.task_index import TaskIndex, capped_json
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,64 @@ logger = logging.getLogger(__name__)
 @functools.cache
 def redis_client() -> redis.Redis:
     return sync_redis(get_settings())
+
+
+@functools.cache
+def task_index() -> TaskIndex:
+    return TaskIndex(redis_client(), ttl=get_settings().task_history_ttl)
+
+
+OWNER_HEADER = "claw_owner"
+RETRIED_FROM_HEADER = "claw_retried_from"
+
+
+def publish_fields(
+    name: str, body: Any, routing_key: str | None, headers: dict, properties: dict
+) -> dict[str, Any]:
+    """What a publisher knows of a new task, for its index record."""
+    args, kwargs = (
+        (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
+    )
+    args_json, args_cut = capped_json(args)
+    kwargs_json, kwargs_cut = capped_json(kwargs)
+    return {
+        "name": name,
+        "queue": routing_key,
+        "priority": properties.get("priority"),
+        "owner": headers.get(OWNER_HEADER),
+        "retried_from": headers.get(RETRIED_FROM_HEADER),
+        "eta": headers.get("eta"),
+        "timelimit": headers.get("timelimit"),
+        "submitted_at": repr(time.time()),
+        "args": args_json,
+        "kwargs": kwargs_json,
+        "args_truncated": "1" if args_cut or kwargs_cut else None,
+    }
+
+
+@before_task_publish.connect
+def _on_publish(
+    sender: str | None = None,
+    body: Any = None,
+    routing_key: str | None = None,
+    headers: dict | None = None,
+    properties: dict | None = None,
+    **_: Any,
+) -> None:
+    headers = headers or {}
+    task_id = headers.get("id")
+    if not task_id or not sender:
+        return
+    retries = int(headers.get("retries") or 0)
+    try:
+        if retries:
+            # A retry republishes the same task: its record and state (RETRY) stay.
+            task_index().record(task_id, None, retries, eta=headers.get("eta"))
+        else:
+            fields = publish_fields(sender, body, routing_key, headers, properties or {})
+            task_index().record(task_id, "PENDING", 0, **fields)
+    except redis.exceptions.RedisError as exc:
+        logger.warning("task index not updated on publish of %s: %s", task_id, exc)
 
 
 def check_eviction_policy(client: Any) -> str | None:

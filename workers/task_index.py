@@ -1,0 +1,246 @@
+"""The durable task index: every task's record and its secondary indexes, in Redis.
+
+Written by whoever sees a task change: the publisher (`before_task_publish`, in any
+process that imports the Celery app: gateway, Beat, a plain Python client) and the
+workers (through the result backend, see `workers.backend`). So the history is complete
+even when no gateway runs, and every gateway replica reads the same one.
+
+Layout (prefix `claw:`):
+- `task:<id>`                hash: the record
+- `seq`                      counter: a monotonically increasing number per task
+- `idx:all`, `idx:state:<S>`, `idx:queue:<q>`, `idx:name:<n>`, `idx:owner:<o>`,
+  `idx:owner:<o>:state:<S>`  sorted sets of task ids scored by `seq` (newest = highest)
+- `counts`, `counts:owner:<o>`, `counts:queue:<q>`   hashes: tasks per state
+- `expiry`                   sorted set: id -> when its record may be pruned
+- `done:<minute>`            counters: tasks finished per minute (throughput)
+
+Every state change is one Lua script, so indexes and counts move together, and a stale
+update (a STARTED arriving after SUCCESS, an attempt older than the current one) cannot
+overwrite a newer state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+PREFIX = "claw:"
+STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
+TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+WAITING_STATES = frozenset({"PENDING", "RETRY"})
+DIMENSIONS = ("owner", "queue", "name")
+
+ARGS_CAP = 256 * 1024
+PREVIEW_CAP = 500
+DEFAULT_TTL = 7 * 24 * 3600
+
+
+def task_key(task_id: str) -> str:
+    return f"{PREFIX}task:{task_id}"
+
+
+def index_key(dimension: str | None = None, value: str | None = None) -> str:
+    return f"{PREFIX}idx:all" if dimension is None else f"{PREFIX}idx:{dimension}:{value}"
+
+
+def owner_state_key(owner: str, state: str) -> str:
+    return f"{PREFIX}idx:owner:{owner}:state:{state}"
+
+
+def counts_key(dimension: str | None = None, value: str | None = None) -> str:
+    return f"{PREFIX}counts" if dimension is None else f"{PREFIX}counts:{dimension}:{value}"
+
+
+def done_key(minute: int) -> str:
+    return f"{PREFIX}done:{minute}"
+
+
+# ARGV: prefix, id, state ('' = none), attempt (-1 = unknown), now, ttl, then field pairs.
+# Returns {applied (0/1), previous state or '', state after}.
+RECORD_LUA = """
+local key = KEYS[1]
+local p, id, state = ARGV[1], ARGV[2], ARGV[3]
+local attempt, now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local function osk(o, s) return p .. 'idx:owner:' .. o .. ':state:' .. s end
+local RANK = {PENDING=0, STARTED=2, RETRY=3, SUCCESS=10, FAILURE=10, REVOKED=10}
+local cur = redis.call('HMGET', key, 'state', 'attempt', 'seq', 'owner', 'queue', 'name')
+local cur_state, cur_attempt, seq = cur[1], tonumber(cur[2]) or 0, tonumber(cur[3])
+local old = {owner=cur[4], queue=cur[5], name=cur[6]}
+if not seq then
+  seq = redis.call('INCR', p .. 'seq')
+  redis.call('HSET', key, 'task_id', id, 'seq', seq, 'created_at', now)
+  redis.call('ZADD', p .. 'idx:all', seq, id)
+end
+local fields, dims, new_dims = {}, {owner=old.owner, queue=old.queue, name=old.name}, {}
+for i = 7, #ARGV, 2 do
+  local f, v = ARGV[i], ARGV[i + 1]
+  if f == 'owner' or f == 'queue' or f == 'name' then
+    if not dims[f] and v ~= '' then
+      dims[f] = v
+      new_dims[f] = true
+      fields[#fields + 1] = f
+      fields[#fields + 1] = v
+      redis.call('ZADD', p .. 'idx:' .. f .. ':' .. v, seq, id)
+    end
+  else
+    fields[#fields + 1] = f
+    fields[#fields + 1] = v
+  end
+end
+if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+
+local apply = false
+if state ~= '' then
+  if not cur_state then apply = true
+  elseif RANK[cur_state] == 10 then apply = false
+  elseif attempt >= 0 and attempt < cur_attempt then apply = false
+  elseif attempt > cur_attempt then apply = true
+  else apply = (RANK[state] or 0) >= (RANK[cur_state] or 0) end
+end
+
+local function count(state_name, d, delta)
+  redis.call('HINCRBY', p .. 'counts', state_name, delta)
+  if d.owner then
+    redis.call('HINCRBY', p .. 'counts:owner:' .. d.owner, state_name, delta)
+  end
+  if d.queue then
+    redis.call('HINCRBY', p .. 'counts:queue:' .. d.queue, state_name, delta)
+  end
+end
+
+local after = cur_state
+if apply and cur_state ~= state then
+  if cur_state then
+    redis.call('ZREM', p .. 'idx:state:' .. cur_state, id)
+    if old.owner then redis.call('ZREM', osk(old.owner, cur_state), id) end
+    count(cur_state, old, -1)
+  end
+  redis.call('ZADD', p .. 'idx:state:' .. state, seq, id)
+  if dims.owner then redis.call('ZADD', osk(dims.owner, state), seq, id) end
+  count(state, dims, 1)
+  after = state
+elseif cur_state and (new_dims.owner or new_dims.queue) then
+  -- The state stays; it is now also known under the owner or queue just learned.
+  if new_dims.owner then
+    redis.call('ZADD', osk(dims.owner, cur_state), seq, id)
+    redis.call('HINCRBY', p .. 'counts:owner:' .. dims.owner, cur_state, 1)
+  end
+  if new_dims.queue then redis.call('HINCRBY', p .. 'counts:queue:' .. dims.queue, cur_state, 1) end
+end
+if apply then
+  redis.call('HSET', key, 'state', state, 'updated_at', now)
+  if attempt > cur_attempt then redis.call('HSET', key, 'attempt', attempt) end
+  if RANK[state] == 10 and cur_state ~= state then
+    redis.call('HSET', key, 'finished_at', now)
+    local minute_key = p .. 'done:' .. math.floor(now / 60)
+    redis.call('INCR', minute_key)
+    redis.call('EXPIRE', minute_key, 7200)
+  end
+end
+redis.call('ZADD', p .. 'expiry', now + ttl, id)
+return {apply and 1 or 0, cur_state or '', after or ''}
+"""
+
+# Claim a task for execution unless a cancel got there first. Returns 1 if cancelled.
+CLAIM_LUA = """
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 1 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'claimed', '1') end
+return 0
+"""
+
+# Prune records whose expiry passed. ARGV: prefix, now, batch. Returns how many went.
+PRUNE_LUA = """
+local p, now, batch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', p .. 'expiry', '-inf', now, 'LIMIT', 0, batch)
+for _, id in ipairs(ids) do
+  local key = p .. 'task:' .. id
+  local r = redis.call('HMGET', key, 'state', 'owner', 'queue', 'name')
+  local state, owner, queue, name = r[1], r[2], r[3], r[4]
+  redis.call('ZREM', p .. 'idx:all', id)
+  if state then
+    redis.call('ZREM', p .. 'idx:state:' .. state, id)
+    redis.call('HINCRBY', p .. 'counts', state, -1)
+  end
+  if owner then
+    redis.call('ZREM', p .. 'idx:owner:' .. owner, id)
+    if state then
+      redis.call('ZREM', p .. 'idx:owner:' .. owner .. ':state:' .. state, id)
+      redis.call('HINCRBY', p .. 'counts:owner:' .. owner, state, -1)
+    end
+  end
+  if queue then
+    redis.call('ZREM', p .. 'idx:queue:' .. queue, id)
+    if state then redis.call('HINCRBY', p .. 'counts:queue:' .. queue, state, -1) end
+  end
+  if name then redis.call('ZREM', p .. 'idx:name:' .. name, id) end
+  redis.call('DEL', key, key .. ':chunks')
+  redis.call('ZREM', p .. 'expiry', id)
+end
+return #ids
+"""
+
+
+def capped_json(value: Any, cap: int = ARGS_CAP) -> tuple[str, bool]:
+    """JSON text of `value`, or a truncated form and True when it is larger than `cap`."""
+    try:
+        text = json.dumps(value, default=repr, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = json.dumps(repr(value))
+    if len(text) <= cap:
+        return text, False
+    return json.dumps(text[:cap] + "..."), True
+
+
+def preview(value: Any) -> str:
+    text, _ = capped_json(value, PREVIEW_CAP)
+    return text
+
+
+def encode_fields(fields: dict[str, Any]) -> list[str]:
+    flat: list[str] = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        flat += [name, value if isinstance(value, str) else json.dumps(value)]
+    return flat
+
+
+class TaskIndex:
+    """The blocking writer used by publishers and workers."""
+
+    def __init__(self, client: Any, ttl: int = DEFAULT_TTL) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._record = client.register_script(RECORD_LUA)
+        self._claim = client.register_script(CLAIM_LUA)
+        self._prune = client.register_script(PRUNE_LUA)
+
+    def record(
+        self,
+        task_id: str,
+        state: str | None,
+        attempt: int | None = None,
+        now: float | None = None,
+        **fields: Any,
+    ) -> list[Any]:
+        """Apply a state (or none) and fields to a task's record, creating it if new."""
+        args = [
+            PREFIX, task_id, state or "", -1 if attempt is None else attempt,
+            now if now is not None else time.time(), self.ttl, *encode_fields(fields),
+        ]  # fmt: skip
+        return self._record(keys=[task_key(task_id)], args=args)
+
+    def claim(self, task_id: str) -> bool:
+        """Mark the task as taken by a worker; False if it was cancelled first."""
+        return not self._claim(keys=[task_key(task_id)])
+
+    def prune(self, now: float | None = None, batch: int = 500) -> int:
+        """Remove every record whose retention has passed, with its index entries."""
+        now = now if now is not None else time.time()
+        removed = 0
+        while True:
+            gone = int(self._prune(args=[PREFIX, now, batch]))
+            removed += gone
+            if gone < batch:
+                return removed
