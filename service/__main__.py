@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.app import create_app
 from service.auth import KeyRing
+from workers.logging_setup import configure_logging
 from workers.settings import Settings, SettingsError, get_settings
 
 logger = logging.getLogger("service")
@@ -47,9 +48,7 @@ def main() -> None:
         check_exposure(settings)
     except SettingsError as exc:
         sys.exit(str(exc))
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "web")
     if not KeyRing(settings.api_keys.get_secret_value()).enabled:
         logger.warning("no API_KEYS configured: development mode, listening on loopback only")
     web.run_app(

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = "INFO"
+    # Log lines: JSON in production and readable text in development unless set.
+    log_format: Literal["auto", "json", "text"] = "auto"
     # Where `make run` keeps its private Redis data and logs (git-ignored).
     var_dir: str = "var"
 
