@@ -16,6 +16,9 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from workers.settings import Settings
 
@@ -40,16 +43,17 @@ MIN_SECRET_LENGTH = 4
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret the settings hold, longest first (so no secret is half-replaced)."""
-    from urllib.parse import urlsplit
+    """Every secret the settings hold, longest first (so no secret is half-replaced).
 
+    Every `SecretStr` setting counts, so a secret added later is redacted without a change
+    here; API_KEYS also counts token by token, and REDIS_URL for its password.
+    """
     values: set[str] = set()
+    for _, value in settings:
+        if isinstance(value, SecretStr):
+            values.add(value.get_secret_value())
     for entry in settings.api_keys.get_secret_value().split(","):
-        token = entry.strip().split(":", 1)[0]
-        values.add(token)
-    values.add(settings.flower_password.get_secret_value())
-    if settings.openai_api_key is not None:
-        values.add(settings.openai_api_key.get_secret_value())
+        values.add(entry.strip().split(":", 1)[0])
     for part in settings.redis_url.split(";"):
         password = urlsplit(part.strip()).password
         if password:
