@@ -13,6 +13,7 @@ from kombu import Exchange, Queue
 
 from workers import priority, queues
 from workers.backend import backend_url
+from workers.redis_client import SOCKET_TIMEOUT, parse_sentinel_url
 from workers.settings import Settings, SettingsError, get_settings
 
 TASK_MODULES = [
@@ -33,9 +34,21 @@ def celery_config(settings: Settings) -> dict:
         "socket_keepalive": True,
     }
     backend_options: dict = {}
+    # RedBeat's own Redis options (explicit, so it does not borrow the broker's).
+    redbeat_url, redbeat_options = settings.redis_url, {}
     if settings.redis_url.startswith("sentinel://"):
         transport_options["master_name"] = settings.redis_sentinel_master
         backend_options["master_name"] = settings.redis_sentinel_master
+        # RedBeat spells Sentinel `redis-sentinel://` and takes the sentinels as options.
+        target = parse_sentinel_url(settings.redis_url)
+        redbeat_url = "redis-sentinel://{}:{}".format(*target.sentinels[0])
+        redbeat_options = {
+            "sentinels": target.sentinels,
+            "service_name": settings.redis_sentinel_master,
+            "password": target.password,
+            "db": target.db,
+            "socket_timeout": SOCKET_TIMEOUT,
+        }
     exchange = Exchange("tasks", type="direct")
     return {
         "broker_url": settings.redis_url,
@@ -91,7 +104,8 @@ def celery_config(settings: Settings) -> dict:
         "worker_hijack_root_logger": False,
         # RedBeat keeps the schedule in Redis behind a lock: one Beat acts at a time.
         "beat_scheduler": "redbeat.RedBeatScheduler",
-        "redbeat_redis_url": settings.redis_url,
+        "redbeat_redis_url": redbeat_url,
+        "redbeat_redis_options": redbeat_options,
         "redbeat_key_prefix": "claw:redbeat",
         "redbeat_lock_timeout": 30,
         "beat_max_loop_interval": 5,

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from tests.support.processes import ROOT, ManagedProcess, base_env
+from tests.support.processes import ROOT, TEST_TASKS, ManagedProcess, base_env
+from tests.support.waiting import wait_until
+from workers import registry
 from workers.embedded_redis import EmbeddedRedis
+from workers.queues import QUEUES
 
 BIN = Path(sys.executable).parent
 
@@ -43,6 +50,12 @@ def processes() -> Iterator[Callable[..., ManagedProcess]]:
         started.append(process)
         return process
 
+    def register(process: Any) -> Any:
+        """Stop a process started elsewhere (`start_gateway`) with the others."""
+        started.append(process)
+        return process
+
+    factory.register = register  # type: ignore[attr-defined]
     yield factory
     for process in reversed(started):
         process.stop()
@@ -57,3 +70,42 @@ def deploy_env(redis_url: str, **extra: Any) -> dict[str, str]:
 
 def honcho_argv(*args: str) -> list[str]:
     return [str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT), *args]
+
+
+def worker_argv(hostname: str, concurrency: int = 1, queues: str | None = None) -> list[str]:
+    """A worker as the harness starts one (test tasks loaded), under a chosen node name."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-E",
+        "-Q", queues or ",".join(QUEUES), "-c", str(concurrency), "-n", hostname,
+        "-I", TEST_TASKS, "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+
+
+def wait_worker_ready(worker: ManagedProcess, probe: redis.Redis, hostname: str) -> None:
+    """Until the worker has registered itself (read through `probe`, a direct client)."""
+    wait_until(
+        lambda: not worker.alive() or probe.hexists(registry.WORKERS_HASH, hostname),
+        45, 0.1, f"worker {hostname} ready",
+    )  # fmt: skip
+    if not worker.alive():
+        raise RuntimeError(f"worker exited at start-up:\n{worker.log()[-3000:]}")
+
+
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict[str, str], Any]:  # fmt: skip
+    """One HTTP call: status, headers and the JSON body (None when not JSON)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            status, resp_headers, raw = resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        status, resp_headers, raw = exc.code, dict(exc.headers), exc.read()
+    try:
+        return status, resp_headers, json.loads(raw)
+    except ValueError:
+        return status, resp_headers, None
