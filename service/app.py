@@ -15,10 +15,16 @@ from service.keys import (
     publisher_key,
     redis_key,
     settings_key,
+    task_store_key,
+    waiter_key,
 )
+from service.metrics import Metrics, metrics_key, metrics_middleware, metrics_view
 from service.middlewares import auth_middleware, error_middleware
+from service.openapi import setup_openapi
 from service.publisher import TaskPublisher
 from service.routes import setup_routes
+from service.task_store import TaskStore
+from service.waiter import ResultWaiter
 from workers.celery_app import create_celery_app
 from workers.redis_client import async_redis
 from workers.settings import Settings
@@ -28,9 +34,15 @@ BLOCKING_THREADS = 16
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    client = async_redis(app[settings_key])
+    settings = app[settings_key]
+    client = async_redis(settings)
     app[redis_key] = client
+    app[task_store_key] = TaskStore(client, ttl=settings.task_history_ttl)
+    waiter = ResultWaiter(client)
+    await waiter.start()
+    app[waiter_key] = waiter
     yield
+    await waiter.close()
     await client.aclose()
 
 
@@ -48,10 +60,14 @@ async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[settings_key] = settings
+    app[metrics_key] = Metrics()
     app[keyring_key] = KeyRing(settings.api_keys.get_secret_value())
     app.cleanup_ctx.extend([redis_ctx, celery_ctx])
     setup_routes(app)
+    setup_openapi(app)
+    app.router.add_get("/metrics", metrics_view)
     return app

@@ -10,6 +10,8 @@ from celery import Celery
 
 from service.auth import KeyRing
 from service.publisher import TaskPublisher
+from service.task_store import TaskStore
+from service.waiter import ResultWaiter
 from workers.settings import Settings
 
 settings_key = web.AppKey("settings", Settings)
@@ -18,3 +20,5 @@ celery_key = web.AppKey("celery", Celery)
 executor_key = web.AppKey("executor", ThreadPoolExecutor)
 keyring_key = web.AppKey("keyring", KeyRing)
 publisher_key = web.AppKey("publisher", TaskPublisher)
+task_store_key = web.AppKey("task_store", TaskStore)
+waiter_key = web.AppKey("waiter", ResultWaiter)

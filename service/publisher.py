@@ -30,22 +30,31 @@ class TaskPublisher:
         name: str,
         kwargs: dict[str, Any],
         *,
+        args: list[Any] | None = None,
         priority: int | None = None,
         countdown: float | None = None,
         eta: datetime | None = None,
+        queue: str | None = None,
+        task_id: str | None = None,
         headers: dict[str, Any] | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
     ) -> str:
         if eta is not None and eta <= datetime.now(UTC):
             raise BadRequest("eta is in the past", details={"eta": ["must be in the future"]})
         send = functools.partial(
             self._celery.send_task,
             name,
+            args=args,
             kwargs=kwargs,
-            queue=TASK_QUEUES.get(name),
+            queue=queue or TASK_QUEUES.get(name),
+            task_id=task_id,
             priority=priority,
             countdown=countdown,
             eta=eta,
             headers=headers,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
         )
         async with self._slots:
             try:

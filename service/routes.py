@@ -1,16 +1,70 @@
-"""The one URL table."""
+"""The one URL table. The OpenAPI document is generated from it and its schemas."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from dataclasses import dataclass, field
 
-from service.views import health, submit
+from aiohttp import web
+from marshmallow import Schema
+
+from service import schemas
+from service.views import health, submit, tasks, workers
 
 API = "/api/v1/tasks"
 
 
-def setup_routes(app: web.Application) -> None:
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: object
+    summary: str
+    body: type[Schema] | None = None
+    query: type[Schema] | None = None
+    response: type[Schema] | None = None
+    status: int = 200
+    tags: tuple[str, ...] = ("tasks",)
+    public: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+ROUTES: list[Route] = [
     # Operations
-    app.router.add_get("/healthz", health.healthz)
+    Route("GET", "/healthz", health.healthz, "Redis reachable and live workers", public=True,
+          tags=("operations",)),
     # Submission
-    app.router.add_post(f"{API}/ai/generate", submit.submit_ai_generate)
+    Route("POST", f"{API}/ai/generate", submit.submit_ai_generate, "Submit an AI reply task",
+          body=schemas.AiGenerateRequest, query=schemas.WaitQuery,
+          response=schemas.SubmitResponse, status=202, tags=("submit",)),
+    # Tasks
+    Route("GET", f"{API}/status/{{task_id}}", tasks.task_status, "A task's status and result",
+          response=schemas.TaskStatusResponse),
+    Route("GET", f"{API}/list", tasks.task_list, "Tasks, newest first",
+          query=schemas.TaskListQuery, response=schemas.TaskListResponse),
+    Route("GET", f"{API}/stats", tasks.task_stats, "Counts by state, queue depths, throughput",
+          response=schemas.StatsResponse),
+    Route("POST", f"{API}/cancel/{{task_id}}", tasks.task_cancel, "Cancel a task",
+          query=schemas.CancelQuery, response=schemas.CancelResponse),
+    Route("POST", f"{API}/retry/{{task_id}}", tasks.task_retry,
+          "Submit a failed or cancelled task again", response=schemas.RetryResponse, status=202),
+    Route("GET", f"{API}/health", tasks.health_report, "The last task-system health report",
+          tags=("operations",)),
+    # Workers (admin)
+    Route("GET", f"{API}/workers", workers.list_workers, "Workers and what they are doing",
+          response=schemas.WorkersResponse, tags=("workers",)),
+    Route("POST", f"{API}/workers/pool/restart", workers.pool_restart,
+          "Restart a worker's pool", query=schemas.PoolRestartQuery,
+          response=schemas.WorkerControlResponse, tags=("workers",)),
+    Route("POST", f"{API}/workers/shutdown", workers.shutdown, "Shut a worker (or all) down",
+          body=schemas.WorkerTarget, query=schemas.WorkerTarget,
+          response=schemas.WorkerControlResponse, tags=("workers",)),
+]  # fmt: skip
+
+
+def public_paths() -> frozenset[str]:
+    return frozenset(r.path for r in ROUTES if r.public)
+
+
+def setup_routes(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)  # type: ignore[arg-type]

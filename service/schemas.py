@@ -1,27 +1,57 @@
-"""Request and response schemas: the API contract (and later its OpenAPI document)."""
+"""Request and response schemas: the API contract and the source of its OpenAPI document.
+
+Field names from the source document (`task_id`, `status`, `result`, `error`,
+`date_done`, `runtime`, `total_tasks`, ...) are a contract: add fields, never rename.
+"""
 
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from workers.priority import MAX_PRIORITY, MIN_PRIORITY
+from workers.queues import QUEUES
+from workers.task_index import STATES
+
+MAX_WAIT = 60
 
 
-class SubmitOptions(Schema):
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# --- requests -------------------------------------------------------------------------
+
+
+class SubmitOptions(StrictSchema):
     """Scheduling options every submission accepts."""
 
     priority = fields.Integer(
         load_default=None,
         validate=validate.Range(MIN_PRIORITY, MAX_PRIORITY),
-        metadata={"description": "0-9, 9 runs first"},
+        metadata={"description": "0-9; 9 runs first. Default 5."},
     )
-    countdown = fields.Float(load_default=None, validate=validate.Range(min=0, max=30 * 86400))
-    eta = fields.AwareDateTime(load_default=None, default_timezone=None)
+    countdown = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0, max=30 * 86400),
+        metadata={"description": "seconds to wait before running"},
+    )
+    eta = fields.AwareDateTime(
+        load_default=None, metadata={"description": "run at (ISO 8601 with a timezone)"}
+    )
 
     @validates_schema
     def _one_delay(self, data: dict, **_: object) -> None:
         if data.get("countdown") is not None and data.get("eta") is not None:
             raise ValidationError("give countdown or eta, not both", "eta")
+
+
+class WaitQuery(StrictSchema):
+    wait = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0, max=MAX_WAIT),
+        metadata={"description": f"seconds (max {MAX_WAIT}) to wait for the task to finish"},
+    )
 
 
 class AiGenerateRequest(SubmitOptions):
@@ -33,7 +63,145 @@ class AiGenerateRequest(SubmitOptions):
     max_tokens = fields.Integer(load_default=None, validate=validate.Range(1, 128_000))
 
 
+class TaskListQuery(StrictSchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    cursor = fields.Integer(load_default=None, validate=validate.Range(min=0))
+    status = fields.String(load_default=None, validate=validate.OneOf(STATES))
+    queue = fields.String(load_default=None, validate=validate.Length(1, 200))
+    name = fields.String(load_default=None, validate=validate.Length(1, 200))
+    owner = fields.String(load_default=None, validate=validate.Length(1, 200))
+
+
+class CancelQuery(StrictSchema):
+    terminate = fields.Boolean(
+        load_default=False, metadata={"description": "terminate a running task (admin)"}
+    )
+
+
+class WorkerTarget(StrictSchema):
+    worker_name = fields.String(load_default=None, validate=validate.Length(1, 300))
+    all = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _target(self, data: dict, **_: object) -> None:
+        if not data.get("worker_name") and not data.get("all"):
+            raise ValidationError("name a worker, or pass all=true", "worker_name")
+        if data.get("worker_name") and data.get("all"):
+            raise ValidationError("give worker_name or all=true, not both", "all")
+
+
+class PoolRestartQuery(StrictSchema):
+    worker_name = fields.String(required=True, validate=validate.Length(1, 300))
+
+
+# --- responses ------------------------------------------------------------------------
+
+
+class ErrorResponse(Schema):
+    error = fields.String(required=True)
+    details = fields.Dict(keys=fields.String(), values=fields.Raw())
+
+
 class SubmitResponse(Schema):
     task_id = fields.String(required=True)
     status = fields.String(required=True)
     message = fields.String(required=True)
+
+
+class Progress(Schema):
+    percent = fields.Float()
+    message = fields.String()
+
+
+class TaskSummary(Schema):
+    task_id = fields.String(required=True)
+    status = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    queue = fields.String(allow_none=True)
+    priority = fields.Integer(allow_none=True)
+    owner = fields.String(allow_none=True)
+    submitted_at = fields.Float(allow_none=True)
+    started_at = fields.Float(allow_none=True)
+    finished_at = fields.Float(allow_none=True)
+    runtime = fields.Float(allow_none=True)
+    retries = fields.Integer(allow_none=True)
+    worker = fields.String(allow_none=True)
+    error = fields.String(allow_none=True)
+    result_preview = fields.String(allow_none=True)
+
+
+class TaskStatusResponse(TaskSummary):
+    result = fields.Raw(allow_none=True)
+    date_done = fields.String(allow_none=True)
+    error_type = fields.String(allow_none=True)
+    traceback = fields.String(allow_none=True, metadata={"description": "admins only"})
+    progress = fields.Nested(Progress, allow_none=True)
+    args = fields.Raw(allow_none=True)
+    kwargs = fields.Raw(allow_none=True)
+    eta = fields.String(allow_none=True)
+    retried_from = fields.String(allow_none=True)
+    retried_as = fields.String(allow_none=True)
+
+
+class TaskListResponse(Schema):
+    tasks = fields.List(fields.Nested(TaskSummary), required=True)
+    count = fields.Integer(required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class MinuteCount(Schema):
+    minute = fields.Integer()
+    finished = fields.Integer()
+
+
+class StatsResponse(Schema):
+    total_tasks = fields.Integer(required=True)
+    pending = fields.Integer(required=True)
+    started = fields.Integer(required=True)
+    success = fields.Integer(required=True)
+    failure = fields.Integer(required=True)
+    retry = fields.Integer(required=True)
+    revoked = fields.Integer(required=True)
+    workers = fields.Integer(required=True)
+    queues = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(QUEUES)),
+        values=fields.Integer(),
+        metadata={"description": "messages waiting per queue"},
+    )
+    tasks_per_minute = fields.List(fields.Nested(MinuteCount))
+
+
+class CancelResponse(Schema):
+    task_id = fields.String(required=True)
+    status = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class RetryResponse(Schema):
+    task_id = fields.String(required=True, metadata={"description": "the new task"})
+    retried_from = fields.String(required=True)
+    status = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class WorkerInfo(Schema):
+    hostname = fields.String(required=True)
+    status = fields.String(required=True)
+    queues = fields.List(fields.String())
+    concurrency = fields.Integer(allow_none=True)
+    active = fields.Integer(allow_none=True)
+    reserved = fields.Integer(allow_none=True)
+    processed = fields.Integer(allow_none=True)
+    last_heartbeat = fields.Float(allow_none=True)
+    pid = fields.Integer(allow_none=True)
+    responded = fields.Boolean(metadata={"description": "answered the inspect broadcast"})
+
+
+class WorkersResponse(Schema):
+    workers = fields.List(fields.Nested(WorkerInfo), required=True)
+    count = fields.Integer(required=True)
+
+
+class WorkerControlResponse(Schema):
+    action = fields.String(required=True)
+    replies = fields.Dict(keys=fields.String(), values=fields.Raw(), required=True)

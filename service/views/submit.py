@@ -1,29 +1,105 @@
-"""Task submission endpoints."""
+"""Task submission: validate, publish by name, answer the task id (or the result)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import uuid4
+
 from aiohttp import web
+from marshmallow import Schema
 
-from service.keys import publisher_key
+from service.errors import BadRequest
+from service.keys import publisher_key, redis_key, task_store_key, waiter_key
 from service.middlewares import principal_of
-from service.requests import load_json
-from service.schemas import AiGenerateRequest, SubmitResponse
+from service.requests import load_json, load_query
+from service.schemas import AiGenerateRequest, SubmitResponse, WaitQuery
+from service.views.tasks import status_body
 from workers import queues
+from workers.signals import OWNER_HEADER
+from workers.task_index import TERMINAL_STATES
 
-_OPTIONS = ("priority", "countdown", "eta")
+OPTIONS = ("priority", "countdown", "eta")
+IDEMPOTENCY_TTL = 24 * 3600
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-async def submit_ai_generate(request: web.Request) -> web.Response:
-    data = await load_json(request, AiGenerateRequest())
+def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
+    """A handler that submits `task_name` with the body validated by `schema`."""
+
+    async def handler(request: web.Request) -> web.Response:
+        wait = load_query(request, WaitQuery())["wait"]
+        data = await load_json(request, schema())
+        return await submit(request, task_name, data, message, wait)
+
+    handler.__name__ = f"submit_{task_name}"
+    return handler
+
+
+async def submit(
+    request: web.Request, task_name: str, data: dict[str, Any], message: str, wait: float | None
+) -> web.Response:
     principal = principal_of(request)
-    options = {k: data.pop(k) for k in _OPTIONS}
-    task_id = await request.app[publisher_key].publish(
-        queues.GENERATE_AI_RESPONSE,
-        data,
-        headers={"claw_owner": principal.owner},
-        **options,
-    )
-    body = SubmitResponse().dump(
-        {"task_id": task_id, "status": "PENDING", "message": "AI reply task submitted"}
-    )
-    return web.json_response(body, status=202)
+    options = {k: data.pop(k, None) for k in OPTIONS}
+    task_id = str(uuid4())
+    idem_key = _idempotency_key(request, principal.owner)
+    if idem_key is not None:
+        client = request.app[redis_key]
+        first = await client.set(idem_key, task_id, nx=True, ex=IDEMPOTENCY_TTL)
+        if not first:
+            existing = await client.get(idem_key)
+            body = {"task_id": existing, "status": "PENDING", "message": "already submitted"}
+            return web.json_response(
+                SubmitResponse().dump(body), status=202, headers={"Idempotent-Replayed": "true"}
+            )
+    publisher = request.app[publisher_key]
+
+    async def publish() -> None:
+        try:
+            await publisher.publish(
+                task_name, data, task_id=task_id, headers={OWNER_HEADER: principal.owner},
+                **options,
+            )  # fmt: skip
+        except Exception:
+            if idem_key is not None:
+                with contextlib.suppress(Exception):
+                    await request.app[redis_key].delete(idem_key)
+            raise
+
+    if not wait:
+        await publish()
+        body = {"task_id": task_id, "status": "PENDING", "message": message}
+        return web.json_response(SubmitResponse().dump(body), status=202)
+
+    # Subscribe before publishing so a fast task cannot finish unseen.
+    async with request.app[waiter_key].watch(task_id) as finished:
+        await publish()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished, wait)
+    record, meta = await request.app[task_store_key].get_with_result(task_id)
+    if record and record.get("state") in TERMINAL_STATES:
+        return web.json_response(status_body(record, meta, principal), status=200)
+    body = {"task_id": task_id, "status": "PENDING", "message": message}
+    return web.json_response(SubmitResponse().dump(body), status=202)
+
+
+def _idempotency_key(request: web.Request, owner: str) -> str | None:
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255:
+        raise BadRequest(
+            "invalid Idempotency-Key", details={IDEMPOTENCY_HEADER: ["1 to 255 characters"]}
+        )
+    digest = hashlib.sha256(f"{owner}\0{value}".encode()).hexdigest()
+    return f"claw:idem:{digest}"
+
+
+submit_ai_generate = submission(
+    queues.GENERATE_AI_RESPONSE, AiGenerateRequest, "AI reply task submitted"
+)

@@ -1,0 +1,99 @@
+"""`/metrics` in Prometheus text format.
+
+Task counts and queue depths are read from Redis at scrape time (they are shared by every
+replica); request latencies are this process's own histograms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from service.keys import redis_key, task_store_key
+from workers.queue_depth import priority_keys
+from workers.queues import QUEUES
+
+metrics_key = web.AppKey("metrics", "Metrics")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.api_latency = Histogram(
+            "claw_api_request_seconds", "API request latency", ["method", "route", "status"],
+            registry=self.registry, buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.submit_latency = Histogram(
+            "claw_task_submit_seconds", "Time to publish a submitted task", ["task"],
+            registry=self.registry, buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.websocket_clients: Callable[[], int] = lambda: 0
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        request.app[metrics_key].api_latency.labels(request.method, route, str(status)).observe(
+            time.perf_counter() - started
+        )
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    client = request.app[redis_key]
+    store = request.app[task_store_key]
+    by_queue = await store.counts_by_queue(QUEUES)
+    counts = await store.counts()
+    async with client.pipeline(transaction=False) as pipe:
+        for name in QUEUES:
+            for key in priority_keys(name):
+                pipe.llen(key)
+        lengths = await pipe.execute()
+    steps = len(priority_keys(QUEUES[0]))
+
+    tasks = GaugeMetricFamily("claw_tasks", "Tasks in the index by state", labels=["state"])
+    for state, n in counts.items():
+        tasks.add_metric([state], n)
+    per_queue = GaugeMetricFamily(
+        "claw_queue_tasks", "Tasks in the index by queue and state", labels=["queue", "state"]
+    )
+    for queue, states in by_queue.items():
+        for state, n in states.items():
+            per_queue.add_metric([queue, state], n)
+    depth = GaugeMetricFamily("claw_queue_depth", "Messages waiting", labels=["queue"])
+    for i, name in enumerate(QUEUES):
+        depth.add_metric([name], sum(lengths[i * steps : (i + 1) * steps]))
+    metrics = request.app[metrics_key]
+    ws = GaugeMetricFamily("claw_websocket_clients", "Connected websocket clients")
+    ws.add_metric([], metrics.websocket_clients())
+
+    body = generate_latest(metrics.registry).decode()
+    scrape = CollectorRegistry()
+
+    class _Now:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return [tasks, per_queue, depth, ws]
+
+    scrape.register(_Now())  # type: ignore[arg-type]
+    body += generate_latest(scrape).decode()
+    return web.Response(text=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

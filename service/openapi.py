@@ -1,0 +1,86 @@
+"""The OpenAPI 3 document, generated from the route table and its marshmallow schemas."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from service.routes import ROUTES, Route
+from service.schemas import ErrorResponse
+
+ERRORS = {
+    "400": "invalid input; `details` names each bad field",
+    "401": "missing or invalid API key",
+    "403": "not allowed for this key",
+    "404": "not found (or not yours)",
+    "409": "not possible in the task's current state",
+    "415": "the body must be application/json",
+    "503": "Redis or the broker is unavailable; retry after `Retry-After` seconds",
+}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "tags": list(route.tags),
+        "operationId": route.handler.__name__,  # type: ignore[attr-defined]
+        "responses": {},
+    }
+    parameters: list[dict[str, Any]] = [
+        {"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", route.path)
+    ]
+    if route.query is not None:
+        parameters.append({"in": "query", "schema": route.query})
+    if parameters:
+        op["parameters"] = parameters
+    if route.body is not None:
+        op["requestBody"] = {
+            "required": route.method == "POST" and route.query is not route.body,
+            "content": {"application/json": {"schema": route.body}},
+        }
+    ok: dict[str, Any] = {"description": "success"}
+    if route.response is not None:
+        ok["content"] = {"application/json": {"schema": route.response}}
+    op["responses"][str(route.status)] = ok
+    if route.status == 202 and route.query is not None and "wait" in route.query().fields:
+        op["responses"]["200"] = {"description": "finished within `wait` seconds"}
+    for code, text in ERRORS.items():
+        if route.public and code in ("401", "403"):
+            continue
+        op["responses"][code] = {
+            "description": text,
+            "content": {"application/json": {"schema": ErrorResponse}},
+        }
+    if not route.public:
+        op["security"] = [{"bearer": []}]
+    return op
+
+
+def build_spec() -> dict[str, Any]:
+    spec = APISpec(
+        title="CLAW.AI task platform",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for route in ROUTES:
+        spec.path(path=route.path, operations={route.method.lower(): _operation(route)})
+    return spec.to_dict()
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_spec_key])
+
+
+_spec_key = web.AppKey("openapi", dict)
+
+
+def setup_openapi(app: web.Application) -> None:
+    app[_spec_key] = build_spec()
+    app.router.add_get("/api/v1/openapi.json", openapi_json)

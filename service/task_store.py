@@ -1,0 +1,216 @@
+"""The gateway's view of the task index (`workers.task_index`): reads, cancel, retry links.
+
+All reads are index lookups (sorted-set ranges and hash reads), never scans of the
+history, so they cost the same at a thousand tasks or a million.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+
+from workers.task_index import (
+    DEFAULT_TTL,
+    PREFIX,
+    RECORD_LUA,
+    STATES,
+    TERMINAL_STATES,
+    counts_key,
+    done_key,
+    encode_fields,
+    index_key,
+    owner_state_key,
+    task_key,
+)
+
+RESULT_KEY = "celery-task-meta-{}"
+SUMMARY_FIELDS = (
+    "task_id", "name", "queue", "state", "priority", "owner", "submitted_at", "started_at",
+    "finished_at", "retries", "worker", "error_type", "error_message", "result_preview", "seq",
+)  # fmt: skip
+SCAN_BATCH = 200
+SCAN_BUDGET = 5000
+
+# Returns the state that blocked the cancel, 'RUNNING' for a claimed task, or 'OK'.
+CANCEL_LUA = """
+local r = redis.call('HMGET', KEYS[1], 'state', 'claimed')
+if not r[1] then return 'MISSING' end
+if r[1] == 'SUCCESS' or r[1] == 'FAILURE' or r[1] == 'REVOKED' then return r[1] end
+if r[1] == 'STARTED' or r[2] == '1' then return 'RUNNING' end
+redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+return 'OK'
+"""
+
+# Link a task to its retry, once. Returns the existing link or ''.
+LINK_RETRY_LUA = """
+local existing = redis.call('HGET', KEYS[1], 'retried_as')
+if existing then return existing end
+redis.call('HSET', KEYS[1], 'retried_as', ARGV[1])
+return ''
+"""
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    limit: int = 50
+    cursor: int | None = None
+    state: str | None = None
+    queue: str | None = None
+    name: str | None = None
+    owner: str | None = None
+
+
+@dataclass
+class Page:
+    tasks: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def decode_record(raw: dict[str, str]) -> dict[str, Any]:
+    """Typed values from the hash's strings."""
+    out: dict[str, Any] = dict(raw)
+    for name in ("submitted_at", "started_at", "finished_at", "created_at", "updated_at"):
+        if out.get(name):
+            out[name] = float(out[name])
+    for name in ("priority", "retries", "seq", "attempt"):
+        if out.get(name) not in (None, ""):
+            out[name] = int(float(out[name]))
+    for name in ("progress", "args", "kwargs", "eta", "timelimit", "traceback"):
+        if out.get(name):
+            try:
+                out[name] = json.loads(out[name])
+            except ValueError:
+                pass
+    return out
+
+
+class TaskStore:
+    def __init__(self, client: redis.asyncio.Redis, ttl: int = DEFAULT_TTL) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._record = client.register_script(RECORD_LUA)
+        self._cancel = client.register_script(CANCEL_LUA)
+        self._link = client.register_script(LINK_RETRY_LUA)
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        raw = await self.client.hgetall(task_key(task_id))
+        return decode_record(raw) if raw else None
+
+    async def get_with_result(self, task_id: str) -> tuple[dict[str, Any] | None, Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(task_key(task_id))
+            pipe.get(RESULT_KEY.format(task_id))
+            raw, meta = await pipe.execute()
+        if not raw:
+            return None, None
+        return decode_record(raw), (json.loads(meta) if meta else None)
+
+    async def record(self, task_id: str, state: str | None, **fields: Any) -> list[Any]:
+        args = [PREFIX, task_id, state or "", -1, time.time(), self.ttl, *encode_fields(fields)]
+        return await self._record(keys=[task_key(task_id)], args=args)
+
+    async def request_cancel(self, task_id: str) -> str:
+        return await self._cancel(keys=[task_key(task_id)])
+
+    async def link_retry(self, task_id: str, new_id: str) -> str | None:
+        existing = await self._link(keys=[task_key(task_id)], args=[new_id])
+        return existing or None
+
+    async def list(self, query: ListQuery) -> Page:
+        """Newest first, filtered; `next_cursor` continues after the last task looked at.
+
+        One index range answers it when one index covers the filters. Otherwise the most
+        selective index is walked in batches and the rest checked on each record, up to a
+        budget per request; a short page then comes with a cursor to go on from.
+        """
+        primary, remaining = self._plan(query)
+        upper = f"({query.cursor}" if query.cursor is not None else "+inf"
+        tasks: list[dict[str, Any]] = []
+        scanned = 0
+        more = False
+        last_seq: float | None = None
+        while len(tasks) < query.limit and scanned < SCAN_BUDGET:
+            size = SCAN_BATCH if remaining else query.limit - len(tasks)
+            batch = await self.client.zrevrangebyscore(
+                primary, upper, "-inf", start=0, num=size + 1, withscores=True
+            )
+            more = len(batch) > size
+            batch = batch[:size]
+            records = await self._summaries([task_id for task_id, _ in batch])
+            for i, ((_, score), record) in enumerate(zip(batch, records, strict=True)):
+                last_seq = score
+                scanned += 1
+                if record is not None and all(record.get(f) == v for f, v in remaining.items()):
+                    tasks.append(record)
+                if len(tasks) == query.limit:
+                    more = more or i < len(batch) - 1
+                    break
+            if not more:
+                break
+            upper = f"({int(last_seq or 0)}"
+        next_cursor = str(int(last_seq)) if more and last_seq is not None else None
+        return Page(tasks, next_cursor)
+
+    def _plan(self, query: ListQuery) -> tuple[str, dict[str, str]]:
+        """The most selective index for the filters, and the filters left to check."""
+        filters = {
+            "owner": query.owner, "state": query.state, "queue": query.queue, "name": query.name,
+        }  # fmt: skip
+        filters = {k: v for k, v in filters.items() if v is not None}
+        if "owner" in filters and "state" in filters:
+            key = owner_state_key(filters.pop("owner"), filters.pop("state"))
+        elif "owner" in filters:
+            key = index_key("owner", filters.pop("owner"))
+        elif "state" in filters:
+            key = index_key("state", filters.pop("state"))
+        elif "name" in filters:
+            key = index_key("name", filters.pop("name"))
+        elif "queue" in filters:
+            key = index_key("queue", filters.pop("queue"))
+        else:
+            key = index_key()
+        return key, filters
+
+    async def _summaries(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(task_key(task_id), SUMMARY_FIELDS)
+            rows = await pipe.execute()
+        out: list[dict[str, Any] | None] = []
+        for row in rows:
+            if row[0] is None:
+                out.append(None)  # pruned between the range and the read
+                continue
+            out.append(decode_record({k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v}))
+        return out
+
+    async def counts(self, owner: str | None = None) -> dict[str, int]:
+        raw = await self.client.hgetall(counts_key("owner", owner) if owner else counts_key())
+        return {state: max(0, int(raw.get(state, 0))) for state in STATES}
+
+    async def finished_per_minute(self, minutes: int = 10) -> list[dict[str, Any]]:
+        now_minute = int(time.time() // 60)
+        keys = [done_key(m) for m in range(now_minute - minutes + 1, now_minute + 1)]
+        values = await self.client.mget(keys)
+        return [
+            {"minute": (now_minute - minutes + 1 + i) * 60, "finished": int(v or 0)}
+            for i, v in enumerate(values)
+        ]
+
+    async def counts_by_queue(self, queue_names: tuple[str, ...]) -> dict[str, dict[str, int]]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in queue_names:
+                pipe.hgetall(counts_key("queue", name))
+            rows = await pipe.execute()
+        return {
+            name: {state: max(0, int(row.get(state, 0))) for state in STATES}
+            for name, row in zip(queue_names, rows, strict=True)
+        }
+
+
+def is_terminal(state: str | None) -> bool:
+    return state in TERMINAL_STATES

@@ -1,0 +1,214 @@
+"""Task status, listing, statistics, cancel and retry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from aiohttp import web
+
+from service.auth import Principal
+from service.errors import Conflict, Forbidden, NotFound
+from service.keys import celery_key, executor_key, publisher_key, redis_key, task_store_key
+from service.middlewares import principal_of
+from service.requests import load_query
+from service.schemas import (
+    CancelQuery,
+    CancelResponse,
+    RetryResponse,
+    StatsResponse,
+    TaskListQuery,
+    TaskListResponse,
+    TaskStatusResponse,
+    TaskSummary,
+)
+from service.task_store import ListQuery, TaskStore
+from workers import registry
+from workers.queue_depth import priority_keys
+from workers.queues import QUEUES
+from workers.signals import OWNER_HEADER, RETRIED_FROM_HEADER
+from workers.task_index import TERMINAL_STATES, task_key
+
+logger = logging.getLogger(__name__)
+HEALTH_REPORT_KEY = "claw:health:report"
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    started, finished = record.get("started_at"), record.get("finished_at")
+    return {
+        **record,
+        "status": record.get("state"),
+        "runtime": round(finished - started, 6) if started and finished else None,
+        "error": record.get("error_message"),
+    }
+
+
+def status_body(record: dict[str, Any], meta: dict | None, principal: Principal) -> dict:
+    body = summarize(record)
+    meta_state = (meta or {}).get("status")
+    if meta_state in TERMINAL_STATES and body["status"] not in TERMINAL_STATES:
+        # The backend's write lands a moment before the index's.
+        body["status"] = meta_state
+    result = meta.get("result") if meta else None
+    body["result"] = result if body["status"] == "SUCCESS" else None
+    body["date_done"] = (meta or {}).get("date_done") or _iso(record.get("finished_at"))
+    if not principal.is_admin:
+        body.pop("traceback", None)
+    return TaskStatusResponse().dump(body)
+
+
+async def visible_task(request: web.Request, task_id: str) -> dict[str, Any]:
+    """The task's record if this caller may see it; 404 alike for unknown and foreign."""
+    record = await request.app[task_store_key].get(task_id)
+    return _check_visible(record, principal_of(request))
+
+
+def _check_visible(record: dict[str, Any] | None, principal: Principal) -> dict[str, Any]:
+    if record is None or not (principal.is_admin or record.get("owner") == principal.owner):
+        raise NotFound("no such task")
+    return record
+
+
+async def task_status(request: web.Request) -> web.Response:
+    task_id = request.match_info["task_id"]
+    record, meta = await request.app[task_store_key].get_with_result(task_id)
+    principal = principal_of(request)
+    record = _check_visible(record, principal)
+    return web.json_response(status_body(record, meta, principal))
+
+
+async def task_list(request: web.Request) -> web.Response:
+    query = load_query(request, TaskListQuery())
+    principal = principal_of(request)
+    owner = query["owner"] if principal.is_admin else principal.owner
+    page = await request.app[task_store_key].list(
+        ListQuery(
+            limit=query["limit"], cursor=query["cursor"], state=query["status"],
+            queue=query["queue"], name=query["name"], owner=owner,
+        )
+    )  # fmt: skip
+    tasks = TaskSummary(many=True).dump([summarize(t) for t in page.tasks])
+    body = {"tasks": tasks, "count": len(tasks), "next_cursor": page.next_cursor}
+    return web.json_response(TaskListResponse().dump(body))
+
+
+async def task_stats(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    store = request.app[task_store_key]
+    client = request.app[redis_key]
+    counts, per_minute = await asyncio.gather(
+        store.counts(None if principal.is_admin else principal.owner),
+        store.finished_per_minute(10),
+    )
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zcount(registry.WORKERS_SEEN, registry.live_since(), "+inf")
+        for name in QUEUES:
+            for key in priority_keys(name):
+                pipe.llen(key)
+        replies = await pipe.execute()
+    steps = len(priority_keys(QUEUES[0]))
+    depths = {
+        name: sum(replies[1 + i * steps : 1 + (i + 1) * steps]) for i, name in enumerate(QUEUES)
+    }
+    body = {
+        "total_tasks": sum(counts.values()),
+        **{state.lower(): n for state, n in counts.items()},
+        "workers": replies[0],
+        "queues": depths,
+        "tasks_per_minute": per_minute,
+    }
+    return web.json_response(StatsResponse().dump(body))
+
+
+async def task_cancel(request: web.Request) -> web.Response:
+    task_id = request.match_info["task_id"]
+    query = load_query(request, CancelQuery())
+    principal = principal_of(request)
+    record = await visible_task(request, task_id)
+    store: TaskStore = request.app[task_store_key]
+    outcome = await store.request_cancel(task_id)
+    if outcome in TERMINAL_STATES:
+        raise Conflict(f"task already finished ({outcome})")
+    if outcome == "RUNNING":
+        if not query["terminate"]:
+            raise Conflict("task is already running; an admin may pass terminate=true")
+        if not principal.is_admin:
+            raise Forbidden("only admins may terminate a running task")
+        await _broadcast_revoke(request, task_id, terminate=True)
+        body = {"task_id": task_id, "status": "REVOKING", "message": "termination requested"}
+        return web.json_response(CancelResponse().dump(body), status=202)
+    if outcome == "MISSING":
+        raise NotFound("no such task")
+    await store.record(
+        task_id, "REVOKED", error_type="Cancelled", error_message=f"cancelled by {principal.owner}"
+    )
+    # Workers holding it (reserved, or waiting for its ETA) drop it now; any other
+    # worker finds the cancel in the index before running it.
+    await _broadcast_revoke(request, task_id, terminate=False)
+    previous = record.get("state")
+    body = {"task_id": task_id, "status": "REVOKED", "message": f"cancelled while {previous}"}
+    return web.json_response(CancelResponse().dump(body))
+
+
+async def _broadcast_revoke(request: web.Request, task_id: str, *, terminate: bool) -> None:
+    control = request.app[celery_key].control
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(
+        request.app[executor_key],
+        lambda: control.revoke(task_id, terminate=terminate, signal="SIGTERM"),
+    )
+
+
+async def task_retry(request: web.Request) -> web.Response:
+    task_id = request.match_info["task_id"]
+    record = await visible_task(request, task_id)
+    state = record.get("state")
+    if state not in ("FAILURE", "REVOKED"):
+        raise Conflict(f"only FAILURE or REVOKED tasks can be retried, this one is {state}")
+    if record.get("args_truncated"):
+        raise Conflict("the task's arguments were too large to keep; submit it again")
+    store: TaskStore = request.app[task_store_key]
+    new_id = str(uuid4())
+    existing = await store.link_retry(task_id, new_id)
+    if existing:
+        raise Conflict(f"task was already retried as {existing}")
+    headers = {RETRIED_FROM_HEADER: task_id}
+    if record.get("owner"):
+        headers[OWNER_HEADER] = record["owner"]
+    timelimit = record.get("timelimit") or [None, None]
+    try:
+        await request.app[publisher_key].publish(
+            record["name"],
+            record.get("kwargs") or {},
+            args=record.get("args") or [],
+            priority=record.get("priority"),
+            queue=record.get("queue"),
+            task_id=new_id,
+            headers=headers,
+            time_limit=timelimit[0],
+            soft_time_limit=timelimit[1],
+        )
+    except Exception:
+        await store.client.hdel(task_key(task_id), "retried_as")
+        raise
+    body = {"task_id": new_id, "retried_from": task_id, "status": "PENDING",
+            "message": "task submitted again"}  # fmt: skip
+    return web.json_response(RetryResponse().dump(body), status=202)
+
+
+async def health_report(request: web.Request) -> web.Response:
+    raw = await request.app[redis_key].get(HEALTH_REPORT_KEY)
+    if raw is None:
+        raise NotFound("no health report yet: check_task_health has not run")
+    report = json.loads(raw)
+    report["age_seconds"] = round(time.time() - report.get("checked_at", time.time()), 3)
+    return web.json_response(report)

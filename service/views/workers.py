@@ -1,0 +1,136 @@
+"""Worker information and control (admin only)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from service.errors import Forbidden, NotFound, ServiceUnavailable
+from service.keys import celery_key, executor_key, redis_key
+from service.middlewares import principal_of
+from service.requests import load_json, load_query
+from service.schemas import PoolRestartQuery, WorkerControlResponse, WorkersResponse, WorkerTarget
+from workers import registry
+
+INSPECT_TIMEOUT = 1.0
+CONTROL_TIMEOUT = 5.0
+
+
+def require_admin(request: web.Request) -> None:
+    if not principal_of(request).is_admin:
+        raise Forbidden("admin key required")
+
+
+async def _blocking(request: web.Request, call: Any) -> Any:
+    """Run a Celery control call in the bounded pool; broker errors become 503."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        return await asyncio.get_running_loop().run_in_executor(request.app[executor_key], call)
+    except OperationalError as exc:
+        raise ServiceUnavailable("broker unavailable") from exc
+
+
+async def _registry(request: web.Request) -> tuple[dict[str, dict], dict[str, float]]:
+    client = request.app[redis_key]
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(registry.WORKERS_HASH)
+        pipe.zrange(registry.WORKERS_SEEN, 0, -1, withscores=True)
+        described, seen = await pipe.execute()
+    return {h: json.loads(v) for h, v in described.items()}, dict(seen)
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    require_admin(request)
+    inspect = request.app[celery_key].control.inspect(timeout=INSPECT_TIMEOUT)
+    # The broadcasts run side by side, each bounded by the inspect timeout.
+    (described, seen), stats, active, reserved, queues = await asyncio.gather(
+        _registry(request),
+        _blocking(request, inspect.stats),
+        _blocking(request, inspect.active),
+        _blocking(request, inspect.reserved),
+        _blocking(request, inspect.active_queues),
+    )
+    stats, active, reserved, queues = (x or {} for x in (stats, active, reserved, queues))
+    live_since = registry.live_since(time.time())
+    hostnames = sorted(set(described) | set(seen) | set(stats))
+    workers = []
+    for host in hostnames:
+        info = described.get(host, {})
+        stat = stats.get(host, {})
+        pool = stat.get("pool", {})
+        last = seen.get(host)
+        workers.append(
+            {
+                "hostname": host,
+                "status": "online" if (last and last >= live_since) or host in stats else "offline",
+                "queues": [q["name"] for q in queues.get(host, [])] or info.get("queues", []),
+                "concurrency": pool.get("max-concurrency", info.get("concurrency")),
+                "active": len(active[host]) if host in active else None,
+                "reserved": len(reserved[host]) if host in reserved else None,
+                "processed": sum(stat.get("total", {}).values()) if stat else None,
+                "last_heartbeat": last,
+                "pid": stat.get("pid", info.get("pid")),
+                "responded": host in stats,
+            }
+        )
+    body = {"workers": workers, "count": len(workers)}
+    return web.json_response(WorkersResponse().dump(body))
+
+
+async def _known_worker(request: web.Request, name: str) -> None:
+    described, seen = await _registry(request)
+    if name not in described and name not in seen:
+        raise NotFound(f"no worker named {name}")
+
+
+async def pool_restart(request: web.Request) -> web.Response:
+    require_admin(request)
+    name = load_query(request, PoolRestartQuery())["worker_name"]
+    await _known_worker(request, name)
+    control = request.app[celery_key].control
+    replies = await _blocking(
+        request,
+        lambda: control.pool_restart(
+            destination=[name], reply=True, timeout=CONTROL_TIMEOUT, reload=False
+        ),
+    )
+    return _control_response("pool_restart", replies)
+
+
+async def shutdown(request: web.Request) -> web.Response:
+    require_admin(request)
+    target = await _target(request)
+    if target["worker_name"]:
+        await _known_worker(request, target["worker_name"])
+    destination = None if target["all"] else [target["worker_name"]]
+    control = request.app[celery_key].control
+    replies = await _blocking(
+        request,
+        lambda: control.broadcast(
+            "shutdown", destination=destination, reply=True, timeout=CONTROL_TIMEOUT
+        ),
+    )
+    return _control_response("shutdown", replies)
+
+
+async def _target(request: web.Request) -> dict[str, Any]:
+    """The worker named in the query or in a JSON body."""
+    if request.query:
+        return load_query(request, WorkerTarget())
+    return await load_json(request, WorkerTarget())
+
+
+def _control_response(action: str, replies: list[dict] | None) -> web.Response:
+    merged: dict[str, Any] = {}
+    for reply in replies or []:
+        merged.update(reply)
+    status = 200 if merged else 504
+    body = WorkerControlResponse().dump({"action": action, "replies": merged})
+    if not merged:
+        body["error"] = "no worker replied in time"
+    return web.json_response(body, status=status)

@@ -1,0 +1,226 @@
+"""The task REST API against the real gateway, real workers and the shared Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.support.waiting import async_wait_until
+
+AI = "/api/v1/tasks/ai/generate"
+T = "/api/v1/tasks"
+
+
+def ai_body(**extra):
+    return {"conversation_id": f"conv-{uuid.uuid4().hex[:8]}", "user_message": "hi", **extra}
+
+
+async def wait_status(api, task_id, states, timeout=20.0):
+    async def reached():
+        status, body = await api.get(f"{T}/status/{task_id}")
+        return body if status == 200 and body["status"] in states else None
+
+    return await async_wait_until(reached, timeout, 0.05, f"{task_id} in {states}")
+
+
+async def test_submit_then_status_carries_the_seed_fields_and_more(alice, worker) -> None:
+    status, body = await alice.post(AI, json=ai_body(priority=7))
+    assert status == 202 and body["status"] == "PENDING"
+    done = await wait_status(alice, body["task_id"], {"SUCCESS"})
+    for field in ("task_id", "status", "result", "error", "date_done", "runtime"):
+        assert field in done
+    assert done["result"]["response"] and done["error"] is None
+    assert done["runtime"] is not None and done["runtime"] >= 0
+    assert done["name"] == "generate_ai_response" and done["queue"] == "ai_high_priority"
+    assert done["priority"] == 7 and done["owner"] == "alice"
+    assert done["worker"].startswith("shared-")
+    assert done["submitted_at"] <= done["started_at"] <= done["finished_at"]
+    assert done["kwargs"]["user_message"] == "hi"
+    assert "traceback" not in done or done["traceback"] is None
+
+
+async def test_unknown_task_id_is_404_not_pending(admin) -> None:
+    status, body = await admin.get(f"{T}/status/{uuid.uuid4()}")
+    assert status == 404 and body["error"]
+
+
+async def test_missing_or_wrong_key_is_401(anonymous, http, secured_gateway) -> None:
+    for path in (f"{T}/list", f"{T}/stats", f"{T}/status/x", f"{T}/workers"):
+        status, body = await anonymous.get(path)
+        assert status == 401 and body["error"]
+    from tests.support.api import Api
+
+    wrong = Api(http, secured_gateway.base_url, "not-a-key")
+    assert (await wrong.post(AI, json=ai_body()))[0] == 401
+    # health stays open
+    assert (await anonymous.get("/healthz"))[0] == 200
+
+
+async def test_users_only_see_their_own_tasks(alice, bob, admin, worker) -> None:
+    _, mine = await alice.post(AI, json=ai_body())
+    await wait_status(alice, mine["task_id"], {"SUCCESS"})
+    # bob cannot see, cancel or retry it, and cannot tell it exists
+    assert (await bob.get(f"{T}/status/{mine['task_id']}"))[0] == 404
+    assert (await bob.post(f"{T}/cancel/{mine['task_id']}"))[0] == 404
+    assert (await bob.post(f"{T}/retry/{mine['task_id']}"))[0] == 404
+    _, page = await bob.get(f"{T}/list", params={"limit": 500})
+    assert all(t["owner"] == "bob" for t in page["tasks"])
+    assert mine["task_id"] not in {t["task_id"] for t in page["tasks"]}
+    # the admin sees it
+    assert (await admin.get(f"{T}/status/{mine['task_id']}"))[0] == 200
+    # users cannot reach worker control
+    assert (await alice.get(f"{T}/workers"))[0] == 403
+    assert (await alice.post(f"{T}/workers/shutdown", params={"all": "true"}))[0] == 403
+
+
+async def test_list_filters_paginates_newest_first_and_is_stable(alice, worker) -> None:
+    ids = []
+    for _ in range(5):
+        _, body = await alice.post(AI, json=ai_body())
+        ids.append(body["task_id"])
+    for task_id in ids:
+        await wait_status(alice, task_id, {"SUCCESS"})
+    _, first = await alice.get(f"{T}/list", params={"limit": 2, "status": "SUCCESS"})
+    assert [t["task_id"] for t in first["tasks"]] == ids[::-1][:2]
+    assert first["next_cursor"]
+    # a new task arriving does not shift the next page
+    _, extra = await alice.post(AI, json=ai_body())
+    _, second = await alice.get(
+        f"{T}/list", params={"limit": 2, "status": "SUCCESS", "cursor": first["next_cursor"]}
+    )
+    assert [t["task_id"] for t in second["tasks"]] == ids[::-1][2:4]
+    _, by_name = await alice.get(
+        f"{T}/list", params={"name": "generate_ai_response", "queue": "ai_high_priority"}
+    )
+    assert {t["task_id"] for t in by_name["tasks"]} >= set(ids)
+    _, none = await alice.get(f"{T}/list", params={"queue": "knowledge_default"})
+    assert none["tasks"] == [] and none["next_cursor"] is None
+    await wait_status(alice, extra["task_id"], {"SUCCESS"})
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"limit": 501}, "limit"), ({"limit": 0}, "limit"), ({"status": "DONE"}, "status"),
+     ({"cursor": "abc"}, "cursor"), ({"bogus": 1}, "bogus")],
+)  # fmt: skip
+async def test_bad_list_query_is_400_naming_the_field(alice, params, field) -> None:
+    status, body = await alice.get(f"{T}/list", params=params)
+    assert status == 400 and field in body["details"]
+
+
+async def test_stats_has_the_seed_fields_and_counts_follow_tasks(alice, admin, worker) -> None:
+    _, before = await alice.get(f"{T}/stats")
+    for field in ("total_tasks", "pending", "started", "success", "failure", "retry",
+                  "workers", "revoked", "queues", "tasks_per_minute"):  # fmt: skip
+        assert field in before
+    _, body = await alice.post(AI, json=ai_body())
+    await wait_status(alice, body["task_id"], {"SUCCESS"})
+    _, after = await alice.get(f"{T}/stats")
+    assert after["total_tasks"] == before["total_tasks"] + 1
+    assert after["success"] == before["success"] + 1
+    assert after["workers"] >= 1
+    assert set(after["queues"]) == {
+        "ai_high_priority",
+        "knowledge_default",
+        "notification_default",
+        "default",
+    }
+    assert sum(m["finished"] for m in after["tasks_per_minute"]) >= 1
+    _, everyone = await admin.get(f"{T}/stats")
+    assert everyone["total_tasks"] >= after["total_tasks"]
+
+
+async def test_task_published_by_plain_celery_appears_in_list_and_status(
+    admin, celery_app, worker
+) -> None:
+    result = celery_app.send_task(
+        "generate_ai_response", kwargs={"conversation_id": "plain", "user_message": "x"}
+    )
+    done = await wait_status(admin, result.id, {"SUCCESS"})
+    assert done["name"] == "generate_ai_response"
+    _, page = await admin.get(f"{T}/list", params={"limit": 20})
+    assert result.id in {t["task_id"] for t in page["tasks"]}
+
+
+async def test_retry_of_a_failed_task_links_both_records(admin, celery_app, worker) -> None:
+    failed = celery_app.send_task("vectorize_document", kwargs={"document_id": 1})  # bad args
+    await wait_status(admin, failed.id, {"FAILURE"})
+    status, body = await admin.post(f"{T}/retry/{failed.id}")
+    assert status == 202 and body["retried_from"] == failed.id
+    new = await wait_status(admin, body["task_id"], {"FAILURE", "SUCCESS"})
+    assert new["retried_from"] == failed.id
+    _, old = await admin.get(f"{T}/status/{failed.id}")
+    assert old["retried_as"] == body["task_id"]
+    # once only
+    assert (await admin.post(f"{T}/retry/{failed.id}"))[0] == 409
+
+
+async def test_retry_of_a_successful_task_is_409(alice, worker) -> None:
+    _, body = await alice.post(AI, json=ai_body())
+    await wait_status(alice, body["task_id"], {"SUCCESS"})
+    status, err = await alice.post(f"{T}/retry/{body['task_id']}")
+    assert status == 409 and "SUCCESS" in err["error"]
+    status, err = await alice.post(f"{T}/cancel/{body['task_id']}")
+    assert status == 409
+
+
+async def test_wait_returns_the_finished_status(alice, worker) -> None:
+    status, body = await alice.post(AI, json=ai_body(), params={"wait": 20})
+    assert status == 200
+    assert body["status"] == "SUCCESS" and body["result"]["conversation_id"]
+
+
+async def test_wait_that_runs_out_answers_202(alice, worker) -> None:
+    status, body = await alice.post(AI, json=ai_body(countdown=30), params={"wait": 0.3})
+    assert status == 202 and body["status"] == "PENDING"
+    assert (await alice.post(f"{T}/cancel/{body['task_id']}"))[0] == 200
+
+
+async def test_idempotency_key_returns_the_first_task(alice, bob) -> None:
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    s1, first = await alice.post(AI, json=ai_body(countdown=60), headers=key)
+    s2, again = await alice.post(AI, json=ai_body(countdown=60), headers=key)
+    assert s1 == s2 == 202 and first["task_id"] == again["task_id"]
+    # the same key from another owner is another submission
+    _, other = await bob.post(AI, json=ai_body(countdown=60), headers=key)
+    assert other["task_id"] != first["task_id"]
+    for api, task in ((alice, first), (bob, other)):
+        assert (await api.post(f"{T}/cancel/{task['task_id']}"))[0] == 200
+
+
+async def test_openapi_document_is_generated_from_the_schemas(admin) -> None:
+    status, spec = await admin.get("/api/v1/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert "/api/v1/tasks/status/{task_id}" in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert {"task_id", "status", "result", "error", "date_done", "runtime"} <= set(
+        schemas["TaskStatusResponse"]["properties"]
+    )
+
+
+async def test_metrics_are_prometheus_text(admin, worker) -> None:
+    await admin.get(f"{T}/stats")
+    status, text = await admin.get("/metrics")
+    assert status == 200
+    assert 'claw_tasks{state="SUCCESS"}' in text
+    assert 'claw_queue_depth{queue="ai_high_priority"}' in text
+    assert "claw_api_request_seconds_bucket" in text
+    assert "claw_websocket_clients" in text
+
+
+async def test_malformed_inputs_are_clear_4xx(alice) -> None:
+    status, body = await alice.post(AI, data="{", headers={"Content-Type": "application/json"})
+    assert status == 400
+    status, body = await alice.post(AI, json=[1, 2])
+    assert status == 400
+    status, body = await alice.post(AI, json=ai_body(unknown_field=1))
+    assert status == 400 and "unknown_field" in body["details"]
+    status, body = await alice.post(AI, params={"wait": 61}, json=ai_body())
+    assert status == 400 and "wait" in body["details"]
+    status, body = await alice.post(AI, json=ai_body(), headers={"Idempotency-Key": "x" * 300})
+    assert status == 400
+    status, body = await alice.get(f"{T}/status/{uuid.uuid4()}", params={})
+    assert status == 404
+    status, body = await alice.call("PUT", f"{T}/list")
+    assert status == 405 and body["error"]
