@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from workers.embedded_redis import find_redis_server, free_port
 pytestmark = pytest.mark.slow
 
 MASTER = "claw-primary"
+LOCK_KEY = "claw:redbeat:lock"
 
 
 @pytest.fixture
@@ -88,5 +90,11 @@ def test_gateway_and_worker_reach_redis_through_sentinel_and_a_task_completes(
         assert probe.hexists(registry.WORKERS_HASH, hostname)
         code, _, health = http("GET", f"{gateway.base_url}/healthz")
         assert code == 200 and health["workers"] >= 1
+
+        # Beat's RedBeat scheduler and its lock go through the Sentinel too.
+        beat_argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat"]
+        beat = processes(beat_argv, deploy_env(url, **env), log_dir / "beat-sentinel.log")
+        wait_until(lambda: probe.exists(LOCK_KEY) or not beat.alive(), 20, 0.1, "Beat lock")
+        assert beat.alive(), beat.log()[-2000:]
     finally:
         probe.close()
