@@ -101,6 +101,9 @@ def celery_config(settings: Settings) -> dict:
         # One message at a time per process: priorities hold and long jobs don't hoard.
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "worker_pool_restarts": True,
+        # Celery's rate_limit counts per worker process; the declared limits are enforced
+        # platform-wide through Redis instead (workers/rate_limit.py).
+        "worker_disable_rate_limits": True,
         "worker_hijack_root_logger": False,
         # RedBeat keeps the schedule in Redis behind a lock: one Beat acts at a time.
         "beat_scheduler": "redbeat.RedBeatScheduler",

@@ -71,6 +71,62 @@ class Settings(BaseSettings):
     retry_backoff_max: float = Field(3600, gt=0)
     retry_jitter: float = Field(0.1, ge=0, le=1)
 
+    # --- Built-in tasks (issue 5) ---
+    # Platform-wide limits, enforced through Redis across every worker: "N/s|m|h" or
+    # "N/<seconds>s" (e.g. "3/2s").
+    ai_rate_limit: str = "10/m"
+    vectorize_rate_limit: str = "5/m"
+    openai_embedding_model: str = "text-embedding-3-small"
+    # USD per 1M tokens, per model: {"model": {"prompt": 0.15, "completion": 0.6}}.
+    model_prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": {"prompt": 0.15, "completion": 0.60},
+            "gpt-4o": {"prompt": 2.50, "completion": 10.00},
+            "gpt-4.1-mini": {"prompt": 0.40, "completion": 1.60},
+            "gpt-4.1": {"prompt": 2.00, "completion": 8.00},
+        }
+    )
+    # What a conversation sends as context: at most this many prior turns and tokens.
+    conversation_max_turns: int = Field(20, ge=0)
+    conversation_max_tokens: int = Field(3000, ge=0)
+    conversation_ttl: int = Field(30 * 24 * 3600, ge=60)
+    # Knowledge base: chunks in characters, embedding batch size, passages used to ground.
+    chunk_size: int = Field(800, ge=50)
+    chunk_overlap: int = Field(100, ge=0)
+    embedding_batch_size: int = Field(32, ge=1)
+    offline_embedding_dims: int = Field(256, ge=16)
+    grounding_top_k: int = Field(4, ge=1, le=50)
+
+    # Webhooks: HMAC-SHA256 key for the signature header. Private, loopback and
+    # link-local targets are refused unless allowed (all, or a comma-separated CIDR list).
+    webhook_secret: SecretStr | None = None
+    webhook_timeout: float = Field(10.0, gt=0)
+    allow_private_webhook_targets: bool = False
+    webhook_allowed_networks: str = ""
+    # Email.
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_from: str = "claw@localhost"
+    smtp_timeout: float = Field(10.0, gt=0)
+    # In-app inbox: notifications kept per user.
+    inbox_max: int = Field(100, ge=1)
+
+    # Health check: alert through send_notification when both are set.
+    ops_alert_channel: str | None = None
+    ops_alert_recipient: str | None = None
+    health_failure_rate_threshold: float = Field(0.25, ge=0, le=1)
+    # Below this many finished tasks in the window, no failure-rate verdict.
+    health_min_finished: int = Field(10, ge=1)
+    # A worker whose last heartbeat is older than this is reported as stale.
+    health_heartbeat_timeout: float = Field(30.0, gt=0)
+    # Queues watched besides the four built-in ones (comma-separated).
+    health_extra_queues: str = ""
+    # A worker silent this long is forgotten by cleanup_expired_results.
+    dead_worker_after: float = Field(24 * 3600, gt=0)
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:

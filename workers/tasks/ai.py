@@ -1,36 +1,165 @@
-"""AI replies. The OpenAI-backed implementation arrives with issue #5."""
+"""AI replies: a conversation turn answered by the chat model, grounded on a knowledge base.
+
+The reply streams to the live feed chunk by chunk. Without OPENAI_API_KEY an offline
+provider answers, labeled as such, from the knowledge base passages (or says plainly that
+no model is configured), so the platform works end to end in development.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from workers import queues
-from workers.base import BaseTaskWithRetry
+from workers import knowledge, queues
 from workers.celery_app import celery_app
-from workers.settings import get_settings
+from workers.conversations import ConversationStore
+from workers.llm import ChatResult, cost_usd, openai_client, stream_chat
+from workers.progress import publish_chunk
+from workers.rate_limit import GloballyRateLimitedTask
+from workers.settings import Settings, get_settings
+from workers.signals import redis_client
+
+logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline"
+SYSTEM_PROMPT = "You are CLAW.AI, a helpful assistant. Answer concisely."
+GROUNDING_PROMPT = (
+    "Answer using the numbered passages from the knowledge base below when they are "
+    "relevant, and cite them as [1], [2], ... If they do not contain the answer, say so.\n\n"
+)
+NO_MODEL_TEXT = (
+    "No language model is configured (set OPENAI_API_KEY); this is the offline provider, "
+    "and it can only answer from a knowledge base."
+)
+SNIPPET = 300
 
 
-def offline_reply(conversation_id: str, user_message: str) -> dict[str, Any]:
-    """The answer when no model is configured: says so plainly, costs nothing."""
-    text = "No language model is configured (set OPENAI_API_KEY); this is the offline provider."
+def retrieve_sources(
+    client: Any, settings: Settings, kb_id: str | None, question: str
+) -> list[dict[str, Any]]:
+    """The best-matching passages of the knowledge base (none without one)."""
+    if not kb_id:
+        return []
+    matches = knowledge.search(client, settings, kb_id, question, settings.grounding_top_k)
+    return [m for m in matches if m["score"] > 0]
+
+
+def build_messages(
+    history: list[dict[str, str]], sources: list[dict[str, Any]], question: str
+) -> list[dict[str, str]]:
+    system = SYSTEM_PROMPT
+    if sources:
+        passages = "\n\n".join(
+            f"[{n}] {s['title'] or s['document_id']}: {s['text']}"
+            for n, s in enumerate(sources, start=1)
+        )
+        system = f"{SYSTEM_PROMPT}\n\n{GROUNDING_PROMPT}{passages}"
+    return [{"role": "system", "content": system}, *history, {"role": "user", "content": question}]
+
+
+def offline_answer(sources: list[dict[str, Any]]) -> str:
+    if not sources:
+        return NO_MODEL_TEXT
+    lines = [
+        "Offline provider (no language model configured). "
+        "The most relevant knowledge base passages:"
+    ]
+    lines += [
+        f"[{n}] {s['title'] or s['document_id']}: {s['text'][:SNIPPET]}"
+        for n, s in enumerate(sources, start=1)
+    ]
+    return "\n".join(lines)
+
+
+def source_refs(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "ref": n,
+            "document_id": s["document_id"],
+            "title": s["title"],
+            "chunk_index": s["chunk_index"],
+            "score": s["score"],
+            "snippet": s["text"][:SNIPPET],
+        }
+        for n, s in enumerate(sources, start=1)
+    ]
+
+
+def generate_reply(
+    client: Any,
+    settings: Settings,
+    *,
+    task_id: str | None,
+    conversation_id: str,
+    user_message: str,
+    temperature: float = 0.7,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    knowledge_base_id: str | None = None,
+    user_id: str | None = None,
+    on_delta: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """One conversation turn: context, grounding, the model's streamed reply, memory."""
+    conversations = ConversationStore(client, settings.conversation_ttl)
+    meta = conversations.meta(conversation_id)
+    # A conversation stays tied to the knowledge base it was first given.
+    kb_id = knowledge_base_id or meta.get("kb_id")
+    conversations.set_meta(conversation_id, kb_id=kb_id or "", user_id=user_id or "")
+    sources = retrieve_sources(client, settings, kb_id, user_message)
+    history = conversations.context(
+        conversation_id, settings.conversation_max_turns, settings.conversation_max_tokens
+    )
+
+    offline = settings.openai_api_key is None or not settings.openai_api_key.get_secret_value()
+    if offline:
+        text = offline_answer(sources)
+        on_delta(text)
+        result = ChatResult(text, OFFLINE_MODEL, 0, 0, "stop")
+    else:
+        result = stream_chat(
+            openai_client(settings),
+            model=model or settings.openai_model,
+            messages=build_messages(history, sources, user_message),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_delta=on_delta,
+        )
+
+    cost = 0.0 if offline else cost_usd(
+        settings.model_prices, result.model, result.prompt_tokens, result.completion_tokens
+    )  # fmt: skip
+    if result.text:
+        conversations.append_turn(
+            conversation_id, task_id, user_message, result.text, model=result.model
+        )
     return {
         "conversation_id": conversation_id,
-        "response": text,
-        "tokens": {"prompt": 0, "completion": 0, "total": 0},
-        "cost": 0.0,
-        "model": OFFLINE_MODEL,
-        "offline": True,
-        "sources": [],
+        "response": result.text,
+        "tokens": {
+            "prompt": result.prompt_tokens,
+            "completion": result.completion_tokens,
+            "total": result.prompt_tokens + result.completion_tokens,
+        },
+        "cost": cost or 0.0,
+        "priced": cost is not None,
+        "model": result.model,
+        "provider": OFFLINE_MODEL if offline else "openai",
+        "offline": offline,
+        "sources": source_refs(sources),
+        "knowledge_base_id": kb_id,
+        "finish_reason": result.finish_reason,
+        "tokens_estimated": result.usage_estimated,
+        "context_messages": len(history),
     }
 
 
 @celery_app.task(
     name=queues.GENERATE_AI_RESPONSE,
-    base=BaseTaskWithRetry,
+    base=GloballyRateLimitedTask,
     bind=True,
     rate_limit="10/m",
+    global_rate_setting="ai_rate_limit",
 )
 def generate_ai_response(
     self: Any,
@@ -40,7 +169,18 @@ def generate_ai_response(
     temperature: float = 0.7,
     model: str | None = None,
     max_tokens: int | None = None,
+    knowledge_base_id: str | None = None,
 ) -> dict[str, Any]:
-    if get_settings().openai_api_key is None:
-        return offline_reply(conversation_id, user_message)
-    raise NotImplementedError("OpenAI provider: issue #5")
+    """Answer `user_message` in `conversation_id`, streaming the reply to the live feed."""
+    task_id = self.request.id
+
+    def on_delta(text: str) -> None:
+        if task_id:
+            publish_chunk(task_id, text)
+
+    return generate_reply(
+        redis_client(), get_settings(), task_id=task_id, conversation_id=conversation_id,
+        user_message=user_message, temperature=temperature, model=model,
+        max_tokens=max_tokens, knowledge_base_id=knowledge_base_id, user_id=user_id,
+        on_delta=on_delta,
+    )  # fmt: skip

@@ -1,26 +1,65 @@
-"""Knowledge base tasks. Chunking, embedding and the vector store arrive with issue #5."""
+"""Knowledge base tasks: vectorize a document, re-embed a knowledge base, delete vectors."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from workers import queues
-from workers.base import BaseTaskWithRetry, PermanentError
+from workers.base import BaseTaskWithRetry
 from workers.celery_app import celery_app
+from workers.embeddings import embedder_for
+from workers.knowledge import delete_vectors, reembed_knowledge_base, store_for, vectorize
+from workers.progress import report_progress
+from workers.rate_limit import GloballyRateLimitedTask
+from workers.settings import get_settings
+from workers.signals import redis_client
+from workers.vector_store import Document
 
-_PENDING = "knowledge base tasks are not implemented yet (issue #5)"
+
+def _progress(task: Any) -> Any:
+    task_id = task.request.id
+
+    def report(percent: float, message: str) -> None:
+        if task_id:
+            report_progress(task_id, percent, message)
+
+    return report
 
 
-@celery_app.task(name=queues.VECTORIZE_DOCUMENT, base=BaseTaskWithRetry, rate_limit="5/m")
-def vectorize_document(document_id: str, kb_id: str, text: str, **_: Any) -> dict[str, Any]:
-    raise PermanentError(_PENDING)
+@celery_app.task(
+    name=queues.VECTORIZE_DOCUMENT,
+    base=GloballyRateLimitedTask,
+    bind=True,
+    rate_limit="5/m",
+    global_rate_setting="vectorize_rate_limit",
+)
+def vectorize_document(
+    self: Any,
+    document_id: str,
+    kb_id: str,
+    text: str,
+    title: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Chunk, embed and store a document; re-running it replaces its vectors atomically."""
+    settings = get_settings()
+    document = Document(document_id=document_id, text=text, title=title, metadata=metadata or {})
+    return vectorize(
+        store_for(redis_client()), embedder_for(settings), settings, kb_id, document,
+        _progress(self),
+    )  # fmt: skip
 
 
-@celery_app.task(name=queues.UPDATE_KNOWLEDGE_BASE, base=BaseTaskWithRetry)
-def update_knowledge_base(kb_id: str) -> dict[str, Any]:
-    raise PermanentError(_PENDING)
+@celery_app.task(name=queues.UPDATE_KNOWLEDGE_BASE, base=BaseTaskWithRetry, bind=True)
+def update_knowledge_base(self: Any, kb_id: str) -> dict[str, Any]:
+    """Re-embed every document of a knowledge base (after an embedding model change)."""
+    settings = get_settings()
+    return reembed_knowledge_base(
+        store_for(redis_client()), embedder_for(settings), settings, kb_id, _progress(self)
+    )
 
 
 @celery_app.task(name=queues.DELETE_KNOWLEDGE_VECTORS, base=BaseTaskWithRetry)
 def delete_knowledge_vectors(kb_id: str, document_id: str | None = None) -> dict[str, Any]:
-    raise PermanentError(_PENDING)
+    """Remove a document's vectors (or the whole knowledge base's); idempotent."""
+    return delete_vectors(store_for(redis_client()), kb_id, document_id)

@@ -1,50 +1,162 @@
-"""Housekeeping run by Celery Beat: pruning and the health report."""
+"""Housekeeping run by Celery Beat: pruning expired records and the health report."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
+import workers.failure_stats  # noqa: F401 - connects the per-minute failure counter
 from workers import queues, registry
 from workers.base import BaseTaskWithRetry
 from workers.celery_app import celery_app
+from workers.failure_stats import failure_rate
+from workers.notify.validation import NotificationInvalid, validate_notification
 from workers.queue_depth import queue_depths
-from workers.signals import redis_client
+from workers.settings import Settings, get_settings
+from workers.signals import redis_client, task_index
+from workers.task_index import PREFIX, task_key
+
+logger = logging.getLogger(__name__)
 
 HEALTH_REPORT_KEY = "claw:health:report"
+STARTED_INDEX = f"{PREFIX}idx:state:STARTED"
+# Tasks checked for being lost per run, newest first: bounded work on a huge backlog.
+LOST_SCAN = 5000
+# A task a little past its hard limit may be in the middle of being killed.
+LOST_GRACE = 30.0
 
 
 def cleanup(client: Any, now: float, dead_after: float) -> dict[str, Any]:
-    """Forget workers that stopped heartbeating long ago. Result keys expire in Redis."""
-    removed = registry.prune_dead(client, now - dead_after)
-    return {"removed_workers": removed, "at": now}
+    """Prune task records past their retention (with their indexes, counts and chunk
+    lists) and forget workers silent for `dead_after` seconds. Result keys expire in
+    Redis on their own (`result_expires`)."""
+    removed_records = task_index().prune(now=now)
+    removed_workers = registry.prune_dead(client, now - dead_after)
+    return {
+        "removed_task_records": removed_records,
+        "removed_workers": removed_workers,
+        "at": now,
+    }
 
 
-def health_report(client: Any, now: float) -> dict[str, Any]:
-    live = client.zrangebyscore(registry.WORKERS_SEEN, registry.live_since(now), "+inf")
+def hard_limit_of(timelimit: str | None, default: float) -> float:
+    """The hard time limit from a record's `timelimit` field ("[hard, soft]"), if set."""
+    if timelimit:
+        try:
+            hard = json.loads(timelimit)[0]
+            if hard:
+                return float(hard)
+        except (ValueError, TypeError, IndexError, KeyError):
+            pass
+    return default
+
+
+def lost_tasks(client: Any, now: float, default_limit: float) -> list[dict[str, Any]]:
+    """STARTED tasks running longer than their hard time limit: their worker is gone."""
+    ids = client.zrevrange(STARTED_INDEX, 0, LOST_SCAN - 1)
+    if not ids:
+        return []
+    fields = ("name", "worker", "started_at", "timelimit", "queue")
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in ids:
+            pipe.hmget(task_key(task_id), *fields)
+        rows = pipe.execute()
+    lost = []
+    for task_id, (name, worker, started_at, timelimit, queue) in zip(ids, rows, strict=True):
+        if not started_at:
+            continue
+        running = now - float(started_at)
+        limit = hard_limit_of(timelimit, default_limit)
+        if running > limit + LOST_GRACE:
+            lost.append(
+                {"task_id": task_id, "name": name, "worker": worker, "queue": queue,
+                 "running_for": round(running, 1), "time_limit": limit}
+            )  # fmt: skip
+    return lost
+
+
+def health_report(client: Any, settings: Settings, now: float) -> dict[str, Any]:
+    """Check the task system and store the report under `claw:health:report`."""
+    seen = dict(client.zrange(registry.WORKERS_SEEN, 0, -1, withscores=True))
+    live = sorted(w for w, at in seen.items() if at >= registry.live_since(now))
+    stale = sorted(w for w, at in seen.items() if at < now - settings.health_heartbeat_timeout)
     consumed: set[str] = set()
     for raw in client.hmget(registry.WORKERS_HASH, live) if live else []:
         if raw:
             consumed.update(json.loads(raw).get("queues", []))
-    depths = queue_depths(client)
+    extra = tuple(q.strip() for q in settings.health_extra_queues.split(",") if q.strip())
+    depths = queue_depths(client, tuple(dict.fromkeys(queues.QUEUES + extra)))
     unconsumed = sorted(q for q, depth in depths.items() if depth and q not in consumed)
+    lost = lost_tasks(client, now, settings.task_time_limit)
+    failures = failure_rate(client, now)
+    failing = (
+        failures["finished"] >= settings.health_min_finished
+        and failures["rate"] > settings.health_failure_rate_threshold
+    )
+    problems = []
+    if not live:
+        problems.append("no live workers")
+    problems += [f"queue {q} has waiting messages and no consumer" for q in unconsumed]
+    problems += [
+        f"task {t['task_id']} ({t['name']}) lost: running {t['running_for']}s" for t in lost
+    ]
+    if failing:
+        problems.append(
+            f"failure rate {failures['rate']:.0%} over the last 30 minutes "
+            f"(threshold {settings.health_failure_rate_threshold:.0%})"
+        )
+    problems += [f"worker {w} stopped heartbeating" for w in stale]
     report = {
         "checked_at": now,
-        "live_workers": sorted(live),
+        "healthy": not problems,
+        "problems": problems,
+        "live_workers": live,
+        "stale_workers": stale,
         "queue_depths": depths,
         "queues_without_consumer": unconsumed,
-        "healthy": bool(live) and not unconsumed,
-    }
+        "lost_tasks": lost,
+        "failure_rate": {**failures, "threshold": settings.health_failure_rate_threshold,
+                         "alert": failing},
+    }  # fmt: skip
     client.set(HEALTH_REPORT_KEY, json.dumps(report))
     return report
 
 
+def send_alert(settings: Settings, report: dict[str, Any]) -> str | None:
+    """Queue an ops notification for an unhealthy report; the task id, or None."""
+    channel, recipient = settings.ops_alert_channel, settings.ops_alert_recipient
+    if report["healthy"] or not channel or not recipient:
+        return None
+    try:
+        validate_notification(channel, recipient, settings)
+    except NotificationInvalid as exc:
+        logger.error("ops alert channel misconfigured (%s): %s", exc.field, exc.message)
+        return None
+    result = celery_app.send_task(
+        queues.SEND_NOTIFICATION,
+        kwargs={
+            "channel": channel,
+            "recipient": recipient,
+            "subject": f"CLAW.AI health: {len(report['problems'])} problem(s)",
+            "message": "\n".join(report["problems"]),
+            "data": {"health_report": report},
+        },
+    )
+    return result.id
+
+
 @celery_app.task(name=queues.CLEANUP_EXPIRED_RESULTS, base=BaseTaskWithRetry)
 def cleanup_expired_results() -> dict[str, Any]:
-    return cleanup(redis_client(), time.time(), dead_after=24 * 3600)
+    """Remove expired task records and long-dead workers; report what went."""
+    return cleanup(redis_client(), time.time(), dead_after=get_settings().dead_worker_after)
 
 
 @celery_app.task(name=queues.CHECK_TASK_HEALTH, base=BaseTaskWithRetry)
 def check_task_health() -> dict[str, Any]:
-    return health_report(redis_client(), time.time())
+    """Write the health report; alert the ops channel when something is wrong."""
+    settings = get_settings()
+    report = health_report(redis_client(), settings, time.time())
+    report["alert_task_id"] = send_alert(settings, report)
+    return report

@@ -1,0 +1,172 @@
+"""generate_ai_response through real workers, against a local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.support.fake_openai import Fault
+from tests.workers.tasks.conftest import run_task
+from workers import queues
+from workers.progress import read_chunks
+from workers.task_index import task_key
+
+ONLINE = "tests_ai_online"
+OFFLINE = "tests_ai_offline"
+AI = queues.GENERATE_AI_RESPONSE
+
+
+@pytest.fixture(scope="module")
+def online_worker(redis_url, log_dir, fake_openai):
+    from tests.support.processes import start_worker
+
+    w = start_worker(
+        redis_url, log_dir, queues=ONLINE, concurrency=2, name="ai-online",
+        env=fake_openai.env(RETRY_BACKOFF_BASE="0.5", AI_RATE_LIMIT="1000/s",
+                            VECTORIZE_RATE_LIMIT="1000/s"),
+    )  # fmt: skip
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def offline_worker(redis_url, log_dir):
+    from tests.support.processes import start_worker
+
+    w = start_worker(
+        redis_url, log_dir, queues=OFFLINE, concurrency=2, name="ai-offline",
+        env={"OPENAI_API_KEY": "", "AI_RATE_LIMIT": "1000/s", "VECTORIZE_RATE_LIMIT": "1000/s"},
+    )  # fmt: skip
+    yield w
+    w.stop()
+
+
+def conv() -> str:
+    return f"conv_{uuid.uuid4().hex[:10]}"
+
+
+def test_two_turn_conversation_carries_context_streams_and_prices_tokens(
+    online_worker, celery_app, fake_openai, rclient
+) -> None:
+    conversation = conv()
+    first = run_task(celery_app, AI, ONLINE, conversation_id=conversation,
+                     user_message=f"Hello {conversation}")  # fmt: skip
+    assert first.state == "SUCCESS", first.result
+    second = run_task(celery_app, AI, ONLINE, conversation_id=conversation,
+                      user_message=f"And again {conversation}")  # fmt: skip
+    assert second.state == "SUCCESS", second.result
+    one, two = first.result, second.result
+
+    # The second call carried the first turn: system, user, assistant, user.
+    sent = fake_openai.chat_requests(f"And again {conversation}")[0]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[1]["content"] == f"Hello {conversation}"
+    assert sent[2]["content"] == one["response"]
+    assert "messages=4" in two["response"]
+
+    assert two["conversation_id"] == conversation
+    assert two["model"] == "gpt-4o-mini-2024-07-18"
+    tokens = two["tokens"]
+    assert tokens["prompt"] > 0 and tokens["completion"] > 0
+    assert tokens["total"] == tokens["prompt"] + tokens["completion"]
+    # gpt-4o-mini: $0.15 / $0.60 per 1M tokens (the default price table).
+    expected = (tokens["prompt"] * 0.15 + tokens["completion"] * 0.60) / 1_000_000
+    assert two["cost"] == pytest.approx(expected)
+    assert two["offline"] is False and two["sources"] == []
+    # The reply was published chunk by chunk as it streamed.
+    chunks = read_chunks(rclient, second.id)
+    assert len(chunks) > 1 and "".join(chunks) == two["response"]
+
+
+def test_answer_is_grounded_on_the_knowledge_base_with_sources(
+    online_worker, celery_app, fake_openai
+) -> None:
+    kb = f"kb_{uuid.uuid4().hex[:8]}"
+    text = (
+        "Refund policy. Customers may return any product within 30 days of delivery for a "
+        "full refund. Shipping costs are not refunded.\n\nOur office is open Monday to Friday."
+    )
+    done = run_task(celery_app, queues.VECTORIZE_DOCUMENT, ONLINE,
+                    document_id="policy", kb_id=kb, text=text, title="Refunds")  # fmt: skip
+    assert done.state == "SUCCESS", done.result
+    assert done.result["offline"] is False
+
+    conversation = conv()
+    answer = run_task(celery_app, AI, ONLINE, conversation_id=conversation,
+                      user_message="How many days do I have to return a product for a refund?",
+                      knowledge_base_id=kb)  # fmt: skip
+    assert answer.state == "SUCCESS", answer.result
+    result = answer.result
+    assert "grounded" in result["response"]
+    assert result["sources"] and result["sources"][0]["document_id"] == "policy"
+    assert result["sources"][0]["title"] == "Refunds"
+    assert "30 days" in " ".join(s["snippet"] for s in result["sources"])
+    # The conversation stays tied to its knowledge base on the next turn.
+    again = run_task(celery_app, AI, ONLINE, conversation_id=conversation,
+                     user_message="Are shipping costs refunded too?")  # fmt: skip
+    assert again.result["knowledge_base_id"] == kb and again.result["sources"]
+
+
+def test_rate_limit_and_server_errors_are_retried_honoring_retry_after(
+    online_worker, celery_app, fake_openai, rclient
+) -> None:
+    marker = f"m{uuid.uuid4().hex[:8]}"
+    fake_openai.fail(marker, Fault(429, retry_after=1.5), Fault(500))
+    done = run_task(celery_app, AI, ONLINE, conversation_id=conv(), user_message=marker)
+    assert done.state == "SUCCESS", done.result
+    assert len(fake_openai.chat_requests(marker)) == 3
+    record = rclient.hgetall(task_key(done.id))
+    assert record["retries"] == "2"
+    # The first retry waited the server's Retry-After (1.5 s), not the 0.5 s backoff.
+    assert float(record["finished_at"]) - float(record["submitted_at"]) >= 1.5
+
+
+def test_refused_credentials_fail_at_once_with_a_clear_error(
+    online_worker, celery_app, fake_openai
+) -> None:
+    marker = f"m{uuid.uuid4().hex[:8]}"
+    fake_openai.fail(marker, Fault(401, message="Incorrect API key provided"))
+    done = run_task(celery_app, AI, ONLINE, conversation_id=conv(), user_message=marker)
+    assert done.state == "FAILURE"
+    assert "401" in str(done.result) and "OPENAI_API_KEY" in str(done.result)
+    assert len(fake_openai.chat_requests(marker)) == 1
+
+
+def test_soft_time_limit_ends_the_reply_cleanly_with_what_arrived(
+    online_worker, celery_app, rclient
+) -> None:
+    done = run_task(celery_app, AI, ONLINE, conversation_id=conv(),
+                    user_message="tell a long story [slow]",
+                    soft_time_limit=2, time_limit=20)  # fmt: skip
+    assert done.state == "SUCCESS", done.result
+    result = done.result
+    assert result["finish_reason"] == "time_limit"
+    assert result["response"].startswith("Echo: tell a long story")
+    assert result["tokens_estimated"] is True and result["tokens"]["completion"] > 0
+    assert "".join(read_chunks(rclient, done.id)) == result["response"]
+
+
+def test_offline_provider_says_no_model_is_configured(offline_worker, celery_app) -> None:
+    done = run_task(celery_app, AI, OFFLINE, conversation_id=conv(), user_message="Hi")
+    assert done.state == "SUCCESS", done.result
+    result = done.result
+    assert result["offline"] is True and result["model"] == "offline"
+    assert "No language model is configured" in result["response"]
+    assert result["cost"] == 0.0 and result["tokens"]["total"] == 0
+
+
+def test_offline_provider_answers_from_the_knowledge_base(offline_worker, celery_app) -> None:
+    kb = f"kb_{uuid.uuid4().hex[:8]}"
+    text = "The cafeteria serves vegetarian lunch every Wednesday from noon."
+    done = run_task(celery_app, queues.VECTORIZE_DOCUMENT, OFFLINE,
+                    document_id="menu", kb_id=kb, text=text, title="Cafeteria")  # fmt: skip
+    assert done.state == "SUCCESS" and done.result["offline"] is True
+    assert done.result["embedding_model"].startswith("offline-hash")
+    answer = run_task(celery_app, AI, OFFLINE, conversation_id=conv(),
+                      user_message="When is vegetarian lunch served?", knowledge_base_id=kb)
+    result = answer.result
+    assert result["offline"] is True and "Offline provider" in result["response"]
+    assert "Wednesday" in result["response"]
+    assert json.dumps(result["sources"]).count("menu") == 1

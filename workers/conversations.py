@@ -1,0 +1,98 @@
+"""Conversation memory in Redis: prior turns sent as context, bounded by a budget.
+
+Layout (prefix `claw:conv:<id>:`): `turns` a list of JSON messages (oldest first, capped),
+`meta` a hash (knowledge base id, user id), `tasks` a set of the task ids whose turns are
+stored, so a task delivered twice does not store its turn twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from workers.llm import estimate_tokens
+
+PREFIX = "claw:conv:"
+# Turns kept per conversation; context sent to the model is bounded further by settings.
+STORED_MESSAGES = 200
+
+
+def turns_key(conversation_id: str) -> str:
+    return f"{PREFIX}{conversation_id}:turns"
+
+
+def meta_key(conversation_id: str) -> str:
+    return f"{PREFIX}{conversation_id}:meta"
+
+
+def tasks_key(conversation_id: str) -> str:
+    return f"{PREFIX}{conversation_id}:tasks"
+
+
+# KEYS: turns, meta, tasks. ARGV: task id, ttl, cap, then JSON messages.
+# Returns 0 when this task's turn was stored already.
+APPEND_LUA = """
+if ARGV[1] ~= '' and redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, tonumber(ARGV[2])) end
+return 1
+"""
+
+
+class ConversationStore:
+    def __init__(self, client: Any, ttl: int) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._append = client.register_script(APPEND_LUA)
+
+    def context(self, conversation_id: str, max_turns: int, max_tokens: int) -> list[dict]:
+        """The most recent messages (as `{role, content}`) within both budgets, oldest first.
+
+        A turn is a user message and its reply; the token budget is an estimate.
+        """
+        if max_turns <= 0 or max_tokens <= 0:
+            return []
+        raw = self.client.lrange(turns_key(conversation_id), -2 * max_turns, -1)
+        picked: list[dict] = []
+        spent = 0
+        for text in reversed(raw):
+            message = json.loads(text)
+            cost = estimate_tokens(message["content"]) + 4
+            if spent + cost > max_tokens:
+                break
+            spent += cost
+            picked.append({"role": message["role"], "content": message["content"]})
+        picked.reverse()
+        # Never start the context with a reply whose question was cut off.
+        while picked and picked[0]["role"] != "user":
+            picked.pop(0)
+        return picked
+
+    def messages(self, conversation_id: str) -> list[dict]:
+        return [json.loads(t) for t in self.client.lrange(turns_key(conversation_id), 0, -1)]
+
+    def append_turn(
+        self, conversation_id: str, task_id: str | None, user: str, assistant: str, **extra: Any
+    ) -> bool:
+        """Store a question and its reply; False if this task stored its turn already."""
+        now = time.time()
+        messages = [
+            {"role": "user", "content": user, "ts": now, "task_id": task_id},
+            {"role": "assistant", "content": assistant, "ts": now, "task_id": task_id, **extra},
+        ]
+        keys = [turns_key(conversation_id), meta_key(conversation_id), tasks_key(conversation_id)]
+        args = [task_id or "", self.ttl, STORED_MESSAGES, *(json.dumps(m) for m in messages)]
+        return bool(self._append(keys=keys, args=args))
+
+    def meta(self, conversation_id: str) -> dict[str, str]:
+        return dict(self.client.hgetall(meta_key(conversation_id)))
+
+    def set_meta(self, conversation_id: str, **fields: str) -> None:
+        clean = {k: v for k, v in fields.items() if v}
+        if clean:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hset(meta_key(conversation_id), mapping=clean)
+                pipe.expire(meta_key(conversation_id), self.ttl)
+                pipe.execute()

@@ -1,0 +1,1 @@
+"""Notification channels: webhook, email and in-app, plus their validation."""
