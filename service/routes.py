@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from marshmallow import Schema
 
-from service import schemas
-from service.views import health, submit, tasks, workers
+from service import schemas, schemas_tasks
+from service.views import health, knowledge, submit, tasks, workers
 
 API = "/api/v1/tasks"
 
@@ -49,6 +49,11 @@ ROUTES: list[Route] = [
           "Submit a failed or cancelled task again", response=schemas.RetryResponse, status=202),
     Route("GET", f"{API}/health", tasks.health_report, "The last task-system health report",
           tags=("operations",)),
+    # Knowledge base
+    Route("GET", "/api/v1/knowledge/{kb_id}/search", knowledge.knowledge_search,
+          "The chunks of a knowledge base best matching a query",
+          query=schemas_tasks.KnowledgeSearchQuery,
+          response=schemas_tasks.KnowledgeSearchResponse, tags=("knowledge",)),
     # Workers (admin)
     Route("GET", f"{API}/workers", workers.list_workers, "Workers and what they are doing",
           response=schemas.WorkersResponse, tags=("workers",)),

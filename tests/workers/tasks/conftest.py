@@ -23,9 +23,7 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     server.stop()
 
 
-def run_task(
-    app: Any, name: str, queue: str, timeout: float = 30.0, **kwargs: Any
-) -> AsyncResult:
+def run_task(app: Any, name: str, queue: str, timeout: float = 30.0, **kwargs: Any) -> AsyncResult:
     """Send a task by name to `queue` and wait until it finishes (either way)."""
     options = {k: kwargs.pop(k) for k in ("soft_time_limit", "time_limit") if k in kwargs}
     result = app.send_task(name, kwargs=kwargs, queue=queue, **options)

@@ -164,8 +164,14 @@ def test_offline_provider_answers_from_the_knowledge_base(offline_worker, celery
                     document_id="menu", kb_id=kb, text=text, title="Cafeteria")  # fmt: skip
     assert done.state == "SUCCESS" and done.result["offline"] is True
     assert done.result["embedding_model"].startswith("offline-hash")
-    answer = run_task(celery_app, AI, OFFLINE, conversation_id=conv(),
-                      user_message="When is vegetarian lunch served?", knowledge_base_id=kb)
+    answer = run_task(
+        celery_app,
+        AI,
+        OFFLINE,
+        conversation_id=conv(),
+        user_message="When is vegetarian lunch served?",
+        knowledge_base_id=kb,
+    )
     result = answer.result
     assert result["offline"] is True and "Offline provider" in result["response"]
     assert "Wednesday" in result["response"]

@@ -1,0 +1,86 @@
+"""Request schemas of the knowledge base and notification submissions, and the search API.
+
+The submission endpoints load these like any other `XxxRequest`; scheduling options
+(priority, countdown, eta) come from `SubmitOptions`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from service.schemas import SubmitOptions
+from workers.notify.validation import CHANNELS, NotificationInvalid, validate_notification
+from workers.settings import Settings, get_settings
+
+_ID = validate.Length(1, 200)
+
+
+class VectorizeRequest(SubmitOptions):
+    document_id = fields.String(required=True, validate=_ID)
+    kb_id = fields.String(required=True, validate=_ID)
+    text = fields.String(required=True, validate=validate.Length(1, 2_000_000))
+    title = fields.String(load_default="", validate=validate.Length(0, 500))
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class UpdateKnowledgeBaseRequest(SubmitOptions):
+    kb_id = fields.String(required=True, validate=_ID)
+
+
+class DeleteVectorsRequest(SubmitOptions):
+    kb_id = fields.String(required=True, validate=_ID)
+    document_id = fields.String(
+        load_default=None, validate=_ID,
+        metadata={"description": "omit to delete the whole knowledge base"},
+    )  # fmt: skip
+
+
+class SendNotificationRequest(SubmitOptions):
+    """A notification; unknown channels and bad addresses are refused here (400)."""
+
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    recipient = fields.String(
+        required=True, validate=validate.Length(1, 2000),
+        metadata={"description": "webhook URL, email address, or user id for in_app"},
+    )  # fmt: skip
+    message = fields.String(required=True, validate=validate.Length(1, 100_000))
+    subject = fields.String(load_default=None, validate=validate.Length(1, 500))
+    data = fields.Dict(keys=fields.String(), load_default=None)
+
+    def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+
+    @validates_schema
+    def _deliverable(self, data: dict, **_: object) -> None:
+        if data.get("channel") not in CHANNELS or not data.get("recipient"):
+            return  # the field validators already said why
+        try:
+            validate_notification(
+                data["channel"], data["recipient"], self.settings or get_settings()
+            )
+        except NotificationInvalid as exc:
+            raise ValidationError(exc.message, exc.field) from None
+
+
+class KnowledgeSearchQuery(Schema):
+    q = fields.String(required=True, validate=validate.Length(1, 2000))
+    k = fields.Integer(load_default=5, validate=validate.Range(1, 50))
+
+
+class KnowledgeMatch(Schema):
+    document_id = fields.String()
+    chunk_index = fields.Integer()
+    title = fields.String()
+    text = fields.String()
+    score = fields.Float()
+    metadata = fields.Dict()
+
+
+class KnowledgeSearchResponse(Schema):
+    kb_id = fields.String()
+    query = fields.String()
+    k = fields.Integer()
+    results = fields.List(fields.Nested(KnowledgeMatch))

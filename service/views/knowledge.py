@@ -1,0 +1,48 @@
+"""`GET /api/v1/knowledge/{kb_id}/search`: the best-matching chunks of a knowledge base."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import redis.exceptions
+from aiohttp import web
+
+from service.errors import ApiError, ServiceUnavailable
+from service.keys import executor_key, settings_key
+from service.requests import load_query
+from service.schemas_tasks import KnowledgeSearchQuery, KnowledgeSearchResponse
+from workers.settings import Settings
+
+
+class UpstreamRefused(ApiError):
+    status = 502
+    message = "the embedding provider refused the query"
+
+
+def _search(settings: Settings, kb_id: str, query: str, k: int) -> list[dict[str, Any]]:
+    # Imported here: the embedding code stays off the gateway's import path.
+    from workers.knowledge import search
+    from workers.signals import redis_client
+
+    return search(redis_client(), settings, kb_id, query, k)
+
+
+async def knowledge_search(request: web.Request) -> web.Response:
+    params = load_query(request, KnowledgeSearchQuery())
+    kb_id = request.match_info["kb_id"]
+    from workers.base import PermanentError, TransientError
+
+    loop = asyncio.get_running_loop()
+    call = functools.partial(_search, request.app[settings_key], kb_id, params["q"], params["k"])
+    try:
+        results = await loop.run_in_executor(request.app[executor_key], call)
+    except (TransientError, redis.exceptions.RedisError) as exc:
+        raise ServiceUnavailable(f"search unavailable: {exc}") from None
+    except PermanentError as exc:
+        raise UpstreamRefused(str(exc)) from None
+    body = KnowledgeSearchResponse().dump(
+        {"kb_id": kb_id, "query": params["q"], "k": params["k"], "results": results}
+    )
+    return web.json_response(body)

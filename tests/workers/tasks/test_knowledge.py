@@ -1,0 +1,180 @@
+"""Knowledge base tasks through real workers, and the search API through the gateway."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.workers.tasks.conftest import run_task
+from workers import queues
+from workers.progress import FEED_STREAM
+from workers.vector_store import RedisVectorStore, docs_key
+
+QUEUE = "tests_knowledge"
+SETTINGS = {
+    "OPENAI_API_KEY": "", "CHUNK_SIZE": "120", "CHUNK_OVERLAP": "30",
+    "EMBEDDING_BATCH_SIZE": "2", "VECTORIZE_RATE_LIMIT": "1000/s",
+}  # fmt: skip
+
+TOPICS = [
+    "Solar panels convert sunlight into electricity using photovoltaic cells on the roof.",
+    "The espresso machine needs descaling every month with citric acid and warm water.",
+    "Our hiking club meets on Saturday mornings at the trailhead near the old mill.",
+    "Quarterly taxes are due in April, June, September and January for freelancers.",
+    "The library lends telescopes to members for two weeks at a time, free of charge.",
+]
+
+
+@pytest.fixture(scope="module")
+def kb_worker(redis_url, log_dir):
+    from tests.support.processes import start_worker
+
+    w = start_worker(redis_url, log_dir, queues=QUEUE, concurrency=2, name="knowledge",
+                     env=SETTINGS)  # fmt: skip
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def kb_gateway(redis_url, log_dir):
+    from tests.support.processes import start_gateway
+
+    g = start_gateway(redis_url, log_dir, env={"OPENAI_API_KEY": ""})
+    yield g
+    g.stop()
+
+
+def new_kb() -> str:
+    return f"kb_{uuid.uuid4().hex[:8]}"
+
+
+def progress_events(rclient, task_id: str, since_ms: int) -> list[dict]:
+    events = [json.loads(f["event"]) for _, f in rclient.xrange(FEED_STREAM, f"{since_ms}-0", "+")]
+    return [e for e in events if e.get("task_id") == task_id and e["type"] == "progress"]
+
+
+def search(gateway, kb: str, q: str, k: int = 3) -> tuple[int, dict]:
+    url = f"{gateway.base_url}/api/v1/knowledge/{kb}/search?" + urllib.parse.urlencode(
+        {"q": q, "k": k}
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_vectorize_search_delete_round_trip_with_progress_per_batch(
+    kb_worker, kb_gateway, celery_app, rclient
+) -> None:
+    kb = new_kb()
+    since = int(time.time() * 1000) - 1
+    done = run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id="guide",
+                    kb_id=kb, text="\n\n".join(TOPICS), title="Guide",
+                    metadata={"lang": "en"})  # fmt: skip
+    assert done.state == "SUCCESS", done.result
+    result = done.result
+    assert result["chunks"] >= 5 and result["offline"] is True
+    assert result["batches"] == -(-result["chunks"] // 2)
+    events = progress_events(rclient, done.id, since)
+    percents = [e["percent"] for e in events]
+    assert len(events) == result["batches"] + 1  # one per batch, one when stored
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert "batch 1 of" in events[0]["message"]
+
+    status, body = search(kb_gateway, kb, "when do freelancers pay quarterly taxes", k=2)
+    assert status == 200, body
+    assert len(body["results"]) == 2
+    best = body["results"][0]
+    assert "Quarterly taxes" in best["text"]
+    assert best["document_id"] == "guide" and best["title"] == "Guide"
+    assert best["metadata"] == {"lang": "en"}
+    assert best["score"] >= body["results"][1]["score"]
+
+    gone = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb,
+                    document_id="guide")  # fmt: skip
+    assert gone.result["removed_chunks"] == result["chunks"]
+    assert search(kb_gateway, kb, "taxes")[1]["results"] == []
+    # Deleting again is fine: nothing left to remove.
+    again = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb,
+                     document_id="guide")  # fmt: skip
+    assert again.state == "SUCCESS" and again.result["removed_chunks"] == 0
+
+
+def test_search_validates_its_query(kb_gateway) -> None:
+    status, body = search(kb_gateway, new_kb(), "x", k=500)
+    assert status == 400 and "k" in body["details"]
+
+
+def test_revectorizing_replaces_a_document_atomically_for_readers(
+    kb_worker, celery_app, rclient
+) -> None:
+    kb = new_kb()
+    store = RedisVectorStore(rclient)
+    # Versions of different sizes: a half-written one would show a mix or a wrong count.
+    versions = {n: " ".join([f"version{n} sentence number {i}." for i in range(6 * n)])
+                for n in (1, 2, 3)}  # fmt: skip
+    first = run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id="doc",
+                     kb_id=kb, text=versions[1])  # fmt: skip
+    counts = {1: first.result["chunks"]}
+    seen: list[tuple[set[str], int]] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            matches = store.search(kb, [1.0] + [0.0] * 255, 1000)
+            seen.append(({m.text.split()[0] for m in matches}, len(matches)))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in (2, 3, 2, 3):
+            done = run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id="doc",
+                            kb_id=kb, text=versions[n])  # fmt: skip
+            counts[n] = done.result["chunks"]
+    finally:
+        stop.set()
+        reader.join()
+    assert len(seen) > 10
+    for words, total in seen:
+        assert len(words) == 1, words  # never a mix of versions
+        version = int(next(iter(words)).removeprefix("version"))
+        assert total == counts[version]  # never a partial document
+    # Old versions are gone: one version key per document.
+    assert len(rclient.keys(f"claw:kb:{kb}:ver:*")) == 1
+
+
+def test_update_knowledge_base_reembeds_every_document_with_progress(
+    kb_worker, celery_app, rclient
+) -> None:
+    kb = new_kb()
+    for i, topic in enumerate(TOPICS[:3]):
+        run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id=f"d{i}", kb_id=kb,
+                 text=topic)  # fmt: skip
+    before = {d.document_id: d.updated_at for d in RedisVectorStore(rclient).documents(kb)}
+    since = int(time.time() * 1000) - 1
+    done = run_task(celery_app, queues.UPDATE_KNOWLEDGE_BASE, QUEUE, kb_id=kb)
+    assert done.state == "SUCCESS", done.result
+    assert done.result["documents"] == 3 and done.result["chunks"] >= 3
+    after = {d.document_id: d.updated_at for d in RedisVectorStore(rclient).documents(kb)}
+    assert set(after) == set(before) and all(after[d] > before[d] for d in before)
+    percents = [e["percent"] for e in progress_events(rclient, done.id, since)]
+    assert percents == sorted(percents) and percents[-1] == 100.0 and len(percents) >= 4
+
+
+def test_deleting_a_whole_knowledge_base_is_idempotent(kb_worker, celery_app, rclient) -> None:
+    kb = new_kb()
+    for i, topic in enumerate(TOPICS[:2]):
+        run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id=f"d{i}", kb_id=kb,
+                 text=topic)  # fmt: skip
+    first = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb)
+    assert first.result["removed_chunks"] >= 2
+    assert not rclient.exists(docs_key(kb)) and not rclient.keys(f"claw:kb:{kb}:*")
+    second = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb)
+    assert second.state == "SUCCESS" and second.result["removed_chunks"] == 0
