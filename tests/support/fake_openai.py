@@ -166,7 +166,7 @@ def _completion(model: str, text: str, usage: dict) -> dict[str, Any]:
         "model": model,
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],  # fmt: skip
+        ],
         "usage": usage,
     }
 
