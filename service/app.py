@@ -50,6 +50,9 @@ async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
     # Celery's producer and control calls block: they run in this bounded pool.
     executor = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="celery")
     celery = create_celery_app(app[settings_key])
+    # The gateway reads results from Redis itself. Celery's Redis backend would subscribe
+    # to the result channel of every task sent, for an AsyncResult.get() never called.
+    celery.conf.result_backend = "disabled"
     app[executor_key] = executor
     app[celery_key] = celery
     app[publisher_key] = TaskPublisher(celery, executor)

@@ -8,6 +8,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import redis.exceptions
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -59,7 +60,7 @@ class TaskPublisher:
         async with self._slots:
             try:
                 result = await asyncio.get_running_loop().run_in_executor(self._executor, send)
-            except OperationalError as exc:
+            except (OperationalError, redis.exceptions.ConnectionError, OSError) as exc:
                 logger.warning("publish of %s failed: %s", name, exc)
                 raise ServiceUnavailable("broker unavailable, task not accepted") from exc
         return result.id

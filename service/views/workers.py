@@ -18,6 +18,7 @@ from workers import registry
 
 INSPECT_TIMEOUT = 1.0
 CONTROL_TIMEOUT = 5.0
+SHUTDOWN_WAIT = 10.0
 
 
 def require_admin(request: web.Request) -> None:
@@ -103,19 +104,37 @@ async def pool_restart(request: web.Request) -> web.Response:
 
 
 async def shutdown(request: web.Request) -> web.Response:
+    """Ask workers to stop (warm: running tasks finish first).
+
+    A worker raises on this command before it could reply, so the answer is what the
+    registry shows: each targeted worker that deregistered within the wait, or 202 for
+    those still finishing their tasks.
+    """
     require_admin(request)
     target = await _target(request)
-    if target["worker_name"]:
-        await _known_worker(request, target["worker_name"])
-    destination = None if target["all"] else [target["worker_name"]]
+    described, seen = await _registry(request)
+    if target["all"]:
+        names = sorted(h for h, t in seen.items() if t >= registry.live_since())
+    else:
+        names = [target["worker_name"]]
+        if names[0] not in described and names[0] not in seen:
+            raise NotFound(f"no worker named {names[0]}")
     control = request.app[celery_key].control
-    replies = await _blocking(
-        request,
-        lambda: control.broadcast(
-            "shutdown", destination=destination, reply=True, timeout=CONTROL_TIMEOUT
-        ),
-    )
-    return _control_response("shutdown", replies)
+    await _blocking(request, lambda: control.broadcast("shutdown", destination=names))
+    client = request.app[redis_key]
+
+    async def stopped() -> list[str]:
+        still = await client.hmget(registry.WORKERS_HASH, names)
+        return [n for n, v in zip(names, still, strict=True) if v is None]
+
+    deadline = time.monotonic() + SHUTDOWN_WAIT
+    done = await stopped()
+    while len(done) < len(names) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        done = await stopped()
+    replies = {n: {"ok": "stopped" if n in done else "stopping"} for n in names}
+    body = WorkerControlResponse().dump({"action": "shutdown", "replies": replies})
+    return web.json_response(body, status=200 if len(done) == len(names) else 202)
 
 
 async def _target(request: web.Request) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""The task index's state machine: atomic, order-tolerant, counted, prunable."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from workers.task_index import TaskIndex, counts_key, index_key, owner_state_key, task_key
+
+DB = 9
+
+
+@pytest.fixture
+def index(redis_server):
+    client = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
+    client.flushdb()
+    yield TaskIndex(client, ttl=60)
+    client.flushdb()
+    client.close()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def counts(index, **dim):
+    ((name, value),) = dim.items() if dim else ((None, None),)
+    raw = index.client.hgetall(counts_key(name, value) if name else counts_key())
+    return {k: int(v) for k, v in raw.items() if int(v)}
+
+
+def test_a_late_started_never_overwrites_success(index) -> None:
+    tid = new_id()
+    index.record(tid, "PENDING", 0, name="t", queue="q", owner="alice")
+    index.record(tid, "SUCCESS", 0)
+    applied, _previous, after = index.record(tid, "STARTED", 0, worker="w1")
+    assert (applied, after) == (0, "SUCCESS")
+    assert index.client.hget(task_key(tid), "state") == "SUCCESS"
+    assert counts(index) == {"SUCCESS": 1}
+    assert counts(index, owner="alice") == {"SUCCESS": 1}
+    assert counts(index, queue="q") == {"SUCCESS": 1}
+
+
+def test_repeated_updates_count_once(index) -> None:
+    tid = new_id()
+    for _ in range(3):
+        index.record(tid, "PENDING", 0, name="t")
+        index.record(tid, "STARTED", 0)
+    assert counts(index) == {"STARTED": 1}
+    assert index.client.zcard(index_key("state", "STARTED")) == 1
+    assert index.client.zcard(index_key()) == 1
+
+
+def test_an_older_attempt_cannot_move_a_newer_one(index) -> None:
+    tid = new_id()
+    index.record(tid, "PENDING", 0, name="t")
+    index.record(tid, "STARTED", 0)
+    index.record(tid, "RETRY", 0)
+    index.record(tid, "STARTED", 1)
+    applied, _, after = index.record(tid, "RETRY", 0)  # a stale retry of attempt 0
+    assert applied == 0 and after == "STARTED"
+    index.record(tid, "SUCCESS", 1)
+    assert counts(index) == {"SUCCESS": 1}
+
+
+def test_a_worker_update_before_the_publish_record_keeps_the_later_state(index) -> None:
+    tid = new_id()
+    index.record(tid, "STARTED", 0, name="t", queue="q", worker="w")
+    index.record(tid, "PENDING", 0, owner="bob", priority="9")  # the publisher, late
+    record = index.client.hgetall(task_key(tid))
+    assert record["state"] == "STARTED" and record["owner"] == "bob"
+    assert index.client.zscore(owner_state_key("bob", "STARTED"), tid) is not None
+    assert counts(index, owner="bob") == {"STARTED": 1}
+
+
+def test_claim_is_refused_after_a_cancel(index) -> None:
+    tid, other = new_id(), new_id()
+    index.record(tid, "PENDING", 0, name="t")
+    index.record(other, "PENDING", 0, name="t")
+    index.client.hset(task_key(tid), "cancel_requested", "1")
+    assert index.claim(tid) is False
+    assert index.claim(other) is True
+    assert index.client.hget(task_key(other), "claimed") == "1"
+
+
+def test_prune_removes_records_and_every_index_entry(index) -> None:
+    old, young = new_id(), new_id()
+    index.record(old, "PENDING", 0, name="n", queue="q", owner="o", now=time.time() - 120)
+    index.record(old, "SUCCESS", 0, now=time.time() - 120)
+    index.record(young, "PENDING", 0, name="n", queue="q", owner="o")
+    assert index.prune() == 1
+    client = index.client
+    assert not client.exists(task_key(old)) and client.exists(task_key(young))
+    for key in (index_key(), index_key("name", "n"), index_key("queue", "q"),
+                index_key("owner", "o"), owner_state_key("o", "SUCCESS"),
+                index_key("state", "SUCCESS")):  # fmt: skip
+        assert client.zscore(key, old) is None
+    assert counts(index) == {"PENDING": 1}
+    assert counts(index, owner="o") == {"PENDING": 1}
