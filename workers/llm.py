@@ -122,9 +122,10 @@ def stream_chat(
     options: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
     try:
         with provider_errors():
-            stream = client.chat.completions.create(
+            # Plain dicts are valid message params; the SDK's overloads want TypedDicts.
+            stream = client.chat.completions.create(  # type: ignore[call-overload]
                 model=model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
                 temperature=temperature,
                 stream=True,
                 stream_options={"include_usage": True},

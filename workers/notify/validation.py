@@ -46,7 +46,7 @@ def validate_notification(channel: str, recipient: str, settings: Settings) -> N
     if not recipient:
         raise NotificationInvalid("recipient", "recipient is required")
     if channel == WEBHOOK:
-        if settings.webhook_secret is None:
+        if settings.webhook_secret is None or not settings.webhook_secret.get_secret_value():
             raise NotificationInvalid("channel", "webhooks are not configured (WEBHOOK_SECRET)")
         try:
             check_literal(recipient, webhook_policy(settings))

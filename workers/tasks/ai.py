@@ -8,6 +8,7 @@ no model is configured), so the platform works end to end in development.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from workers import knowledge, queues
 from workers.celery_app import celery_app
 from workers.conversations import ConversationStore
 from workers.llm import ChatResult, cost_usd, openai_client, stream_chat
-from workers.progress import publish_chunk
+from workers.progress import chunks_key, feed_event, publish_chunk
 from workers.rate_limit import GloballyRateLimitedTask
 from workers.settings import Settings, get_settings
 from workers.signals import redis_client
@@ -154,6 +155,14 @@ def generate_reply(
     }
 
 
+def reset_chunks(client: Any, task_id: str) -> None:
+    """Forget a task's streamed chunks and tell the live feed (`type: chunks_reset`)."""
+    client.delete(chunks_key(task_id))
+    feed_event(
+        client, {"type": "chunks_reset", "task_id": task_id, "state": "STARTED", "ts": time.time()}
+    )
+
+
 @celery_app.task(
     name=queues.GENERATE_AI_RESPONSE,
     base=GloballyRateLimitedTask,
@@ -173,6 +182,10 @@ def generate_ai_response(
 ) -> dict[str, Any]:
     """Answer `user_message` in `conversation_id`, streaming the reply to the live feed."""
     task_id = self.request.id
+    if task_id and self.request.retries:
+        # A retried attempt streams the reply again from the start: drop the earlier
+        # attempt's partial output so watchers do not see it twice.
+        reset_chunks(redis_client(), task_id)
 
     def on_delta(text: str) -> None:
         if task_id:

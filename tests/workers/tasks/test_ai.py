@@ -119,6 +119,7 @@ def test_rate_limit_and_server_errors_are_retried_honoring_retry_after(
     assert len(fake_openai.chat_requests(marker)) == 3
     record = rclient.hgetall(task_key(done.id))
     assert record["retries"] == "2"
+    assert "".join(read_chunks(rclient, done.id)) == done.result["response"]
     # The first retry waited the server's Retry-After (1.5 s), not the 0.5 s backoff.
     assert float(record["finished_at"]) - float(record["submitted_at"]) >= 1.5
 
