@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -20,6 +20,7 @@ from workers.embedded_redis import EmbeddedRedis
 from workers.queues import QUEUES
 
 BIN = Path(sys.executable).parent
+P = TypeVar("P", bound=ManagedProcess)
 
 
 @pytest.fixture
@@ -40,25 +41,31 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[..., EmbeddedRedis]]:
         server.stop()
 
 
+class Processes:
+    """Processes started for one test; `stop_all` stops them newest first."""
+
+    def __init__(self) -> None:
+        self.started: list[ManagedProcess] = []
+
+    def __call__(self, argv: list[str], env: dict[str, str], log_path: Path) -> ManagedProcess:
+        return self.register(ManagedProcess(argv, env, log_path))
+
+    def register(self, process: P) -> P:
+        """Also stop a process started elsewhere (`start_gateway`)."""
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+
 @pytest.fixture
-def processes() -> Iterator[Callable[..., ManagedProcess]]:
+def processes() -> Iterator[Processes]:
     """Start any command as a managed process; all are stopped at the end, pass or fail."""
-    started: list[ManagedProcess] = []
-
-    def factory(argv: list[str], env: dict[str, str], log_path: Path) -> ManagedProcess:
-        process = ManagedProcess(argv, env, log_path)
-        started.append(process)
-        return process
-
-    def register(process: Any) -> Any:
-        """Stop a process started elsewhere (`start_gateway`) with the others."""
-        started.append(process)
-        return process
-
-    factory.register = register  # type: ignore[attr-defined]
-    yield factory
-    for process in reversed(started):
-        process.stop()
+    group = Processes()
+    yield group
+    group.stop_all()
 
 
 def deploy_env(redis_url: str, **extra: Any) -> dict[str, str]:

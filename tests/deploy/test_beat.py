@@ -15,7 +15,7 @@ import redis
 from celery.schedules import schedule
 from redbeat import RedBeatSchedulerEntry
 
-from tests.deploy.conftest import deploy_env
+from tests.deploy.conftest import Processes, deploy_env
 from tests.support.waiting import wait_until
 from workers import queues
 from workers.celery_app import create_celery_app
@@ -41,7 +41,7 @@ def origin_pid(message: dict) -> int:
 
 
 def test_two_beats_one_sender_each_slot_once_and_takeover_on_stop(
-    private_redis: Callable, processes: Callable, log_dir: Path
+    private_redis: Callable, processes: Processes, log_dir: Path
 ) -> None:
     server = private_redis()
     app = create_celery_app(load_settings(redis_url=server.url))

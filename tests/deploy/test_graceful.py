@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.deploy.conftest import deploy_env, wait_worker_ready, worker_argv
+from tests.deploy.conftest import Processes, deploy_env, wait_worker_ready, worker_argv
 from tests.support.processes import start_gateway
 from tests.support.waiting import wait_for_state, wait_until
 from workers.celery_app import create_celery_app
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_worker_sigterm_mid_task_finishes_it_and_leaves_queued_work_for_others(
-    private_redis: Callable, processes: Callable, log_dir: Path
+    private_redis: Callable, processes: Processes, log_dir: Path
 ) -> None:
     server = private_redis()
     client = redis.Redis.from_url(server.url, decode_responses=True)
@@ -57,7 +57,7 @@ def test_worker_sigterm_mid_task_finishes_it_and_leaves_queued_work_for_others(
 
 
 def test_sigterm_to_the_whole_group_requeues_the_interrupted_task_and_loses_nothing(
-    private_redis: Callable, processes: Callable, log_dir: Path
+    private_redis: Callable, processes: Processes, log_dir: Path
 ) -> None:
     """Heroku and honcho signal every process: the pool child dies, its task goes back."""
     server = private_redis()
@@ -85,10 +85,10 @@ def test_sigterm_to_the_whole_group_requeues_the_interrupted_task_and_loses_noth
 
 
 def test_gateway_sigterm_exits_cleanly(
-    private_redis: Callable, processes: Callable, log_dir: Path
+    private_redis: Callable, processes: Processes, log_dir: Path
 ) -> None:
     server = private_redis()
-    gateway = processes.register(start_gateway(server.url, log_dir))  # type: ignore[attr-defined]
+    gateway = processes.register(start_gateway(server.url, log_dir))
     os.kill(gateway.pid, signal.SIGTERM)
     assert gateway.process.wait(15) == 0
     assert "Traceback" not in gateway.log()

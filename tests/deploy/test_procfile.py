@@ -13,7 +13,7 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from tests.deploy.conftest import deploy_env, honcho_argv
+from tests.deploy.conftest import Processes, deploy_env, honcho_argv
 from tests.support.waiting import wait_until
 from workers import queues, registry
 from workers.celery_app import create_celery_app
@@ -33,7 +33,7 @@ def flower_get(url: str, auth: tuple[str, str] = FLOWER_AUTH) -> dict:
 
 
 def test_two_procfile_workers_share_the_queues_and_flower_sees_them(
-    private_redis: Callable, processes: Callable, log_dir: Path
+    private_redis: Callable, processes: Processes, log_dir: Path
 ) -> None:
     server = private_redis()
     flower_port = free_port()

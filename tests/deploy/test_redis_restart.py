@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.deploy.conftest import deploy_env, http, wait_worker_ready, worker_argv
+from tests.deploy.conftest import Processes, deploy_env, http, wait_worker_ready, worker_argv
 from tests.support.processes import start_gateway
 from tests.support.waiting import wait_for_state, wait_until
 from workers import queues
@@ -32,7 +32,7 @@ def queued_task_ids(client: redis.Redis, queue: str) -> set[str]:
 
 
 def test_redis_restart_during_submissions_gives_503_then_resumes_and_loses_nothing(
-    private_redis: Callable, processes: Callable, log_dir: Path
+    private_redis: Callable, processes: Processes, log_dir: Path
 ) -> None:
     # appendfsync always: what Redis acknowledged is on disk, even through SIGKILL.
     server = private_redis("--appendfsync", "always", name="aof-redis", appendonly=True)
@@ -43,7 +43,7 @@ def test_redis_restart_during_submissions_gives_503_then_resumes_and_loses_nothi
         worker_argv(hostname, queues=queues.DEFAULT), deploy_env(server.url), log_dir / "w-r.log"
     )
     wait_worker_ready(worker, probe, hostname)
-    gateway = processes.register(start_gateway(server.url, log_dir))  # type: ignore[attr-defined]
+    gateway = processes.register(start_gateway(server.url, log_dir))
     url = f"{gateway.base_url}/api/v1/tasks/ai/generate"
     accepted: list[str] = []
     answers: list[tuple[int, str | None, float]] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.deploy.conftest import deploy_env, http, wait_worker_ready, worker_argv
+from tests.deploy.conftest import Processes, deploy_env, http, wait_worker_ready, worker_argv
 from tests.support.processes import start_gateway
 from tests.support.waiting import wait_until
 from workers import registry
@@ -59,7 +59,7 @@ def sentinel_port(private_redis: Callable, tmp_path: Path) -> Iterator[int]:
 
 
 def test_gateway_and_worker_reach_redis_through_sentinel_and_a_task_completes(
-    sentinel_port: int, private_redis: Callable, processes: Callable, log_dir: Path
+    sentinel_port: int, private_redis: Callable, processes: Processes, log_dir: Path
 ) -> None:
     url = f"sentinel://127.0.0.1:{sentinel_port}/0"
     env = {"REDIS_SENTINEL_MASTER": MASTER}
@@ -71,7 +71,7 @@ def test_gateway_and_worker_reach_redis_through_sentinel_and_a_task_completes(
             worker_argv(hostname), deploy_env(url, **env), log_dir / "worker-sentinel.log"
         )
         wait_worker_ready(worker, probe, hostname)
-        gateway = processes.register(start_gateway(url, log_dir, env=env))  # type: ignore[attr-defined]
+        gateway = processes.register(start_gateway(url, log_dir, env=env))
 
         status, _, body = http(
             "POST", f"{gateway.base_url}/api/v1/tasks/ai/generate",
