@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.queues import QUEUES
+
 REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -61,6 +63,9 @@ class Settings(BaseSettings):
     task_soft_time_limit: float = Field(300, gt=0)
     task_time_limit: float = Field(600, gt=0)
     worker_concurrency: int = Field(4, ge=1)
+    # The queues a worker consumes when its command line has no -Q (comma-separated), so
+    # AI and knowledge workers can be split by environment alone.
+    worker_queues: str = ",".join(QUEUES)
     worker_max_tasks_per_child: int = Field(100, ge=1)
     worker_prefetch_multiplier: int = Field(1, ge=1)
     # Seconds an unacknowledged message may stay with a worker before Redis redelivers
@@ -146,6 +151,15 @@ class Settings(BaseSettings):
             if db and not db.isdigit():
                 raise ValueError("database must be a number (redis://host:6379/0)")
         return value
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _check_worker_queues(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(QUEUES))
+        if not names or unknown:
+            raise ValueError(f"must name queues among {', '.join(QUEUES)} (unknown: {unknown})")
+        return ",".join(names)
 
     @field_validator("log_level")
     @classmethod

@@ -11,7 +11,9 @@ from typing import Any
 import redis
 from celery.signals import before_task_publish, heartbeat_sent, worker_ready, worker_shutdown
 
-import workers.logs  # noqa: F401 - our logging replaces Celery's in every Celery process
+# Imported for the Celery signal receivers they connect: our logging, WORKER_QUEUES.
+import workers.logs
+import workers.queue_selection  # noqa: F401
 from workers import registry
 from workers.redis_client import sync_redis
 from workers.settings import get_settings

@@ -22,7 +22,7 @@ PROCFILE_OF = {"web": "web", "celery-worker": "worker", "celery-beat": "beat",
                "celery-flower": "flower"}  # fmt: skip
 # Variables only Compose and the Procfile's shell use; none of them is a setting.
 DEPLOY_ONLY_VARIABLES = {
-    "REDIS_PASSWORD", "WEB_PORT", "FLOWER_HOST_PORT", "WORKER_QUEUES", "HONCHO_PROCESS_NAME",
+    "REDIS_PASSWORD", "WEB_PORT", "FLOWER_HOST_PORT", "HONCHO_PROCESS_NAME",
 }  # fmt: skip
 # Refused or unsafe at their defaults in production: the operator must set them in .env.
 PRODUCTION_SECRETS = ("API_KEYS", "FLOWER_PASSWORD", "REDIS_PASSWORD")

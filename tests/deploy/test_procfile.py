@@ -32,13 +32,14 @@ def flower_get(url: str, auth: tuple[str, str] = FLOWER_AUTH) -> dict:
         return json.load(resp)
 
 
-def test_two_procfile_workers_share_the_queues_and_flower_sees_them(
+def test_two_procfile_workers_share_their_queues_and_flower_sees_them(
     private_redis: Callable, processes: Processes, log_dir: Path
 ) -> None:
     server = private_redis()
     flower_port = free_port()
+    served = {queues.DEFAULT, queues.NOTIFICATION_DEFAULT}  # WORKER_QUEUES picks the pool
     env = deploy_env(
-        server.url, WORKER_CONCURRENCY=1, FLOWER_PORT=flower_port,
+        server.url, WORKER_CONCURRENCY=1, FLOWER_PORT=flower_port, WORKER_QUEUES=",".join(served),
         FLOWER_USER=FLOWER_AUTH[0], FLOWER_PASSWORD=FLOWER_AUTH[1],
     )  # fmt: skip
     processes(honcho_argv("-c", "worker=2", "worker", "flower"), env, log_dir / "honcho.log")
@@ -51,7 +52,7 @@ def test_two_procfile_workers_share_the_queues_and_flower_sees_them(
         )  # fmt: skip
         assert sorted(h.split("@")[0] for h in hostnames) == ["worker.1", "worker.2"]
         info = json.loads(client.hget(registry.WORKERS_HASH, hostnames[0]))
-        assert set(info["queues"]) == set(queues.QUEUES)
+        assert set(info["queues"]) == served
 
         ids = [app.send_task(queues.CHECK_TASK_HEALTH).id for _ in range(20)]
         results = [AsyncResult(task_id, app=app) for task_id in ids]
@@ -69,7 +70,7 @@ def test_two_procfile_workers_share_the_queues_and_flower_sees_them(
             45, 0.5, "Flower listing both workers",
         )  # fmt: skip
         consumed = {q["name"] for q in seen[hostnames[0]]["active_queues"]}
-        assert consumed == set(queues.QUEUES)
+        assert consumed == served
         with pytest.raises(urllib.error.HTTPError) as refused:
             flower_get(f"http://127.0.0.1:{flower_port}/api/workers", ("ops", "wrong"))
         assert refused.value.code == 401
