@@ -6,6 +6,7 @@ Start a worker with `celery -A workers.celery_app worker -E -Q <queues>`.
 from __future__ import annotations
 
 import sys
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from celery import Celery
 from celery.schedules import crontab
@@ -34,8 +35,10 @@ def celery_config(settings: Settings) -> dict:
         "socket_keepalive": True,
     }
     backend_options: dict = {}
-    # RedBeat's own Redis options (explicit, so it does not borrow the broker's).
-    redbeat_url, redbeat_options = settings.redis_url, {}
+    # RedBeat's own Redis options (explicit, so it does not borrow the broker's). Its URL
+    # goes without the password: `inspect conf` (Flower, the gateway) shows the URL as is,
+    # but masks option keys that say "password".
+    redbeat_url, redbeat_options = _split_password(settings.redis_url)
     if settings.redis_url.startswith("sentinel://"):
         transport_options["master_name"] = settings.redis_sentinel_master
         backend_options["master_name"] = settings.redis_sentinel_master
@@ -123,6 +126,16 @@ def celery_config(settings: Settings) -> dict:
             },
         },
     }
+
+
+def _split_password(url: str) -> tuple[str, dict]:
+    """The URL without its password, and the password as a client option."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, {}
+    user = f"{parts.username}@" if parts.username else ""
+    netloc = f"{user}{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc)), {"password": unquote(parts.password)}
 
 
 def create_celery_app(settings: Settings) -> Celery:
