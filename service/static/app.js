@@ -1,0 +1,177 @@
+// The dashboard: session, live feed, counters, queues, throughput, and the panels.
+import { api, whenUnauthorized } from "./js/api.js";
+import { renderThroughput } from "./js/chart.js";
+import { ChatPanel } from "./js/chat.js";
+import { $, h, replace, toast } from "./js/dom.js";
+import { Feed } from "./js/feed.js";
+import { KnowledgePanel } from "./js/knowledge.js";
+import { QUEUES, TaskTable } from "./js/tasks.js";
+import { WorkersPanel } from "./js/workers.js";
+
+const COUNTERS = [
+  ["pending", "Pending", "PENDING"],
+  ["started", "Running", "STARTED"],
+  ["retry", "Retrying", "RETRY"],
+  ["success", "Succeeded", "SUCCESS"],
+  ["failure", "Failed", "FAILURE"],
+  ["revoked", "Cancelled", "REVOKED"],
+  ["workers", "Workers", null],
+];
+const STATS_EVERY = 15_000;
+
+function toLogin() {
+  const next = encodeURIComponent(window.location.pathname + window.location.search);
+  window.location.replace(`/login?next=${next}`);
+}
+
+class Dashboard {
+  constructor(session) {
+    this.session = session;
+    this.feed = new Feed();
+    this.statsTimer = null;
+    this.table = new TaskTable({
+      feed: this.feed, session, onActivity: () => this.refreshStatsSoon(),
+    });
+    this.chat = new ChatPanel({ feed: this.feed });
+    this.knowledge = new KnowledgePanel({ feed: this.feed });
+    if (session.role === "admin") {
+      $(".workers-card").hidden = false;
+      this.workers = new WorkersPanel({ feed: this.feed });
+    }
+    this.showPrincipal();
+    this.buildCounters();
+    this.feed.on("status", (state) => this.showConnection(state));
+    this.feed.on("stats", (msg) => msg.stats && this.showStats(msg.stats));
+    this.feed.on("hello", (msg) => this.onHello(msg));
+    this.feed.on("resync", () => this.refreshStats());
+    this.feed.on("notification", (msg) => toast(`${msg.title || "Notification"}: ${msg.body || ""}`));
+    this.feed.on("unauthorized", toLogin);
+    $("#logout").addEventListener("click", () => this.logout());
+    setInterval(() => this.refreshStats(), STATS_EVERY);
+  }
+
+  async start() {
+    this.feed.connect();
+    await Promise.all([this.table.load(), this.refreshStats(), this.workers?.load()]);
+    document.body.classList.remove("booting");
+  }
+
+  onHello(msg) {
+    if (msg.principal) {
+      this.session = { ...this.session, ...msg.principal };
+      this.showPrincipal();
+    }
+    if (msg.resumed) {
+      // Replayed events follow; counters and workers are re-read rather than replayed.
+      this.refreshStats();
+      this.workers?.load();
+    }
+  }
+
+  showPrincipal() {
+    const { owner, role } = this.session;
+    replace($("#who"), h("span", { class: "who-name" }, owner),
+      h("span", { class: `role role-${role}` }, role));
+    document.body.classList.toggle("is-admin", role === "admin");
+  }
+
+  showConnection(state) {
+    const el = $("#conn");
+    const label = { live: "live", connecting: "connecting…", reconnecting: "reconnecting…",
+      unauthorized: "signed out", closed: "offline" }[state] || state;
+    el.className = `conn conn-${state}`;
+    el.dataset.state = state;
+    el.textContent = label;
+  }
+
+  buildCounters() {
+    this.counterEls = new Map();
+    replace($("#counters"), COUNTERS.map(([key, label, state]) => {
+      const value = h("span", { class: "counter-value", "data-testid": `count-${key}` }, "–");
+      this.counterEls.set(key, value);
+      const attrs = { class: `counter counter-${key}`, type: "button", title: state ? `Show ${label.toLowerCase()} tasks` : label };
+      if (state) {
+        attrs.onclick = () => this.table.setFilters({
+          status: this.table.filters.status === state ? "" : state,
+        });
+      } else {
+        attrs.disabled = true;
+      }
+      return h("button", attrs, h("span", { class: "counter-label" }, label), value);
+    }));
+  }
+
+  refreshStatsSoon() {
+    if (this.statsTimer) return;
+    this.statsTimer = setTimeout(() => {
+      this.statsTimer = null;
+      this.refreshStats();
+    }, 600);
+  }
+
+  async refreshStats() {
+    try {
+      this.showStats(await api.stats());
+    } catch (err) {
+      if (err.status !== 401) console.warn("stats", err.message);
+    }
+  }
+
+  showStats(stats) {
+    for (const [key] of COUNTERS) {
+      const value = stats[key];
+      if (value !== undefined) this.counterEls.get(key).textContent = String(value);
+    }
+    const filter = this.table.filters.status;
+    for (const [key, , state] of COUNTERS) {
+      this.counterEls.get(key).parentElement.classList.toggle("active", Boolean(state) && state === filter);
+    }
+    if (stats.tasks_per_minute) renderThroughput($("#chart"), stats.tasks_per_minute);
+    if (stats.queues) this.showQueues(stats.queues);
+  }
+
+  showQueues(depths) {
+    const names = [...new Set([...QUEUES, ...Object.keys(depths)])];
+    const max = Math.max(10, ...names.map((n) => depths[n] || 0));
+    replace($("#queues"), names.map((name) => {
+      const depth = depths[name] || 0;
+      const fill = h("div", { class: "queue-fill" });
+      fill.style.width = `${(depth / max) * 100}%`;
+      return h("div", {
+        class: `queue${depth ? " queue-busy" : ""}`, dataset: { queue: name },
+        title: `Show tasks on ${name}`,
+        onclick: () => this.table.setFilters({ queue: this.table.filters.queue === name ? "" : name }),
+      },
+        h("span", { class: "queue-name" }, name),
+        h("div", { class: "queue-bar" }, fill),
+        h("span", { class: "queue-depth", "data-testid": `depth-${name}` }, String(depth)));
+    }));
+  }
+
+  async logout() {
+    this.feed.stop();
+    try {
+      await api.logout();
+    } finally {
+      window.location.replace("/login");
+    }
+  }
+}
+
+async function boot() {
+  whenUnauthorized(toLogin);
+  let session;
+  try {
+    session = await api.session();
+  } catch (err) {
+    if (err.status === 401) return toLogin();
+    toast(`Cannot reach the gateway: ${err.message}`, "error");
+    session = { owner: "?", role: "user" };
+  }
+  if (session.auth_required === false) $("#logout").hidden = true;
+  const dashboard = new Dashboard(session);
+  window.claw = dashboard; // handy from the console and for the browser test
+  await dashboard.start();
+}
+
+boot();

@@ -1,0 +1,181 @@
+// The AI chat panel: submit a message, follow the task, stream the reply from `chunk` events.
+import { api } from "./api.js";
+import { $, h, replace, shortId, toast } from "./dom.js";
+
+const CONVERSATION = "claw.chat.conversation";
+
+function newConversationId() {
+  const id = `conv_${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+  sessionStorage.setItem(CONVERSATION, id);
+  return id;
+}
+
+function formatCost(cost) {
+  const value = Number(cost) || 0;
+  return `$${value.toFixed(value && value < 0.01 ? 6 : 4)}`;
+}
+
+export class ChatPanel {
+  constructor({ feed }) {
+    this.feed = feed;
+    this.log = $("#chat-log");
+    this.form = $("#chat-form");
+    this.input = this.form.elements.message;
+    this.conversationId = sessionStorage.getItem(CONVERSATION) || newConversationId();
+    this.replies = new Map(); // task id -> {el, text, meta, chunks, state}
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.send();
+    });
+    this.input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        this.send();
+      }
+    });
+    $("#chat-new").addEventListener("click", () => {
+      this.conversationId = newConversationId();
+      this.log.replaceChildren();
+      this.placeholder();
+    });
+    feed.on("chunk", (msg) => this.onChunk(msg));
+    feed.on("chunks_reset", (msg) => this.onReset(msg));
+    feed.on("snapshot", (msg) => this.onSnapshot(msg));
+    feed.on("task", (msg) => this.onTask(msg));
+    this.placeholder();
+  }
+
+  placeholder() {
+    if (!this.log.children.length) {
+      this.log.append(h("p", { class: "chat-empty muted" },
+        "Replies stream in token by token as the model writes them."));
+    }
+  }
+
+  async send() {
+    const message = this.input.value.trim();
+    if (!message) return;
+    this.log.querySelector(".chat-empty")?.remove();
+    this.log.append(h("div", { class: "msg msg-user" }, h("div", { class: "bubble" }, message)));
+    this.input.value = "";
+    const reply = this.bubble();
+    this.scroll();
+    try {
+      const submitted = await api.generate({
+        conversation_id: this.conversationId, user_message: message, priority: 9,
+      });
+      reply.taskId = submitted.task_id;
+      reply.el.dataset.taskId = submitted.task_id;
+      this.replies.set(submitted.task_id, reply);
+      this.setState(reply, "PENDING");
+      this.feed.watch(submitted.task_id);
+    } catch (err) {
+      this.fail(reply, err.message);
+    }
+  }
+
+  bubble() {
+    const text = h("div", { class: "bubble-text", "data-testid": "chat-reply" });
+    const status = h("div", { class: "bubble-status muted small" }, "submitting…");
+    const el = h("div", { class: "msg msg-ai streaming", "data-testid": "chat-message" },
+      h("div", { class: "bubble" }, text, status));
+    this.log.append(el);
+    return { el, text, status, chunks: [], state: null, taskId: null };
+  }
+
+  setState(reply, state) {
+    reply.state = state;
+    reply.el.dataset.state = state;
+    const label = { PENDING: "queued…", STARTED: "writing…", RETRY: "retrying…" }[state];
+    if (label && !reply.done) replace(reply.status, h("span", { class: "dots" }, label));
+  }
+
+  render(reply) {
+    reply.text.textContent = reply.chunks.join("");
+    this.scroll();
+  }
+
+  scroll() {
+    this.log.scrollTop = this.log.scrollHeight;
+  }
+
+  onChunk(msg) {
+    const reply = this.replies.get(msg.task_id);
+    if (!reply || reply.done) return;
+    reply.chunks[msg.index ?? reply.chunks.length] = msg.text;
+    if (reply.state !== "STARTED") this.setState(reply, "STARTED");
+    this.render(reply);
+  }
+
+  onReset(msg) {
+    const reply = this.replies.get(msg.task_id);
+    if (!reply || reply.done) return;
+    reply.chunks = [];
+    this.render(reply);
+  }
+
+  onSnapshot(msg) {
+    const reply = this.replies.get(msg.task_id);
+    if (!reply || reply.done) return;
+    if (Array.isArray(msg.chunks) && msg.chunks.length >= reply.chunks.filter(Boolean).length) {
+      reply.chunks = [...msg.chunks];
+      this.render(reply);
+    }
+    this.onState(reply, msg.state, msg.task || {});
+  }
+
+  onTask(msg) {
+    const reply = this.replies.get(msg.task_id);
+    if (reply && !reply.done) this.onState(reply, msg.state, msg);
+  }
+
+  async onState(reply, state, msg) {
+    if (state === "SUCCESS") {
+      let result = msg.result;
+      if (!result) {
+        try {
+          result = (await api.status(reply.taskId)).result;
+        } catch {
+          result = null;
+        }
+      }
+      this.finish(reply, result || {});
+    } else if (state === "FAILURE" || state === "REVOKED") {
+      const error = msg.error;
+      const text = typeof error === "object" && error ? error.message : error;
+      this.fail(reply, text || (state === "REVOKED" ? "cancelled" : "failed"));
+    } else if (state) {
+      this.setState(reply, state);
+    }
+  }
+
+  finish(reply, result) {
+    if (reply.done) return;
+    reply.done = true;
+    if (typeof result.response === "string") {
+      reply.text.textContent = result.response;
+    }
+    reply.el.classList.remove("streaming");
+    reply.el.dataset.state = "SUCCESS";
+    const tokens = result.tokens ? result.tokens.total : null;
+    replace(reply.status,
+      h("span", { "data-testid": "chat-tokens" }, `${tokens ?? "?"} tokens`),
+      " · ",
+      h("span", { "data-testid": "chat-cost" }, formatCost(result.cost)),
+      result.model ? ` · ${result.model}` : "",
+      " · ",
+      h("span", { class: "mono" }, shortId(reply.taskId)));
+    this.feed.unwatch(reply.taskId);
+    this.scroll();
+  }
+
+  fail(reply, message) {
+    reply.done = true;
+    reply.el.classList.remove("streaming");
+    reply.el.classList.add("msg-error");
+    reply.el.dataset.state = "FAILURE";
+    replace(reply.status, h("span", { class: "error-text" }, message));
+    if (reply.taskId) this.feed.unwatch(reply.taskId);
+    else toast(`Chat: ${message}`, "error");
+  }
+}

@@ -1,0 +1,157 @@
+// The knowledge panel: vectorize a document (progress bar from `progress` events), search.
+import { api } from "./api.js";
+import { $, h, replace, shortId, toast } from "./dom.js";
+import { progressBar } from "./tasks.js";
+
+const MAX_BYTES = 2_000_000;
+
+function slug(text) {
+  const base = text.toLowerCase().replace(/\.[a-z0-9]+$/, "").replace(/[^a-z0-9]+/g, "-");
+  return base.replace(/^-+|-+$/g, "").slice(0, 60) || "doc";
+}
+
+export class KnowledgePanel {
+  constructor({ feed }) {
+    this.feed = feed;
+    this.form = $("#kb-upload");
+    this.jobsHost = $("#kb-jobs");
+    this.results = $("#kb-results");
+    this.jobs = new Map(); // task id -> {el, title, percent, message, state}
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.vectorize();
+    });
+    const file = this.form.elements.file;
+    file.addEventListener("change", () => {
+      const label = file.closest(".file-drop").querySelector("span");
+      label.textContent = file.files[0] ? file.files[0].name : "Choose a text file";
+    });
+    $("#kb-search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.search(event.target.elements.q.value.trim());
+    });
+    feed.on("progress", (msg) => this.onProgress(msg));
+    feed.on("task", (msg) => this.onTask(msg));
+    feed.on("snapshot", (msg) => this.onSnapshot(msg));
+  }
+
+  get kbId() {
+    return this.form.elements.kb_id.value.trim() || "docs";
+  }
+
+  async vectorize() {
+    const elements = this.form.elements;
+    const file = elements.file.files[0];
+    let text = elements.text.value;
+    let name = elements.title.value.trim();
+    if (file) {
+      if (file.size > MAX_BYTES) {
+        toast(`${file.name} is larger than 2 MB`, "error");
+        return;
+      }
+      text = await file.text();
+      name = name || file.name;
+    }
+    if (!text.trim()) {
+      toast("Choose a file or paste some text first", "error");
+      return;
+    }
+    const title = name || text.trim().split("\n")[0].slice(0, 60);
+    const body = {
+      kb_id: this.kbId, document_id: `${slug(name || title)}-${Date.now().toString(36)}`,
+      text, title,
+    };
+    let reply;
+    try {
+      reply = await api.vectorize(body);
+    } catch (err) {
+      toast(`Vectorize failed: ${err.message}`, "error");
+      return;
+    }
+    this.form.reset();
+    elements.kb_id.value = body.kb_id;
+    this.form.querySelector(".file-drop span").textContent = "Choose a text file";
+    const job = { title, percent: 0, message: "queued", state: "PENDING", taskId: reply.task_id };
+    job.el = h("div", { class: "kb-job", "data-testid": "kb-job" });
+    this.jobs.set(reply.task_id, job);
+    this.jobsHost.prepend(job.el);
+    this.renderJob(job);
+    this.feed.watch(reply.task_id);
+  }
+
+  renderJob(job) {
+    job.el.dataset.state = job.state;
+    replace(job.el,
+      h("div", { class: "kb-job-head" },
+        h("span", { class: "kb-job-title ellipsis", title: job.title }, job.title),
+        h("span", { class: "mono muted small" }, shortId(job.taskId))),
+      progressBar(job.percent, job.message));
+  }
+
+  onProgress(msg) {
+    const job = this.jobs.get(msg.task_id);
+    if (!job || job.done) return;
+    job.percent = msg.percent;
+    job.message = msg.message;
+    job.state = "STARTED";
+    this.renderJob(job);
+  }
+
+  onSnapshot(msg) {
+    const job = this.jobs.get(msg.task_id);
+    if (!job || job.done) return;
+    const progress = msg.task && msg.task.progress;
+    if (progress) {
+      job.percent = progress.percent;
+      job.message = progress.message;
+    }
+    this.onTask({ ...msg, result: msg.task ? msg.task.result : undefined });
+  }
+
+  onTask(msg) {
+    const job = this.jobs.get(msg.task_id);
+    if (!job || job.done) return;
+    job.state = msg.state;
+    if (msg.state === "SUCCESS") {
+      job.done = true;
+      const result = msg.result || {};
+      job.percent = 100;
+      job.message = result.chunks !== undefined
+        ? `indexed ${result.chunks} chunks into ${result.kb_id || this.kbId}` : "indexed";
+      this.feed.unwatch(job.taskId);
+    } else if (msg.state === "FAILURE" || msg.state === "REVOKED") {
+      job.done = true;
+      const error = msg.error;
+      job.message = (error && (error.message || error)) || msg.state.toLowerCase();
+      this.feed.unwatch(job.taskId);
+    } else if (msg.state === "STARTED" && job.message === "queued") {
+      job.message = "starting";
+    }
+    this.renderJob(job);
+  }
+
+  async search(query) {
+    if (!query) return;
+    replace(this.results, h("li", { class: "muted small" }, "searching…"));
+    let reply;
+    try {
+      reply = await api.search(this.kbId, query, 5);
+    } catch (err) {
+      replace(this.results, h("li", { class: "error-text small" }, err.message));
+      return;
+    }
+    const results = reply.results || [];
+    if (!results.length) {
+      replace(this.results, h("li", { class: "muted small" }, `Nothing in “${this.kbId}” matches.`));
+      return;
+    }
+    replace(this.results, results.map((r) => h("li", { class: "kb-result" },
+      h("div", { class: "kb-result-head" },
+        h("span", { class: "kb-result-title ellipsis" }, r.title || r.document_id || "untitled"),
+        h("span", { class: "score", title: "similarity" }, Number(r.score ?? 0).toFixed(3))),
+      h("p", { class: "kb-result-text" }, r.text ?? r.chunk ?? ""),
+      h("div", { class: "muted small mono" },
+        `${r.document_id || ""}${r.chunk_index !== undefined ? ` #${r.chunk_index}` : ""}`),
+    )));
+  }
+}

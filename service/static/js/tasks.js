@@ -1,0 +1,491 @@
+// The live task table, its filters, the submit form and the task detail panel.
+import { api } from "./api.js";
+import { compareIds } from "./feed.js";
+import { $, ago, clock, duration, h, json, replace, shortId, toast } from "./dom.js";
+
+export const STATES = ["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"];
+export const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
+export const QUEUES = ["ai_high_priority", "knowledge_default", "notification_default", "default"];
+export const TASK_NAMES = [
+  "generate_ai_response", "vectorize_document", "update_knowledge_base",
+  "delete_knowledge_vectors", "send_notification", "cleanup_expired_results",
+  "check_task_health",
+];
+const PAGE = 50;
+const MAX_ROWS = 500;
+
+export function badge(state) {
+  const value = state || "UNKNOWN";
+  return h("span", { class: `badge badge-${value.toLowerCase()}`, "data-state": value }, value);
+}
+
+function errorText(error) {
+  if (!error) return null;
+  if (typeof error === "string") return error;
+  return [error.type, error.message].filter(Boolean).join(": ");
+}
+
+/** A task event from the feed, as the fields of a list row. */
+function fromEvent(msg) {
+  const fields = { task_id: msg.task_id };
+  for (const key of ["name", "queue", "owner", "worker"]) if (msg[key]) fields[key] = msg[key];
+  if (msg.type === "task" || msg.type === "snapshot") fields.status = msg.state;
+  if (msg.type === "task") {
+    if (msg.state === "PENDING") fields.submitted_at = msg.ts;
+    if (msg.state === "STARTED") fields.started_at = msg.ts;
+    if (TERMINAL.has(msg.state)) fields.finished_at = msg.ts;
+    if (msg.error) fields.error = errorText(msg.error);
+    if ("result" in msg) fields.result = msg.result;
+  }
+  if (msg.type === "progress") fields.progress = { percent: msg.percent, message: msg.message };
+  if (msg.type === "snapshot" && msg.task) Object.assign(fields, msg.task);
+  return fields;
+}
+
+export class TaskTable {
+  constructor({ feed, session, onActivity }) {
+    this.feed = feed;
+    this.session = session;
+    this.onActivity = onActivity || (() => {});
+    this.tasks = new Map(); // id -> summary
+    this.lastEvent = new Map(); // id -> last applied event id
+    this.rows = new Map(); // id -> <tr>
+    this.body = $("#task-rows");
+    this.empty = $("#tasks-empty");
+    this.more = $("#more");
+    this.filters = { status: "", queue: "", name: "" };
+    this.cursor = null;
+    this.detail = new TaskDetail(this);
+    this.setupFilters();
+    this.setupSubmitForm();
+    this.more.addEventListener("click", () => this.load({ append: true }));
+    for (const type of ["task", "progress", "chunk", "snapshot", "received"]) {
+      feed.on(type, (msg) => this.apply(msg));
+    }
+    feed.on("resync", () => this.load());
+    setInterval(() => this.tickTimes(), 5000);
+    document.body.classList.toggle("is-admin", session.role === "admin");
+  }
+
+  get isAdmin() {
+    return this.session.role === "admin";
+  }
+
+  setupFilters() {
+    const form = $("#filters");
+    const status = form.elements.status;
+    replace(status, h("option", { value: "" }, "All states"),
+      STATES.map((st) => h("option", { value: st }, st)));
+    replace(form.elements.queue, h("option", { value: "" }, "All queues"),
+      QUEUES.map((q) => h("option", { value: q }, q)));
+    replace($("#task-names"), TASK_NAMES.map((n) => h("option", { value: n })));
+    let typing = null;
+    form.addEventListener("input", (event) => {
+      clearTimeout(typing);
+      typing = setTimeout(() => this.setFilters({
+        status: status.value, queue: form.elements.queue.value,
+        name: form.elements.name.value.trim(),
+      }), event.target.name === "name" ? 300 : 0);
+    });
+    form.addEventListener("submit", (event) => event.preventDefault());
+  }
+
+  setFilters(filters) {
+    const form = $("#filters");
+    Object.assign(this.filters, filters);
+    form.elements.status.value = this.filters.status;
+    form.elements.queue.value = this.filters.queue;
+    form.elements.name.value = this.filters.name;
+    this.load();
+  }
+
+  matches(task) {
+    const f = this.filters;
+    return (!f.status || task.status === f.status) && (!f.queue || task.queue === f.queue)
+      && (!f.name || task.name === f.name);
+  }
+
+  async load({ append = false } = {}) {
+    const query = { limit: PAGE, ...this.filters, cursor: append ? this.cursor : null };
+    let page;
+    try {
+      page = await api.list(query);
+    } catch (err) {
+      toast(`Could not load tasks: ${err.message}`, "error");
+      return;
+    }
+    if (!append) {
+      this.tasks.clear();
+      this.rows.clear();
+      this.body.replaceChildren();
+    }
+    for (const task of page.tasks) {
+      this.tasks.set(task.task_id, { ...this.tasks.get(task.task_id), ...task });
+      this.render(task.task_id, { position: "end" });
+    }
+    this.cursor = page.next_cursor;
+    this.more.hidden = !page.next_cursor;
+    this.updateEmpty();
+  }
+
+  updateEmpty() {
+    this.empty.hidden = this.rows.size > 0;
+  }
+
+  /** Merge what we learned about a task; new tasks go on top if they match the filters. */
+  upsert(fields, { flash = false } = {}) {
+    const id = fields.task_id;
+    const known = this.tasks.get(id);
+    const merged = { ...(known || {}), ...fields };
+    if (known && TERMINAL.has(known.status) && !TERMINAL.has(merged.status)) {
+      merged.status = known.status; // a replayed older event never undoes an ending
+    }
+    if (merged.started_at && merged.finished_at) {
+      merged.runtime = merged.finished_at - merged.started_at;
+    }
+    if (!known && !this.matches(merged)) return merged;
+    this.tasks.set(id, merged);
+    const changed = known && known.status !== merged.status;
+    this.render(id, { position: known ? "keep" : "start", flash: flash && (changed || !known) });
+    this.updateEmpty();
+    if (this.detail.taskId === id) this.detail.update(merged);
+    return merged;
+  }
+
+  apply(msg) {
+    if (!msg.task_id) return;
+    if (msg.id) {
+      if (compareIds(msg.id, this.lastEvent.get(msg.task_id)) <= 0) return;
+      this.lastEvent.set(msg.task_id, msg.id);
+    }
+    if (msg.type === "chunk") {
+      if (this.detail.taskId === msg.task_id) this.detail.chunk(msg.index, msg.text);
+      return;
+    }
+    this.upsert(fromEvent(msg), { flash: msg.type === "task" });
+    if (msg.type === "snapshot" && this.detail.taskId === msg.task_id) {
+      this.detail.snapshot(msg);
+    }
+    if (msg.type === "task") {
+      this.onActivity(msg);
+      if (this.detail.taskId === msg.task_id && TERMINAL.has(msg.state)) this.detail.refresh();
+    }
+  }
+
+  render(id, { position = "keep", flash = false }) {
+    const task = this.tasks.get(id);
+    const row = this.row(task);
+    const old = this.rows.get(id);
+    if (old) old.replaceWith(row);
+    else if (position === "start") this.body.prepend(row);
+    else this.body.append(row);
+    this.rows.set(id, row);
+    if (flash) {
+      row.classList.add("flash");
+      setTimeout(() => row.classList.remove("flash"), 1600);
+    }
+    while (this.rows.size > MAX_ROWS) {
+      const last = this.body.lastElementChild;
+      this.rows.delete(last.dataset.taskId);
+      this.tasks.delete(last.dataset.taskId);
+      last.remove();
+    }
+  }
+
+  row(task) {
+    const submitted = task.submitted_at || task.created_at;
+    const progress = task.progress && !TERMINAL.has(task.status) ? task.progress.percent : null;
+    const row = h("tr", {
+      dataset: { taskId: task.task_id, state: task.status || "" },
+      class: this.detail.taskId === task.task_id ? "selected" : null,
+      tabindex: 0,
+      onclick: (event) => {
+        if (!event.target.closest("button")) this.detail.open(task.task_id);
+      },
+      onkeydown: (event) => {
+        if (event.key === "Enter") this.detail.open(task.task_id);
+      },
+    },
+      h("td", {}, badge(task.status),
+        progress !== null && progress !== undefined
+          ? h("span", { class: "mini-progress", title: `${Math.round(progress)}%` },
+              h("span", { class: "mini-progress-fill", style: null }))
+          : null),
+      h("td", { class: "cell-task" },
+        h("span", { class: "task-name" }, task.name || "task"),
+        h("span", { class: "mono muted" }, shortId(task.task_id))),
+      h("td", {}, task.queue ? h("span", { class: "chip" }, task.queue) : ""),
+      h("td", { class: "col-owner" }, task.owner || ""),
+      h("td", { class: "muted small ellipsis", title: task.worker || "" }, task.worker || ""),
+      h("td", { class: "muted small", title: clock(submitted), dataset: { ts: submitted || "" } },
+        ago(submitted)),
+      h("td", { class: "small" }, duration(task.runtime)),
+      h("td", { class: "col-actions" }, this.actions(task, true)),
+    );
+    const fill = row.querySelector(".mini-progress-fill");
+    if (fill) fill.style.width = `${Math.max(0, Math.min(100, progress))}%`;
+    return row;
+  }
+
+  /** The buttons a principal may use on a task in its current state. */
+  actions(task, compact = false) {
+    const buttons = [];
+    const cls = compact ? "btn btn-small" : "btn";
+    if (task.status === "PENDING" || task.status === "RETRY") {
+      buttons.push(h("button", {
+        class: `${cls} btn-danger-ghost`, type: "button", "data-action": "cancel",
+        onclick: () => this.cancel(task.task_id, false),
+      }, "Cancel"));
+    }
+    if (task.status === "STARTED" && this.isAdmin) {
+      buttons.push(h("button", {
+        class: `${cls} btn-danger-ghost admin-only`, type: "button", "data-action": "terminate",
+        onclick: () => this.cancel(task.task_id, true),
+      }, "Terminate"));
+    }
+    if ((task.status === "FAILURE" || task.status === "REVOKED") && !task.retried_as) {
+      buttons.push(h("button", {
+        class: cls, type: "button", "data-action": "retry",
+        onclick: () => this.retry(task.task_id),
+      }, "Retry"));
+    }
+    return buttons;
+  }
+
+  async cancel(id, terminate) {
+    if (terminate && !window.confirm("Terminate this running task? Its work is lost.")) return;
+    try {
+      const reply = await api.cancel(id, terminate);
+      toast(`${shortId(id)}: ${reply.message}`, "ok");
+      if (reply.status === "REVOKED") this.upsert({ task_id: id, status: "REVOKED" }, { flash: true });
+    } catch (err) {
+      toast(`Cancel failed: ${err.message}`, "error");
+    }
+  }
+
+  async retry(id) {
+    try {
+      const reply = await api.retry(id);
+      toast(`Submitted again as ${shortId(reply.task_id)}`, "ok");
+      this.upsert({ task_id: id, retried_as: reply.task_id });
+      const old = this.tasks.get(id) || {};
+      this.upsert({
+        task_id: reply.task_id, status: "PENDING", name: old.name, queue: old.queue,
+        owner: old.owner, submitted_at: Date.now() / 1000, retried_from: id,
+      }, { flash: true });
+    } catch (err) {
+      toast(`Retry failed: ${err.message}`, "error");
+    }
+  }
+
+  tickTimes() {
+    const now = Date.now() / 1000;
+    for (const cell of this.body.querySelectorAll("td[data-ts]")) {
+      const ts = Number(cell.dataset.ts);
+      if (ts) cell.textContent = ago(ts, now);
+    }
+  }
+
+  setupSubmitForm() {
+    const form = $("#new-task");
+    const toggle = $("#new-task-toggle");
+    const kind = h("select", { name: "kind", "aria-label": "Kind", "data-testid": "new-task-kind" },
+      h("option", { value: "ai" }, "AI reply"),
+      h("option", { value: "vectorize" }, "Vectorize text"));
+    const text = h("input", {
+      name: "text", required: true, placeholder: "Message", "aria-label": "Message or text",
+      "data-testid": "new-task-text", class: "grow",
+    });
+    const priority = h("input", {
+      name: "priority", type: "number", min: 0, max: 9, value: 5, "aria-label": "Priority",
+      title: "Priority 0-9, 9 runs first", "data-testid": "new-task-priority",
+    });
+    const delay = h("input", {
+      name: "countdown", type: "number", min: 0, step: 1, value: 0, "aria-label": "Delay (s)",
+      title: "Seconds to wait before running", "data-testid": "new-task-delay",
+    });
+    replace(form,
+      h("label", { class: "field" }, "Kind", kind),
+      h("label", { class: "field grow" }, "Message / text", text),
+      h("label", { class: "field narrow" }, "Priority", priority),
+      h("label", { class: "field narrow" }, "Delay s", delay),
+      h("button", { class: "btn btn-primary", type: "submit", "data-testid": "new-task-submit" },
+        "Submit"),
+    );
+    toggle.addEventListener("click", () => {
+      form.hidden = !form.hidden;
+      toggle.classList.toggle("active", !form.hidden);
+      if (!form.hidden) text.focus();
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const options = { priority: Number(priority.value) };
+      if (Number(delay.value) > 0) options.countdown = Number(delay.value);
+      const value = text.value.trim();
+      let reply;
+      try {
+        if (kind.value === "ai") {
+          reply = await api.generate({
+            conversation_id: `ui_${Math.random().toString(36).slice(2, 10)}`,
+            user_message: value, ...options,
+          });
+        } else {
+          reply = await api.vectorize({
+            kb_id: "docs", document_id: `note_${Date.now().toString(36)}`, text: value,
+            title: value.slice(0, 40), ...options,
+          });
+        }
+      } catch (err) {
+        toast(`Submit failed: ${err.message}`, "error");
+        return;
+      }
+      toast(`Submitted ${shortId(reply.task_id)}`, "ok");
+      text.value = "";
+      this.upsert({
+        task_id: reply.task_id, status: reply.status || "PENDING",
+        name: kind.value === "ai" ? "generate_ai_response" : "vectorize_document",
+        queue: kind.value === "ai" ? "ai_high_priority" : "knowledge_default",
+        owner: this.session.owner, submitted_at: Date.now() / 1000,
+      }, { flash: true });
+    });
+  }
+}
+
+class TaskDetail {
+  constructor(table) {
+    this.table = table;
+    this.panel = $("#detail");
+    this.taskId = null;
+    this.chunks = [];
+    this.data = null;
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.taskId) this.close();
+    });
+  }
+
+  open(id) {
+    if (this.taskId === id) return;
+    if (this.taskId) this.close();
+    this.taskId = id;
+    this.chunks = [];
+    this.data = { ...(this.table.tasks.get(id) || { task_id: id }) };
+    this.table.rows.get(id)?.classList.add("selected");
+    this.panel.hidden = false;
+    document.body.classList.add("detail-open");
+    this.render();
+    this.table.feed.watch(id);
+    this.refresh();
+  }
+
+  close() {
+    if (!this.taskId) return;
+    this.table.feed.unwatch(this.taskId);
+    this.table.rows.get(this.taskId)?.classList.remove("selected");
+    this.taskId = null;
+    this.panel.hidden = true;
+    document.body.classList.remove("detail-open");
+  }
+
+  async refresh() {
+    const id = this.taskId;
+    try {
+      const status = await api.status(id);
+      if (id !== this.taskId) return;
+      this.update(status);
+    } catch (err) {
+      if (id === this.taskId && err.status !== 404) toast(err.message, "error");
+    }
+  }
+
+  update(fields) {
+    const next = { ...this.data, ...fields };
+    if (TERMINAL.has(this.data.status) && !TERMINAL.has(next.status)) next.status = this.data.status;
+    this.data = next;
+    this.render();
+  }
+
+  snapshot(msg) {
+    if (Array.isArray(msg.chunks)) this.chunks = [...msg.chunks];
+    this.render();
+  }
+
+  chunk(index, text) {
+    this.chunks[index ?? this.chunks.length] = text;
+    const out = this.panel.querySelector(".output");
+    if (out) out.textContent = this.chunks.join("");
+    else this.render();
+  }
+
+  section(title, ...content) {
+    return h("section", { class: "detail-section" }, h("h3", {}, title), ...content);
+  }
+
+  render() {
+    const t = this.data;
+    if (!t) return;
+    const submitted = t.submitted_at || t.created_at;
+    const progress = t.progress && t.progress.percent !== undefined ? t.progress : null;
+    const facts = [
+      ["Queue", t.queue], ["Priority", t.priority], ["Owner", t.owner], ["Worker", t.worker],
+      ["Retries", t.retries], ["ETA", t.eta],
+    ].filter(([, v]) => v !== null && v !== undefined && v !== "");
+    const link = (id) => h("button", {
+      class: "link mono", type: "button", onclick: () => this.open(id),
+    }, shortId(id));
+    const args = t.kwargs && Object.keys(t.kwargs).length ? t.kwargs : null;
+    const posArgs = Array.isArray(t.args) && t.args.length ? t.args : null;
+    const output = this.chunks.join("");
+
+    replace(this.panel,
+      h("header", { class: "detail-head" },
+        h("div", {},
+          h("div", { class: "detail-title" }, badge(t.status), h("h2", {}, t.name || "task")),
+          h("div", { class: "mono muted small", "data-testid": "detail-id" }, t.task_id)),
+        h("button", {
+          class: "btn btn-ghost btn-icon", type: "button", "aria-label": "Close",
+          onclick: () => this.close(),
+        }, "✕")),
+      h("div", { class: "detail-actions" }, this.table.actions(t)),
+      progress && !TERMINAL.has(t.status)
+        ? this.section("Progress", progressBar(progress.percent, progress.message))
+        : null,
+      this.section("Timing", h("dl", { class: "timeline" },
+        h("dt", {}, "Submitted"), h("dd", {}, clock(submitted) || "—"),
+        h("dt", {}, "Started"), h("dd", {}, t.started_at
+          ? `${clock(t.started_at)} · waited ${duration(t.started_at - submitted)}` : "—"),
+        h("dt", {}, "Finished"), h("dd", {}, t.finished_at
+          ? `${clock(t.finished_at)} · ran ${duration(t.runtime ?? (t.finished_at - t.started_at))}`
+          : "—"))),
+      facts.length ? this.section("Details", h("dl", { class: "facts" },
+        facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]))) : null,
+      t.retried_from || t.retried_as ? this.section("Retries", h("p", {},
+        t.retried_from ? ["Retry of ", link(t.retried_from), ". "] : null,
+        t.retried_as ? ["Submitted again as ", link(t.retried_as), "."] : null)) : null,
+      args || posArgs ? this.section("Arguments",
+        h("pre", { class: "code" }, json(posArgs ? { args: posArgs, kwargs: args || {} } : args)))
+        : null,
+      output ? this.section("Output", h("pre", { class: "output" }, output)) : null,
+      t.status === "SUCCESS" ? this.section("Result",
+        h("pre", { class: "code", "data-testid": "detail-result" }, json(t.result ?? null))) : null,
+      t.status === "FAILURE" || t.status === "REVOKED" || (t.error && t.status === "RETRY")
+        ? this.section(t.status === "REVOKED" ? "Cancelled" : "Error",
+          h("p", { class: "error-text" },
+            [t.error_type, t.error].filter(Boolean).join(": ") || "no message"),
+          t.traceback ? h("pre", { class: "code small" }, t.traceback) : null)
+        : null,
+    );
+  }
+}
+
+export function progressBar(percent, message) {
+  const value = Math.max(0, Math.min(100, Number(percent) || 0));
+  const fill = h("div", { class: "progress-fill" });
+  fill.style.width = `${value}%`;
+  return h("div", { class: "progress-wrap" },
+    h("div", {
+      class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
+      "aria-valuenow": Math.round(value), "data-testid": "progress",
+    }, fill),
+    h("div", { class: "progress-label small muted" },
+      h("span", {}, message || ""), h("span", {}, `${Math.round(value)}%`)));
+}
