@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck clean venv
+.PHONY: run test test-fast lint format typecheck clean venv browser
 
 venv: $(STAMP)
 
@@ -19,8 +19,16 @@ run: $(STAMP)
 	$(BIN)/python -m workers.devstack
 
 ## test: lint, then the whole suite against real Redis, workers and gateway
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## browser: Debian's Chromium for the UI test, installed when missing and running as root
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check service workers tests
