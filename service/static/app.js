@@ -30,8 +30,9 @@ class Dashboard {
     this.feed = new Feed();
     this.statsTimer = null;
     this.table = new TaskTable({
-      feed: this.feed, session, onActivity: () => this.refreshStatsSoon(),
+      feed: this.feed, session, onActivity: (msg) => this.countTransition(msg),
     });
+    this.counts = {};
     this.chat = new ChatPanel({ feed: this.feed });
     this.knowledge = new KnowledgePanel({ feed: this.feed });
     if (session.role === "admin") {
@@ -101,6 +102,16 @@ class Dashboard {
     }));
   }
 
+  /** Move one task between the counters at once; the next stats read reconciles. */
+  countTransition(msg) {
+    const from = msg.prev && msg.prev.toLowerCase();
+    const to = msg.state && msg.state.toLowerCase();
+    if (from in this.counts && this.counts[from] > 0) this.counts[from] -= 1;
+    if (to in this.counts) this.counts[to] += 1;
+    this.showCounts();
+    this.refreshStatsSoon();
+  }
+
   refreshStatsSoon() {
     if (this.statsTimer) return;
     this.statsTimer = setTimeout(() => {
@@ -119,15 +130,21 @@ class Dashboard {
 
   showStats(stats) {
     for (const [key] of COUNTERS) {
-      const value = stats[key];
-      if (value !== undefined) this.counterEls.get(key).textContent = String(value);
+      if (typeof stats[key] === "number") this.counts[key] = stats[key];
     }
+    this.showCounts();
     const filter = this.table.filters.status;
     for (const [key, , state] of COUNTERS) {
       this.counterEls.get(key).parentElement.classList.toggle("active", Boolean(state) && state === filter);
     }
     if (stats.tasks_per_minute) renderThroughput($("#chart"), stats.tasks_per_minute);
     if (stats.queues) this.showQueues(stats.queues);
+  }
+
+  showCounts() {
+    for (const [key] of COUNTERS) {
+      if (key in this.counts) this.counterEls.get(key).textContent = String(this.counts[key]);
+    }
   }
 
   showQueues(depths) {

@@ -44,6 +44,9 @@ class FakeOpenAI(BackgroundServer):
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.Lock()
         self.embedder = OfflineEmbedder(EMBEDDING_DIMS)
+        # A "[slow]" question streams this many extra words, this many seconds apart.
+        self.slow_words = 60
+        self.slow_delay = 0.4
 
     @property
     def url(self) -> str:
@@ -91,9 +94,9 @@ class FakeOpenAI(BackgroundServer):
         reply += " | grounded" if grounded else ""
         words = [w + " " for w in reply.split(" ")]
         words[-1] = words[-1].rstrip()
-        delay = 0.4 if "[slow]" in question else 0.0
+        delay = self.slow_delay if "[slow]" in question else 0.0
         if "[slow]" in question:
-            words = words + [f"more{i} " for i in range(60)]
+            words = words + [f"more{i} " for i in range(self.slow_words)]
         prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
         usage = {
             "prompt_tokens": prompt_tokens,

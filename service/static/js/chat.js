@@ -92,6 +92,7 @@ export class ChatPanel {
 
   render(reply) {
     reply.text.textContent = reply.chunks.join("");
+    reply.el.dataset.chunks = String(reply.chunks.filter((c) => c !== undefined).length);
     this.scroll();
   }
 

@@ -20,6 +20,8 @@ export class Feed {
     this.ws = null;
     this.stopped = false;
     this.state = "connecting";
+    this.holdUntil = 0;
+    this.resumes = 0;
   }
 
   /** on("task", fn), on("*", fn), on("status", fn), on("hello", fn), ... */
@@ -82,6 +84,7 @@ export class Feed {
     if (resumeFrom) {
       // Everything we missed while disconnected, then live again.
       this.send({ action: "resume", last_event_id: resumeFrom });
+      this.resumes += 1;
     } else {
       this.lastEventId = msg.id || null;
     }
@@ -104,9 +107,10 @@ export class Feed {
       return;
     }
     const base = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)];
+    const delay = Math.max(base + Math.random() * base * 0.3, this.holdUntil - Date.now());
     this.attempt += 1;
     this.setState("reconnecting");
-    setTimeout(() => this.connect(), base + Math.random() * base * 0.3);
+    setTimeout(() => this.connect(), delay);
   }
 
   send(message) {
@@ -132,8 +136,9 @@ export class Feed {
     }
   }
 
-  /** Drop the connection as a network failure would (used to test resume). */
-  drop() {
+  /** Drop the connection as a network failure would, offline for at least `holdMs`. */
+  drop(holdMs = 0) {
+    this.holdUntil = Date.now() + holdMs;
     if (this.ws) this.ws.close(4000, "client drop");
   }
 

@@ -110,7 +110,7 @@ export class KnowledgePanel {
 
   onTask(msg) {
     const job = this.jobs.get(msg.task_id);
-    if (!job || job.done) return;
+    if (!job || job.done || !msg.state) return;
     job.state = msg.state;
     if (msg.state === "SUCCESS") {
       job.done = true;

@@ -29,7 +29,7 @@ function errorText(error) {
 function fromEvent(msg) {
   const fields = { task_id: msg.task_id };
   for (const key of ["name", "queue", "owner", "worker"]) if (msg[key]) fields[key] = msg[key];
-  if (msg.type === "task" || msg.type === "snapshot") fields.status = msg.state;
+  if ((msg.type === "task" || msg.type === "snapshot") && msg.state) fields.status = msg.state;
   if (msg.type === "task") {
     if (msg.state === "PENDING") fields.submitted_at = msg.ts;
     if (msg.state === "STARTED") fields.started_at = msg.ts;
@@ -162,6 +162,7 @@ export class TaskTable {
       if (this.detail.taskId === msg.task_id) this.detail.chunk(msg.index, msg.text);
       return;
     }
+    if (msg.type === "snapshot" && !msg.task) return; // unknown (or not yet recorded) task
     this.upsert(fromEvent(msg), { flash: msg.type === "task" });
     if (msg.type === "snapshot" && this.detail.taskId === msg.task_id) {
       this.detail.snapshot(msg);
@@ -454,7 +455,8 @@ class TaskDetail {
         h("dt", {}, "Started"), h("dd", {}, t.started_at
           ? `${clock(t.started_at)} · waited ${duration(t.started_at - submitted)}` : "—"),
         h("dt", {}, "Finished"), h("dd", {}, t.finished_at
-          ? `${clock(t.finished_at)} · ran ${duration(t.runtime ?? (t.finished_at - t.started_at))}`
+          ? [clock(t.finished_at), t.started_at
+            ? ` · ran ${duration(t.runtime ?? (t.finished_at - t.started_at))}` : ""]
           : "—"))),
       facts.length ? this.section("Details", h("dl", { class: "facts" },
         facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]))) : null,

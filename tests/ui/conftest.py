@@ -1,0 +1,100 @@
+"""The browser harness: Debian's Chromium driven by Playwright, a secured gateway, a worker
+whose AI provider is the fake OpenAI server (so replies stream in several chunks)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.api import API_KEYS
+from tests.support.fake_openai import FakeOpenAI
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless and quiet: no first-run UI, no calls home, no QUIC (the gateway speaks TCP).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+
+
+def ensure_chromium() -> Path:
+    """Chromium, installed the way `make browser` does when missing and running as root."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if os.geteuid() != 0:
+        pytest.skip("the browser test needs /usr/bin/chromium (apt-get install chromium, as root)")
+    apt = shutil.which("apt-get")
+    if apt is None:
+        pytest.fail("/usr/bin/chromium is missing and apt-get is not available to install it")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        check=True, env=env, capture_output=True,
+    )  # fmt: skip
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = ensure_chromium()
+    # Never fetch Playwright's own browser builds: the system Chromium is the one under test.
+    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=15_000)
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    # "[slow]" replies stream 20 extra words 50 ms apart: long enough to watch, short to wait.
+    server.slow_words = 20
+    server.slow_delay = 0.05
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ui_worker(redis_url, log_dir, fake_openai) -> Iterator[Any]:
+    from tests.support.processes import start_worker
+
+    worker = start_worker(redis_url, log_dir, name="ui", concurrency=2, env=fake_openai.env())
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def ui_gateway(redis_url, log_dir, ui_worker) -> Iterator[Any]:
+    from tests.support.processes import start_gateway
+
+    gateway = start_gateway(redis_url, log_dir, env={"API_KEYS": API_KEYS})
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def page(browser, ui_gateway) -> Iterator[Any]:
+    """A fresh browser context (no cookies) on the gateway; uncaught script errors are collected."""
+    context = browser.new_context(
+        base_url=ui_gateway.base_url, viewport={"width": 1440, "height": 1000}
+    )
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    tab.errors = []
+    tab.on("pageerror", lambda exc: tab.errors.append(str(exc)))
+    yield tab
+    context.close()

@@ -1,0 +1,159 @@
+"""The web UI in headless Chromium against the real gateway, worker and live feed.
+
+Every wait is Playwright's polling `expect` with a deadline; no test reloads the page
+after logging in, so what changes on screen came over the websocket.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support.api import ADMIN, ALICE
+from tests.support.waiting import wait_until
+from tests.ui.conftest import SCREENSHOTS
+
+pytestmark = pytest.mark.slow
+
+GENERATE = "**/api/v1/tasks/ai/generate"
+
+
+def log_in(page: Page, key: str) -> None:
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.get_by_test_id("api-key").fill(key)
+    page.get_by_test_id("sign-in").click()
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+    # Set after login: if the page ever reloads, this is gone.
+    page.evaluate("window.__samePage = true")
+
+
+def still_same_page(page: Page) -> bool:
+    return page.evaluate("window.__samePage === true")
+
+
+def submit_from_form(page: Page, text: str, delay: int = 0) -> str:
+    form = page.get_by_test_id("new-task-form")
+    if not form.is_visible():
+        page.get_by_test_id("new-task").click()
+    page.get_by_test_id("new-task-text").fill(text)
+    page.get_by_test_id("new-task-delay").fill(str(delay))
+    with page.expect_response(GENERATE) as response:
+        page.get_by_test_id("new-task-submit").click()
+    assert response.value.status == 202
+    return response.value.json()["task_id"]
+
+
+def task_row(page: Page, task_id: str) -> Any:
+    return page.locator(f'[data-testid=tasks] tr[data-task-id="{task_id}"]')
+
+
+def test_login_with_an_api_key_and_logout(page: Page) -> None:
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.get_by_test_id("api-key").fill("not-a-key")
+    page.get_by_test_id("sign-in").click()
+    expect(page.get_by_test_id("login-error")).to_contain_text("not valid")
+
+    page.get_by_test_id("api-key").fill(ALICE)
+    page.get_by_test_id("sign-in").click()
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+    expect(page.get_by_test_id("principal")).to_contain_text("alice")
+    expect(page.get_by_test_id("principal")).to_contain_text("user")
+    # The session lives in an HttpOnly cookie the page's scripts cannot read.
+    cookie = next(c for c in page.context.cookies() if c["name"] == "claw_session")
+    assert cookie["httpOnly"] and not page.evaluate("document.cookie.includes('claw_session')")
+    # Worker control is for admins: a user's dashboard has no worker panel.
+    expect(page.get_by_test_id("workers")).to_be_hidden()
+    expect(page.get_by_test_id("count-success")).to_have_text(re.compile(r"^\d+$"))
+
+    page.get_by_test_id("logout").click()
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login"))
+    assert not page.errors
+
+
+def test_a_task_submitted_from_the_ui_turns_success_live(page: Page) -> None:
+    log_in(page, ADMIN)
+    expect(page.get_by_test_id("workers")).to_contain_text("ui-")
+    task_id = submit_from_form(page, "Hello from the dashboard")
+
+    row = task_row(page, task_id)
+    expect(row).to_have_attribute("data-state", "SUCCESS", timeout=20_000)
+    expect(row).to_contain_text("generate_ai_response")
+    assert still_same_page(page)
+
+    row.click()
+    detail = page.get_by_test_id("detail")
+    expect(detail.get_by_test_id("detail-id")).to_have_text(task_id)
+    expect(detail.get_by_test_id("detail-result")).to_contain_text("Echo: Hello from the dashboard")
+    expect(detail).to_contain_text("user_message")  # the arguments
+    expect(detail).to_contain_text("ran")  # the timings
+    assert not page.errors
+
+
+def test_a_queued_task_is_cancelled_from_the_ui(page: Page) -> None:
+    log_in(page, ALICE)
+    task_id = submit_from_form(page, "cancel me before I run", delay=120)
+    row = task_row(page, task_id)
+    expect(row).to_have_attribute("data-state", "PENDING")
+
+    row.locator("[data-action=cancel]").click()
+    expect(row).to_have_attribute("data-state", "REVOKED")
+    expect(row.locator("[data-action=cancel]")).to_have_count(0)
+    row.click()
+    expect(page.get_by_test_id("detail")).to_contain_text("Cancelled")
+    assert still_same_page(page)
+    assert not page.errors
+
+
+def test_an_ai_reply_streams_into_the_chat(page: Page) -> None:
+    log_in(page, ADMIN)
+    page.get_by_test_id("chat-input").fill("[slow] Tell me about queues")
+    page.get_by_test_id("chat-send").click()
+
+    message = page.get_by_test_id("chat-message").last
+    # Mid-stream: part of the reply is on screen while the task is still running.
+    streaming = page.locator("[data-testid=chat-message][data-state=STARTED]")
+    expect(streaming.get_by_test_id("chat-reply")).to_contain_text("Echo: [slow] Tell me")
+    expect(message).to_have_attribute("data-state", "SUCCESS", timeout=20_000)
+    expect(message.get_by_test_id("chat-reply")).to_contain_text("more19")
+    assert int(message.get_attribute("data-chunks") or 0) > 10
+    expect(message.get_by_test_id("chat-tokens")).to_have_text(re.compile(r"^[1-9]\d* tokens$"))
+    expect(message.get_by_test_id("chat-cost")).to_have_text(re.compile(r"^\$\d+\.\d+$"))
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)
+    assert not page.errors
+
+
+def test_after_a_dropped_connection_the_feed_resumes_what_was_missed(page: Page) -> None:
+    log_in(page, ADMIN)
+    page.evaluate("window.claw.feed.drop(3000)")
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "reconnecting")
+
+    # Submitted and finished elsewhere while this page is offline.
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    reply = page.request.post(
+        "/api/v1/tasks/ai/generate",
+        data={"conversation_id": "ui-resume", "user_message": "while you were away"},
+        headers=auth,
+    )
+    assert reply.status == 202
+    task_id = reply.json()["task_id"]
+    status_url = f"/api/v1/tasks/status/{task_id}"
+    wait_until(
+        lambda: page.request.get(status_url, headers=auth).json()["status"] == "SUCCESS",
+        timeout=2.5, what="the task to finish while the page is offline",
+    )  # fmt: skip
+    assert page.evaluate("window.claw.feed.state") == "reconnecting"
+
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+    expect(task_row(page, task_id)).to_have_attribute("data-state", "SUCCESS")
+    assert page.evaluate("window.claw.feed.resumes") == 1
+    assert still_same_page(page)
+    assert not page.errors
