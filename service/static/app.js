@@ -53,7 +53,8 @@ class Dashboard {
 
   async start() {
     this.feed.connect();
-    await Promise.all([this.table.load(), this.refreshStats(), this.workers?.load()]);
+    this.workers?.load(); // a worker broadcast: up to a second, not worth waiting for
+    await Promise.all([this.table.load(), this.refreshStats()]);
     document.body.classList.remove("booting");
   }
 

@@ -212,9 +212,9 @@ export class TaskTable {
           ? h("span", { class: "mini-progress", title: `${Math.round(progress)}%` },
               h("span", { class: "mini-progress-fill", style: null }))
           : null),
-      h("td", { class: "cell-task" },
+      h("td", {}, h("div", { class: "cell-task" },
         h("span", { class: "task-name" }, task.name || "task"),
-        h("span", { class: "mono muted" }, shortId(task.task_id))),
+        h("span", { class: "mono muted" }, shortId(task.task_id)))),
       h("td", {}, task.queue ? h("span", { class: "chip" }, task.queue) : ""),
       h("td", { class: "col-owner" }, task.owner || ""),
       h("td", { class: "muted small ellipsis", title: task.worker || "" }, task.worker || ""),
