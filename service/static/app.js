@@ -52,7 +52,13 @@ class Dashboard {
   }
 
   async start() {
+    // The list is read once the feed is live, so no change falls between the two.
+    const live = new Promise((resolve) => {
+      this.feed.on("hello", resolve);
+      setTimeout(resolve, 3000);
+    });
     this.feed.connect();
+    await live;
     this.workers?.load(); // a worker broadcast: up to a second, not worth waiting for
     await Promise.all([this.table.load(), this.refreshStats()]);
     document.body.classList.remove("booting");
@@ -138,7 +144,12 @@ class Dashboard {
     for (const [key, , state] of COUNTERS) {
       this.counterEls.get(key).parentElement.classList.toggle("active", Boolean(state) && state === filter);
     }
-    if (stats.tasks_per_minute) renderThroughput($("#chart"), stats.tasks_per_minute);
+    if (stats.tasks_per_minute) {
+      renderThroughput($("#chart"), stats.tasks_per_minute);
+      const total = stats.tasks_per_minute.reduce((sum, p) => sum + p.finished, 0);
+      const minutes = stats.tasks_per_minute.length;
+      $("#throughput-note").textContent = `${total} finished in the last ${minutes} minutes`;
+    }
     if (stats.queues) this.showQueues(stats.queues);
   }
 

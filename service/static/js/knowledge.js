@@ -117,7 +117,8 @@ export class KnowledgePanel {
       const result = msg.result || {};
       job.percent = 100;
       job.message = result.chunks !== undefined
-        ? `indexed ${result.chunks} chunks into ${result.kb_id || this.kbId}` : "indexed";
+        ? `indexed ${result.chunks} chunk${result.chunks === 1 ? "" : "s"} into ${result.kb_id || this.kbId}`
+        : "indexed";
       this.feed.unwatch(job.taskId);
     } else if (msg.state === "FAILURE" || msg.state === "REVOKED") {
       job.done = true;

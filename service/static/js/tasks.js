@@ -114,13 +114,20 @@ export class TaskTable {
       toast(`Could not load tasks: ${err.message}`, "error");
       return;
     }
+    const known = this.tasks;
     if (!append) {
-      this.tasks.clear();
+      this.tasks = new Map();
       this.rows.clear();
       this.body.replaceChildren();
     }
     for (const task of page.tasks) {
-      this.tasks.set(task.task_id, { ...this.tasks.get(task.task_id), ...task });
+      const seen = known.get(task.task_id);
+      const merged = { ...seen, ...task };
+      // The feed may already have told us more than this (older) read of the list.
+      if (seen && TERMINAL.has(seen.status) && !TERMINAL.has(task.status)) {
+        Object.assign(merged, { status: seen.status, finished_at: seen.finished_at });
+      }
+      this.tasks.set(task.task_id, merged);
       this.render(task.task_id, { position: "end" });
     }
     this.cursor = page.next_cursor;
