@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from service.auth import KeyRing
+from service.feed import FeedHub
 from service.keys import (
     celery_key,
     executor_key,
+    feed_key,
     keyring_key,
     publisher_key,
     redis_key,
+    sessions_key,
     settings_key,
     task_store_key,
     waiter_key,
@@ -23,7 +28,10 @@ from service.middlewares import auth_middleware, error_middleware
 from service.openapi import setup_openapi
 from service.publisher import TaskPublisher
 from service.routes import setup_routes
+from service.sessions import SessionStore
 from service.task_store import TaskStore
+from service.views import pages
+from service.views.tasks import compute_stats
 from service.waiter import ResultWaiter
 from workers.celery_app import create_celery_app
 from workers.redis_client import async_redis
@@ -41,9 +49,40 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     waiter = ResultWaiter(client)
     await waiter.start()
     app[waiter_key] = waiter
+    app[sessions_key] = SessionStore(client, settings.session_ttl)
     yield
     await waiter.close()
     await client.aclose()
+
+
+async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    # Its own connections: the stream read blocks one while it waits.
+    client = async_redis(settings)
+    hub = FeedHub(
+        client,
+        db=redis_db(settings.redis_url),
+        buffer=settings.ws_buffer,
+        stats_interval=settings.ws_stats_interval,
+        stats=functools.partial(compute_stats, app),
+    )
+    await hub.start()
+    app[feed_key] = hub
+    app[metrics_key].websocket_clients = lambda: len(hub.clients)
+    yield
+    await hub.stop()
+    await client.aclose()
+
+
+async def close_websockets(app: web.Application) -> None:
+    """On shutdown: every websocket is closed with 1001 (going away) before cleanup."""
+    if feed_key in app:
+        await app[feed_key].stop()
+
+
+def redis_db(url: str) -> int:
+    path = urlsplit(url.split(";")[0]).path.strip("/")
+    return int(path) if path.isdigit() else 0
 
 
 async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -69,8 +108,12 @@ def create_app(settings: Settings) -> web.Application:
     app[settings_key] = settings
     app[metrics_key] = Metrics()
     app[keyring_key] = KeyRing(settings.api_keys.get_secret_value())
-    app.cleanup_ctx.extend([redis_ctx, celery_ctx])
+    app.cleanup_ctx.extend([redis_ctx, celery_ctx, feed_ctx])
+    app.on_shutdown.append(close_websockets)
     setup_routes(app)
     setup_openapi(app)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/", pages.index)
+    app.router.add_get("/login", pages.login_page)
+    app.router.add_static("/static/", pages.STATIC, append_version=True)
     return app

@@ -9,7 +9,9 @@ from aiohttp import web
 from celery import Celery
 
 from service.auth import KeyRing
+from service.feed import FeedHub
 from service.publisher import TaskPublisher
+from service.sessions import SessionStore
 from service.task_store import TaskStore
 from service.waiter import ResultWaiter
 from workers.settings import Settings
@@ -22,3 +24,5 @@ keyring_key = web.AppKey("keyring", KeyRing)
 publisher_key = web.AppKey("publisher", TaskPublisher)
 task_store_key = web.AppKey("task_store", TaskStore)
 waiter_key = web.AppKey("waiter", ResultWaiter)
+sessions_key = web.AppKey("sessions", SessionStore)
+feed_key = web.AppKey("feed", FeedHub)

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import redis.exceptions
 from aiohttp import web
 
 from service.auth import DEVELOPMENT_PRINCIPAL, Principal
-from service.errors import ApiError, ServiceUnavailable, Unauthorized
-from service.keys import keyring_key
+from service.errors import ApiError, Forbidden, ServiceUnavailable, Unauthorized
+from service.keys import keyring_key, sessions_key, settings_key
+from service.sessions import SESSION_COOKIE
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 principal_key = "principal"
-PUBLIC_PATHS = frozenset({"/healthz", "/login"})
+# Health, the login page and its assets, and the login call itself.
+PUBLIC_PATHS = frozenset({"/healthz", "/login", "/"})
+PUBLIC_PREFIXES = ("/static/",)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+WEBSOCKET_PATH = "/api/v1/tasks/ws"
 
 
 def _json_error(status: int, body: dict, headers: dict[str, str] | None = None) -> web.Response:
@@ -46,23 +52,52 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
-    request[principal_key] = authenticate(request)
+    if request.path == "/api/v1/session" and request.method == "POST":
+        return await handler(request)
+    request[principal_key] = await authenticate(request)
     return await handler(request)
 
 
-def authenticate(request: web.Request) -> Principal:
+async def authenticate(request: web.Request) -> Principal:
+    """Bearer key, else session cookie, else (websocket only) a one-time ticket."""
     keyring = request.app[keyring_key]
     if not keyring.enabled:
         return DEVELOPMENT_PRINCIPAL
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized()
-    principal = keyring.lookup(token.strip())
-    if principal is None:
-        raise Unauthorized()
-    return principal
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        principal = keyring.lookup(token.strip()) if scheme.lower() == "bearer" else None
+        if principal is None:
+            raise Unauthorized()
+        return principal
+    sessions = request.app[sessions_key]
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        principal = await sessions.lookup(cookie)
+        if principal is not None:
+            # A cookie rides along on cross-site requests: changes need our own origin.
+            if request.method not in SAFE_METHODS and not origin_allowed(request, True):
+                raise Forbidden("cross-origin request refused")
+            return principal
+    ticket = request.query.get("ticket")
+    if ticket and request.path == WEBSOCKET_PATH:
+        principal = await sessions.redeem_ticket(ticket)
+        if principal is not None:
+            return principal
+    raise Unauthorized()
+
+
+def origin_allowed(request: web.Request, required: bool = False) -> bool:
+    """The request's Origin is ours or configured; a missing Origin passes unless required."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return not required
+    if urlsplit(origin).netloc == request.host:
+        return True
+    allowed = request.app[settings_key].allowed_origins
+    return origin.rstrip("/") in {o.strip().rstrip("/") for o in allowed.split(",") if o.strip()}
 
 
 def principal_of(request: web.Request) -> Principal:

@@ -8,7 +8,7 @@ from aiohttp import web
 from marshmallow import Schema
 
 from service import schemas, schemas_tasks
-from service.views import health, knowledge, submit, tasks, workers
+from service.views import health, knowledge, live, session, submit, tasks, workers
 
 API = "/api/v1/tasks"
 
@@ -54,6 +54,17 @@ ROUTES: list[Route] = [
           "The chunks of a knowledge base best matching a query",
           query=schemas_tasks.KnowledgeSearchQuery,
           response=schemas_tasks.KnowledgeSearchResponse, tags=("knowledge",)),
+    # Live feed
+    Route("GET", f"{API}/ws", live.websocket,
+          "Live task feed (websocket upgrade; protocol in docs/websocket.md)", tags=("live",)),
+    Route("POST", f"{API}/ws/ticket", live.ticket,
+          "A single-use ticket to open the websocket from a browser", tags=("live",)),
+    # Session (web UI)
+    Route("POST", "/api/v1/session", session.login, "Log in with an API key (sets a cookie)",
+          tags=("session",), public=True),
+    Route("GET", "/api/v1/session", session.whoami, "The logged-in principal",
+          tags=("session",)),
+    Route("DELETE", "/api/v1/session", session.logout, "Log out", tags=("session",)),
     # Workers (admin)
     Route("GET", f"{API}/workers", workers.list_workers, "Workers and what they are doing",
           response=schemas.WorkersResponse, tags=("workers",)),

@@ -22,6 +22,7 @@ from workers.task_index import (
     counts_key,
     done_key,
     encode_fields,
+    event_json,
     index_key,
     owner_state_key,
     task_key,
@@ -109,8 +110,13 @@ class TaskStore:
             return None, None
         return decode_record(raw), (json.loads(meta) if meta else None)
 
-    async def record(self, task_id: str, state: str | None, **fields: Any) -> list[Any]:
-        args = [PREFIX, task_id, state or "", -1, time.time(), self.ttl, *encode_fields(fields)]
+    async def record(
+        self, task_id: str, state: str | None, event: dict[str, Any] | None = None, **fields: Any
+    ) -> list[Any]:
+        args = [
+            PREFIX, task_id, state or "", -1, time.time(), self.ttl, event_json(event),
+            *encode_fields(fields),
+        ]  # fmt: skip
         return await self._record(keys=[task_key(task_id)], args=args)
 
     async def request_cancel(self, task_id: str) -> str:

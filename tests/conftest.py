@@ -31,6 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # A developer's .env must not leak into the suite.
     os.environ.setdefault("APP_ENV", "development")
     os.environ["API_KEYS"] = ""
+    # The platform-wide rate limits (10/min AI replies) would pace the whole suite; the
+    # rate limit's own tests set small limits on their workers.
+    os.environ["AI_RATE_LIMIT"] = "100000/m"
+    os.environ["VECTORIZE_RATE_LIMIT"] = "100000/m"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -20,6 +20,24 @@ from workers.task_index import PREVIEW_CAP, capped_json, preview
 logger = logging.getLogger(__name__)
 
 
+EVENT_RESULT_CAP = 64 * 1024
+
+
+def feed_extra(result: Any, state: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """What the live feed's event for this state carries besides the state itself."""
+    extra: dict[str, Any] = {}
+    if fields.get("worker"):
+        extra["worker"] = fields["worker"]
+    if state == states.SUCCESS:
+        _, cut = capped_json(result, EVENT_RESULT_CAP)
+        extra["result"] = None if cut else result
+        if cut:
+            extra["result_truncated"] = True
+    elif "error_type" in fields:
+        extra["error"] = {"type": fields["error_type"], "message": fields["error_message"]}
+    return extra
+
+
 def index_fields(result: Any, state: str, traceback: str | None, request: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if request is not None:
@@ -35,7 +53,9 @@ def index_fields(result: Any, state: str, traceback: str | None, request: Any) -
         fields["started_at"] = repr(now)
     elif state == states.SUCCESS:
         fields["result_preview"] = preview(result)
-    elif state in (states.FAILURE, states.RETRY, states.REVOKED):
+    elif state == states.RETRY:
+        fields["claimed"] = "0"  # waiting again: a cancel may still stop it
+    if state in (states.FAILURE, states.RETRY, states.REVOKED):
         error = result if isinstance(result, dict) else {}
         fields["error_type"] = error.get("exc_type") or type(result).__name__
         message = error.get("exc_message", result)
@@ -58,8 +78,9 @@ class _IndexedMixin:
             from workers.signals import task_index
 
             attempt = getattr(request, "retries", None) if request is not None else None
+            fields = index_fields(result, state, traceback, request)
             task_index().record(
-                task_id, state, attempt, **index_fields(result, state, traceback, request)
+                task_id, state, attempt, event=feed_extra(result, state, fields), **fields
             )
         except redis.exceptions.RedisError as exc:
             logger.warning("task index not updated for %s (%s): %s", task_id, state, exc)

@@ -6,7 +6,8 @@
 
 Progress is kept on the task's index record (`GET /status/{id}` shows the last one).
 Chunks are appended to a per-task list (a late subscriber replays them from the start).
-Both are also appended to the live feed stream that the gateway fans out to websockets.
+Both are appended to the live feed stream that the gateway fans out to websockets, in
+one script with the record update, so a chunk's index and its event agree.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from workers.task_index import PREFIX, task_key
 
 FEED_STREAM = f"{PREFIX}feed"
 FEED_MAXLEN = 100_000
-CHUNKS_TTL = 24 * 3600
 
 
 def chunks_key(task_id: str) -> str:
@@ -27,8 +27,9 @@ def chunks_key(task_id: str) -> str:
 
 
 def feed_event(client: Any, event: dict[str, Any], pipe: Any = None) -> None:
-    """Append one event to the live feed (a capped Redis stream)."""
+    """Append one event that is not about a task (a notification) to the live feed."""
     target = pipe if pipe is not None else client
+    event.setdefault("ts", time.time())
     target.xadd(
         FEED_STREAM,
         {"event": json.dumps(event, default=str)},
@@ -37,41 +38,19 @@ def feed_event(client: Any, event: dict[str, Any], pipe: Any = None) -> None:
     )
 
 
-def report_progress(
-    task_id: str, percent: float, message: str = "", *, client: Any = None
-) -> dict[str, Any]:
-    from workers.signals import redis_client
+def report_progress(task_id: str, percent: float, message: str = "") -> dict[str, Any]:
+    from workers.signals import task_index
 
-    client = client or redis_client()
     progress = {"percent": max(0.0, min(100.0, float(percent))), "message": message}
-    now = time.time()
-    with client.pipeline(transaction=False) as pipe:
-        pipe.hset(task_key(task_id), "progress", json.dumps(progress))
-        feed_event(
-            client,
-            {"type": "progress", "task_id": task_id, "state": "STARTED", "ts": now, **progress},
-            pipe,
-        )
-        pipe.execute()
+    task_index().feed("progress", task_id, progress)
     return progress
 
 
-def publish_chunk(task_id: str, text: str, *, client: Any = None) -> int:
+def publish_chunk(task_id: str, text: str) -> int:
     """Append a piece of output; returns its index (0-based) in the task's chunk list."""
-    from workers.signals import redis_client
+    from workers.signals import task_index
 
-    client = client or redis_client()
-    key = chunks_key(task_id)
-    with client.pipeline(transaction=False) as pipe:
-        pipe.rpush(key, text)
-        pipe.expire(key, CHUNKS_TTL)
-        results = pipe.execute()
-    index = int(results[0]) - 1
-    feed_event(
-        client,
-        {"type": "chunk", "task_id": task_id, "state": "STARTED", "ts": time.time(),
-         "index": index, "text": text},
-    )  # fmt: skip
+    index, _ = task_index().feed("chunk", task_id, {"text": text}, chunk=text)
     return index
 
 

@@ -45,7 +45,13 @@ class Settings(BaseSettings):
 
     # API keys: "token:owner:role,..." (role user or admin). Empty means development mode.
     api_keys: SecretStr = SecretStr("")
+    # Extra origins (comma-separated, e.g. https://app.example.com) allowed to open the
+    # websocket and to use the session cookie; the gateway's own origin always is.
     allowed_origins: str = ""
+    session_ttl: int = Field(12 * 3600, ge=60)
+    ws_heartbeat: float = Field(20.0, gt=0)
+    ws_buffer: int = Field(1000, ge=10)
+    ws_stats_interval: float = Field(5.0, gt=0)
 
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("admin")

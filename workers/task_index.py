@@ -56,9 +56,11 @@ def done_key(minute: int) -> str:
     return f"{PREFIX}done:{minute}"
 
 
-# ARGV: prefix, id, state ('' = none), attempt (-1 = unknown), now, ttl, then field pairs.
-# Returns {applied (0/1), previous state or '', state after}.
+# ARGV: prefix, id, state ('' = none), attempt (-1 = unknown), now, ttl, event extra (a
+# JSON object or ''), then field pairs. Returns {applied (0/1), previous state or '',
+# state after}. An applied change of state is appended to the live feed stream.
 RECORD_LUA = """
+local FEED_MAXLEN = 100000
 local key = KEYS[1]
 local p, id, state = ARGV[1], ARGV[2], ARGV[3]
 local attempt, now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -73,7 +75,7 @@ if not seq then
   redis.call('ZADD', p .. 'idx:all', seq, id)
 end
 local fields, dims, new_dims = {}, {owner=old.owner, queue=old.queue, name=old.name}, {}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   if f == 'owner' or f == 'queue' or f == 'name' then
     if not dims[f] and v ~= '' then
@@ -128,6 +130,16 @@ elseif cur_state and (new_dims.owner or new_dims.queue) then
   end
   if new_dims.queue then redis.call('HINCRBY', p .. 'counts:queue:' .. dims.queue, cur_state, 1) end
 end
+if apply and cur_state ~= state then
+  local event = cjson.encode({type='task', task_id=id, state=state, prev=cur_state or nil,
+    ts=now, name=dims.name or nil, queue=dims.queue or nil, owner=dims.owner or nil})
+  local extra = ARGV[7]
+  if extra ~= '' and extra ~= '{}' then
+    -- Spliced as text: a decode/encode round trip in Lua would turn [] into {}.
+    event = string.sub(event, 1, -2) .. ',' .. string.sub(extra, 2)
+  end
+  redis.call('XADD', p .. 'feed', 'MAXLEN', '~', FEED_MAXLEN, '*', 'event', event)
+end
 if apply then
   redis.call('HSET', key, 'state', state, 'updated_at', now)
   if attempt > cur_attempt then redis.call('HSET', key, 'attempt', attempt) end
@@ -140,6 +152,32 @@ if apply then
 end
 redis.call('ZADD', p .. 'expiry', now + ttl, id)
 return {apply and 1 or 0, cur_state or '', after or ''}
+"""
+
+# Progress, output chunks and other task-scoped events, appended to the feed with the
+# task's owner, name and queue so the gateway can filter without a lookup.
+# KEYS[1] = task hash. ARGV: prefix, type, task id, now, payload (JSON object), chunk text.
+# Returns {chunk index or -1, event id}.
+FEED_LUA = """
+local key = KEYS[1]
+local p, kind, id, now, payload = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local r = redis.call('HMGET', key, 'owner', 'name', 'queue', 'state')
+local index = -1
+if kind == 'chunk' then
+  index = redis.call('RPUSH', key .. ':chunks', ARGV[6]) - 1
+  redis.call('EXPIRE', key .. ':chunks', 86400)
+elseif kind == 'progress' and r[4] then
+  redis.call('HSET', key, 'progress', payload)
+end
+local base = {type=kind, task_id=id, state=r[4] or 'STARTED', ts=now,
+  owner=r[1] or nil, name=r[2] or nil, queue=r[3] or nil}
+if index >= 0 then base['index'] = index end
+local event = cjson.encode(base)
+if payload ~= '' and payload ~= '{}' then
+  event = string.sub(event, 1, -2) .. ',' .. string.sub(payload, 2)
+end
+local event_id = redis.call('XADD', p .. 'feed', 'MAXLEN', '~', 100000, '*', 'event', event)
+return {index, event_id}
 """
 
 # Claim a task for execution unless a cancel got there first. Returns 1 if cancelled.
@@ -197,6 +235,10 @@ def preview(value: Any) -> str:
     return text
 
 
+def event_json(event: dict[str, Any] | None) -> str:
+    return json.dumps(event, default=str, separators=(",", ":")) if event else ""
+
+
 def encode_fields(fields: dict[str, Any]) -> list[str]:
     flat: list[str] = []
     for name, value in fields.items():
@@ -214,6 +256,7 @@ class TaskIndex:
         self.ttl = ttl
         self._record = client.register_script(RECORD_LUA)
         self._claim = client.register_script(CLAIM_LUA)
+        self._feed = client.register_script(FEED_LUA)
         self._prune = client.register_script(PRUNE_LUA)
 
     def record(
@@ -222,14 +265,30 @@ class TaskIndex:
         state: str | None,
         attempt: int | None = None,
         now: float | None = None,
+        event: dict[str, Any] | None = None,
         **fields: Any,
     ) -> list[Any]:
-        """Apply a state (or none) and fields to a task's record, creating it if new."""
+        """Apply a state (or none) and fields to a task's record, creating it if new.
+
+        `event` adds fields to the feed event sent when the state changes (a result, an
+        error, the worker).
+        """
         args = [
             PREFIX, task_id, state or "", -1 if attempt is None else attempt,
-            now if now is not None else time.time(), self.ttl, *encode_fields(fields),
+            now if now is not None else time.time(), self.ttl, event_json(event),
+            *encode_fields(fields),
         ]  # fmt: skip
         return self._record(keys=[task_key(task_id)], args=args)
+
+    def feed(
+        self, kind: str, task_id: str, payload: dict[str, Any] | None = None, chunk: str = ""
+    ) -> tuple[int, str]:
+        """Append a task-scoped event (progress, chunk) to the feed."""
+        index, event_id = self._feed(
+            keys=[task_key(task_id)],
+            args=[PREFIX, kind, task_id, time.time(), event_json(payload), chunk],
+        )
+        return int(index), event_id
 
     def claim(self, task_id: str) -> bool:
         """Mark the task as taken by a worker; False if it was cancelled first."""

@@ -101,14 +101,11 @@ async def task_list(request: web.Request) -> web.Response:
     return web.json_response(TaskListResponse().dump(body))
 
 
-async def task_stats(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    store = request.app[task_store_key]
-    client = request.app[redis_key]
-    counts, per_minute = await asyncio.gather(
-        store.counts(None if principal.is_admin else principal.owner),
-        store.finished_per_minute(10),
-    )
+async def compute_stats(app: web.Application, owner: str | None) -> dict[str, Any]:
+    """The stats body for one owner (None: everyone). Shared with the live feed."""
+    store = app[task_store_key]
+    client = app[redis_key]
+    counts, per_minute = await asyncio.gather(store.counts(owner), store.finished_per_minute(10))
     async with client.pipeline(transaction=False) as pipe:
         pipe.zcount(registry.WORKERS_SEEN, registry.live_since(), "+inf")
         for name in QUEUES:
@@ -126,7 +123,13 @@ async def task_stats(request: web.Request) -> web.Response:
         "queues": depths,
         "tasks_per_minute": per_minute,
     }
-    return web.json_response(StatsResponse().dump(body))
+    return StatsResponse().dump(body)
+
+
+async def task_stats(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    owner = None if principal.is_admin else principal.owner
+    return web.json_response(await compute_stats(request.app, owner))
 
 
 async def task_cancel(request: web.Request) -> web.Response:
@@ -148,9 +151,11 @@ async def task_cancel(request: web.Request) -> web.Response:
         return web.json_response(CancelResponse().dump(body), status=202)
     if outcome == "MISSING":
         raise NotFound("no such task")
+    error = {"type": "Cancelled", "message": f"cancelled by {principal.owner}"}
     await store.record(
-        task_id, "REVOKED", error_type="Cancelled", error_message=f"cancelled by {principal.owner}"
-    )
+        task_id, "REVOKED", event={"error": error},
+        error_type=error["type"], error_message=error["message"],
+    )  # fmt: skip
     # Workers holding it (reserved, or waiting for its ETA) drop it now; any other
     # worker finds the cancel in the index before running it.
     await _broadcast_revoke(request, task_id, terminate=False)

@@ -64,3 +64,20 @@ def sleep(seconds: float, catch_soft_limit: bool = False) -> str:
 @celery_app.task(name="tests.now", base=BaseTaskWithRetry)
 def now() -> float:
     return time.time()
+
+
+@celery_app.task(name="tests.stream", base=BaseTaskWithRetry, bind=True)
+def stream(self: Any, chunks: int, hold_key: str | None = None, hold_after: int = 0) -> dict:
+    """Emit `chunks` pieces of output with progress; optionally pause after `hold_after`
+    until `hold_key` exists (so a test can subscribe in the middle)."""
+    from workers.progress import publish_chunk, report_progress
+
+    client = redis_client()
+    for i in range(chunks):
+        if hold_key and i == hold_after:
+            deadline = time.monotonic() + 30
+            while not client.exists(hold_key) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        publish_chunk(self.request.id, f"c{i} ")
+        report_progress(self.request.id, (i + 1) * 100 / chunks, f"chunk {i + 1}")
+    return {"chunks": chunks}

@@ -1,0 +1,385 @@
+"""The live feed: one reader per gateway process, fanned out to every websocket client.
+
+Two sources (see docs/websocket.md):
+- the durable Redis stream `claw:feed` (task states, progress, chunks, notifications),
+  read with XREAD; its entry ids are the events' ids, so clients can resume;
+- Celery events over Redis pub/sub (worker online/heartbeat/offline, task-received), for
+  live worker status; these are not replayed.
+
+Each client has a bounded queue drained by its own writer task, so a slow client delays
+nobody: on overflow its queue is dropped for a `resync` message, and a second overflow
+before it read that closes it with code 4008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+from aiohttp import WSCloseCode, web
+
+from service.auth import Principal
+from workers.progress import FEED_STREAM
+from workers.task_index import task_key
+
+logger = logging.getLogger(__name__)
+
+SLOW_CONSUMER = 4008
+READ_BLOCK_MS = 2000
+READ_COUNT = 500
+WORKER_TIMEOUT = 10.0
+OWNER_CACHE = 50_000
+YIELD_EVERY = 20
+
+
+def stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def message(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "task_id": None, "state": None, "ts": time.time(), **fields}
+
+
+class Subscription:
+    def __init__(self) -> None:
+        self.task_ids: set[str] = set()
+        self.queues: set[str] = set()
+        self.names: set[str] = set()
+        self.all = False
+
+    def update(self, data: dict[str, Any], add: bool) -> None:
+        for attr in ("task_ids", "queues", "names"):
+            values = {str(v) for v in data.get(attr) or () if v}
+            target: set[str] = getattr(self, attr)
+            if add:
+                target |= values
+            else:
+                target -= values
+        if "all" in data:
+            self.all = bool(data["all"]) if add else (False if data["all"] else self.all)
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        return (
+            self.all
+            or event.get("task_id") in self.task_ids
+            or event.get("queue") in self.queues
+            or event.get("name") in self.names
+        )
+
+
+class Client:
+    """One websocket connection: its principal, subscription and outgoing queue."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        principal: Principal,
+        buffer: int,
+        transport: asyncio.BaseTransport | None = None,
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.principal = principal
+        self.subscription = Subscription()
+        # Items are (text, is_resync).
+        self.queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue(maxsize=buffer)
+        self.resync_pending = False
+        self.holding: list[tuple[str | None, str]] | None = None
+        self.closing = False
+        self.writer: asyncio.Task[None] | None = None
+
+    def may_see(self, event: dict[str, Any]) -> bool:
+        if self.principal.is_admin:
+            return True
+        owner = event.get("owner")
+        if event.get("type") in ("worker", "stats", "resync"):
+            return True
+        return owner is not None and owner == self.principal.owner
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        if event.get("type") == "notification":
+            return self.may_see(event)
+        return self.subscription.matches(event) and self.may_see(event)
+
+    def offer(self, text: str, event_id: str | None = None) -> None:
+        """Queue a message without ever waiting."""
+        if self.closing:
+            return
+        if self.holding is not None:
+            self.holding.append((event_id, text))
+            if len(self.holding) > self.queue.maxsize:
+                self.holding = None
+                self._overflow()
+            return
+        self.enqueue(text)
+
+    def enqueue(self, text: str) -> None:
+        try:
+            self.queue.put_nowait((text, False))
+        except asyncio.QueueFull:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        if self.resync_pending:
+            self.closing = True
+            asyncio.get_running_loop().create_task(self.close(SLOW_CONSUMER, b"slow consumer"))
+            return
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.resync_pending = True
+        self.queue.put_nowait((json.dumps(message("resync", reason="buffer overflow")), True))
+
+    async def run_writer(self) -> None:
+        while True:
+            text, is_resync = await self.queue.get()
+            await self.ws.send_str(text)
+            if is_resync:
+                self.resync_pending = False
+
+    async def close(self, code: int, reason: bytes) -> None:
+        self.closing = True
+        if self.writer is not None:
+            self.writer.cancel()
+        if code == SLOW_CONSUMER:
+            # Its socket buffer is full: a close frame would wait behind it forever.
+            self.abort()
+            return
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason), 1.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now, whatever is still unsent."""
+        if self.transport is not None:
+            self.transport.abort()  # type: ignore[attr-defined]
+
+
+StatsFn = Callable[[str | None], Awaitable[dict[str, Any]]]
+
+
+class FeedHub:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        db: int,
+        buffer: int,
+        stats_interval: float,
+        stats: StatsFn,
+    ) -> None:
+        self.redis = client
+        self.db = db
+        self.buffer = buffer
+        self.stats_interval = stats_interval
+        self.stats = stats
+        self.clients: set[Client] = set()
+        self.last_id: str | None = None
+        self._owners: dict[str, str | None] = {}
+        self._workers: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._guard(self._read_stream), name="feed-stream"),
+            loop.create_task(self._guard(self._read_celery_events), name="feed-celery"),
+            loop.create_task(self._guard(self._tick), name="feed-tick"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(
+            *(c.close(WSCloseCode.GOING_AWAY, b"server shutdown") for c in list(self.clients)),
+            return_exceptions=True,
+        )
+
+    async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
+        """Keep a reader alive through Redis outages: log, wait, go on."""
+        while True:
+            try:
+                await body()
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.RedisError, OSError) as exc:
+                logger.warning("live feed reader %s: %s; retrying", body.__name__, exc)
+                await asyncio.sleep(1.0)
+            except Exception:
+                logger.exception("live feed reader %s failed; restarting", body.__name__)
+                await asyncio.sleep(1.0)
+
+    async def newest_id(self) -> str:
+        newest = await self.redis.xrevrange(FEED_STREAM, count=1)
+        return newest[0][0] if newest else "0-0"
+
+    # --- clients ---------------------------------------------------------------------
+
+    def add(self, client: Client) -> None:
+        self.clients.add(client)
+
+    def remove(self, client: Client) -> None:
+        self.clients.discard(client)
+
+    async def replay(self, client: Client, after: str) -> bool:
+        """Send `client` what matched after `after`; False when that is out of the window."""
+        client.holding = []
+        sent_up_to = after
+        try:
+            oldest = await self.redis.xrange(FEED_STREAM, count=1)
+            if oldest and stream_id(after) < stream_id(oldest[0][0]):
+                return False  # trimmed past the client's last id: events may be missing
+            cursor = f"({after}"
+            while True:
+                entries = await self.redis.xrange(FEED_STREAM, min=cursor, count=READ_COUNT)
+                for entry_id, fields in entries:
+                    event = await self._decode(entry_id, fields)
+                    if event is not None and client.wants(event):
+                        client.enqueue(json.dumps(event))
+                    sent_up_to = entry_id
+                if len(entries) < READ_COUNT:
+                    return True
+                cursor = f"({entries[-1][0]}"
+        finally:
+            held, client.holding = client.holding or [], None
+            for event_id, text in held:
+                if event_id is None or stream_id(event_id) > stream_id(sent_up_to):
+                    client.offer(text, event_id)
+
+    # --- the stream ------------------------------------------------------------------
+
+    async def _read_stream(self) -> None:
+        if self.last_id is None:
+            self.last_id = await self.newest_id()
+        while True:
+            reply = await self.redis.xread(
+                {FEED_STREAM: self.last_id}, count=READ_COUNT, block=READ_BLOCK_MS
+            )
+            for _, entries in reply:
+                for n, (entry_id, fields) in enumerate(entries, 1):
+                    self.last_id = entry_id
+                    event = await self._decode(entry_id, fields)
+                    if event is not None:
+                        self.broadcast(event, entry_id)
+                    if n % YIELD_EVERY == 0:
+                        # Let the clients' writers drain between slices of a big batch.
+                        await asyncio.sleep(0)
+
+    async def _decode(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any] | None:
+        try:
+            event = json.loads(fields["event"])
+        except (KeyError, ValueError):
+            return None
+        event["id"] = entry_id
+        task_id = event.get("task_id")
+        if task_id and "owner" not in event:
+            event["owner"] = await self._owner_of(task_id)
+        return event
+
+    async def _owner_of(self, task_id: str) -> str | None:
+        if task_id not in self._owners:
+            if len(self._owners) > OWNER_CACHE:
+                self._owners.clear()
+            self._owners[task_id] = await self.redis.hget(task_key(task_id), "owner")
+        return self._owners[task_id]
+
+    def broadcast(self, event: dict[str, Any], event_id: str | None = None) -> None:
+        text: str | None = None
+        for client in list(self.clients):
+            if client.wants(event):
+                text = text or json.dumps(event)
+                client.offer(text, event_id)
+
+    # --- Celery events ---------------------------------------------------------------
+
+    async def _read_celery_events(self) -> None:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.psubscribe(f"/{self.db}.celeryev/*")
+            while True:
+                msg = await pubsub.get_message(timeout=READ_BLOCK_MS / 1000)
+                if msg and msg["type"] == "pmessage":
+                    for event in decode_celery_events(msg["data"]):
+                        self._on_celery_event(event)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    def _on_celery_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "")
+        hostname = event.get("hostname")
+        if kind in ("worker-online", "worker-heartbeat") and hostname:
+            known = hostname in self._workers
+            self._workers[hostname] = time.time()
+            if not known:
+                self._worker_message(hostname, "online")
+        elif kind == "worker-offline" and hostname:
+            self._workers.pop(hostname, None)
+            self._worker_message(hostname, "offline")
+        elif kind == "task-received":
+            task_id = event.get("uuid")
+            received = message(
+                "received", task_id=task_id, state="PENDING", worker=hostname,
+                name=event.get("name"), owner=self._owners.get(task_id or ""),
+            )  # fmt: skip
+            if received["owner"] is None and task_id:
+                asyncio.get_running_loop().create_task(self._broadcast_received(received))
+            else:
+                self.broadcast(received)
+
+    async def _broadcast_received(self, received: dict[str, Any]) -> None:
+        received["owner"] = await self._owner_of(received["task_id"])
+        self.broadcast(received)
+
+    def _worker_message(self, hostname: str, state: str) -> None:
+        self.broadcast(message("worker", state=state, hostname=hostname))
+
+    # --- periodic --------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            now = time.time()
+            for hostname, seen in list(self._workers.items()):
+                if now - seen > WORKER_TIMEOUT:
+                    del self._workers[hostname]
+                    self._worker_message(hostname, "offline")
+            scopes = {None if c.principal.is_admin else c.principal.owner for c in self.clients}
+            for scope in scopes:
+                stats = await self.stats(scope)
+                text = json.dumps(message("stats", stats=stats))
+                for client in list(self.clients):
+                    mine = None if client.principal.is_admin else client.principal.owner
+                    if mine == scope:
+                        client.offer(text)
+
+
+def decode_celery_events(data: str | bytes) -> list[dict[str, Any]]:
+    """Celery events from one pub/sub message: kombu's JSON envelope, base64 body.
+
+    Prefork workers batch task events into one `task.multi` message holding a list.
+    """
+    try:
+        envelope = json.loads(data)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        payload = json.loads(body)
+    except (KeyError, TypeError, ValueError):
+        return []
+    events = payload if isinstance(payload, list) else [payload]
+    return [e for e in events if isinstance(e, dict)]

@@ -1,0 +1,24 @@
+"""The web UI's pages: static files served by the gateway, no build step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from service.errors import ApiError
+from service.middlewares import authenticate
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    try:
+        await authenticate(request)
+    except ApiError:
+        raise web.HTTPFound("/login") from None
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-store"})
