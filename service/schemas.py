@@ -61,6 +61,11 @@ class AiGenerateRequest(SubmitOptions):
     user_id = fields.String(load_default=None, validate=validate.Length(1, 200))
     model = fields.String(load_default=None, validate=validate.Length(1, 200))
     max_tokens = fields.Integer(load_default=None, validate=validate.Range(1, 128_000))
+    knowledge_base_id = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 200),
+        metadata={"description": "ground the reply on this knowledge base"},
+    )
 
 
 class TaskListQuery(StrictSchema):

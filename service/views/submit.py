@@ -12,11 +12,18 @@ from uuid import uuid4
 from aiohttp import web
 from marshmallow import Schema
 
-from service.errors import BadRequest
-from service.keys import publisher_key, redis_key, task_store_key, waiter_key
+from service.auth import Principal
+from service.errors import BadRequest, Forbidden
+from service.keys import publisher_key, redis_key, settings_key, task_store_key, waiter_key
 from service.middlewares import principal_of
 from service.requests import load_json, load_query
 from service.schemas import AiGenerateRequest, SubmitResponse, WaitQuery
+from service.schemas_tasks import (
+    DeleteVectorsRequest,
+    SendNotificationRequest,
+    UpdateKnowledgeBaseRequest,
+    VectorizeRequest,
+)
 from service.views.tasks import status_body
 from workers import queues
 from workers.signals import OWNER_HEADER
@@ -34,7 +41,13 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
 
     async def handler(request: web.Request) -> web.Response:
         wait = load_query(request, WaitQuery())["wait"]
-        data = await load_json(request, schema())
+        if schema is SendNotificationRequest:
+            body_schema: Schema = schema(settings=request.app[settings_key])
+        else:
+            body_schema = schema()
+        data = await load_json(request, body_schema)
+        if task_name == queues.SEND_NOTIFICATION:
+            check_notification_recipient(principal_of(request), data)
         return await submit(request, task_name, data, message, wait)
 
     handler.__name__ = f"submit_{task_name}"
@@ -82,10 +95,19 @@ async def submit(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(finished, wait)
     record, meta = await request.app[task_store_key].get_with_result(task_id)
-    if record and record.get("state") in TERMINAL_STATES:
-        return web.json_response(status_body(record, meta, principal), status=200)
+    if record is not None:
+        body = status_body(record, meta, principal)
+        if body["status"] in TERMINAL_STATES:
+            return web.json_response(body, status=200)
     body = {"task_id": task_id, "status": "PENDING", "message": message}
     return web.json_response(SubmitResponse().dump(body), status=202)
+
+
+def check_notification_recipient(principal: Principal, data: dict[str, Any]) -> None:
+    """A user key may put in-app notifications only in its own inbox."""
+    if data["channel"] == "in_app" and not principal.is_admin:
+        if data["recipient"] != principal.owner:
+            raise Forbidden("user keys may only notify their own in-app inbox")
 
 
 def _idempotency_key(request: web.Request, owner: str) -> str | None:
@@ -102,4 +124,16 @@ def _idempotency_key(request: web.Request, owner: str) -> str | None:
 
 submit_ai_generate = submission(
     queues.GENERATE_AI_RESPONSE, AiGenerateRequest, "AI reply task submitted"
+)
+submit_vectorize = submission(
+    queues.VECTORIZE_DOCUMENT, VectorizeRequest, "document vectorization submitted"
+)
+submit_update_kb = submission(
+    queues.UPDATE_KNOWLEDGE_BASE, UpdateKnowledgeBaseRequest, "knowledge base re-index submitted"
+)
+submit_delete_vectors = submission(
+    queues.DELETE_KNOWLEDGE_VECTORS, DeleteVectorsRequest, "vector deletion submitted"
+)
+submit_notification = submission(
+    queues.SEND_NOTIFICATION, SendNotificationRequest, "notification submitted"
 )
