@@ -61,27 +61,34 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def fake_openai() -> Iterator[FakeOpenAI]:
     server = FakeOpenAI().start()
-    # "[slow]" replies stream 20 extra words 50 ms apart: long enough to watch, short to wait.
-    server.slow_words = 20
+    # "[slow]" replies stream 40 extra words 50 ms apart: long enough to watch (Playwright
+    # polls at most a second apart), short enough to wait for.
+    server.slow_words = 40
     server.slow_delay = 0.05
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def ui_worker(redis_url, log_dir, fake_openai) -> Iterator[Any]:
+def ui_redis_url(redis_url: str) -> str:
+    """A database of its own: the suite's shared worker (no fake OpenAI) never takes our tasks."""
+    return redis_url.rsplit("/", 1)[0] + "/7"
+
+
+@pytest.fixture(scope="module")
+def ui_worker(ui_redis_url, log_dir, fake_openai) -> Iterator[Any]:
     from tests.support.processes import start_worker
 
-    worker = start_worker(redis_url, log_dir, name="ui", concurrency=2, env=fake_openai.env())
+    worker = start_worker(ui_redis_url, log_dir, name="ui", concurrency=2, env=fake_openai.env())
     yield worker
     worker.stop()
 
 
 @pytest.fixture(scope="module")
-def ui_gateway(redis_url, log_dir, ui_worker) -> Iterator[Any]:
+def ui_gateway(ui_redis_url, log_dir, ui_worker) -> Iterator[Any]:
     from tests.support.processes import start_gateway
 
-    gateway = start_gateway(redis_url, log_dir, env={"API_KEYS": API_KEYS})
+    gateway = start_gateway(ui_redis_url, log_dir, env={"API_KEYS": API_KEYS})
     yield gateway
     gateway.stop()
 

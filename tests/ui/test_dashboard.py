@@ -113,7 +113,10 @@ def test_a_queued_task_is_cancelled_from_the_ui(page: Page) -> None:
 
 def test_an_ai_reply_streams_into_the_chat(page: Page) -> None:
     log_in(page, ADMIN)
-    page.get_by_test_id("chat-input").fill("[slow] Tell me about queues")
+    # The reply echoes the question: markup in it must arrive as text, never as HTML.
+    page.get_by_test_id("chat-input").fill(
+        '[slow] Tell me about <img src=x onerror="window.__xss=1">'
+    )
     page.get_by_test_id("chat-send").click()
 
     message = page.get_by_test_id("chat-message").last
@@ -121,7 +124,12 @@ def test_an_ai_reply_streams_into_the_chat(page: Page) -> None:
     streaming = page.locator("[data-testid=chat-message][data-state=STARTED]")
     expect(streaming.get_by_test_id("chat-reply")).to_contain_text("Echo: [slow] Tell me")
     expect(message).to_have_attribute("data-state", "SUCCESS", timeout=20_000)
-    expect(message.get_by_test_id("chat-reply")).to_contain_text("more19")
+    expect(message.get_by_test_id("chat-reply")).to_contain_text("more39")
+    expect(message.get_by_test_id("chat-reply")).to_contain_text(
+        '<img src=x onerror="window.__xss=1">'
+    )
+    assert page.locator("[data-testid=chat] img").count() == 0
+    assert page.evaluate("window.__xss") is None
     assert int(message.get_attribute("data-chunks") or 0) > 10
     expect(message.get_by_test_id("chat-tokens")).to_have_text(re.compile(r"^[1-9]\d* tokens$"))
     expect(message.get_by_test_id("chat-cost")).to_have_text(re.compile(r"^\$\d+\.\d+$"))
