@@ -79,16 +79,20 @@ def ui_redis_url(redis_url: str) -> str:
 def ui_worker(ui_redis_url, log_dir, fake_openai) -> Iterator[Any]:
     from tests.support.processes import start_worker
 
-    worker = start_worker(ui_redis_url, log_dir, name="ui", concurrency=2, env=fake_openai.env())
+    # Small embedding batches: a short document still reports progress several times.
+    env = fake_openai.env(EMBEDDING_BATCH_SIZE="2", CHUNK_SIZE="200", CHUNK_OVERLAP="0")
+    worker = start_worker(ui_redis_url, log_dir, name="ui", concurrency=2, env=env)
     yield worker
     worker.stop()
 
 
 @pytest.fixture(scope="module")
-def ui_gateway(ui_redis_url, log_dir, ui_worker) -> Iterator[Any]:
+def ui_gateway(ui_redis_url, log_dir, ui_worker, fake_openai) -> Iterator[Any]:
     from tests.support.processes import start_gateway
 
-    gateway = start_gateway(ui_redis_url, log_dir, env={"API_KEYS": API_KEYS})
+    # The gateway embeds search queries with the same (fake) provider as the worker.
+    env = fake_openai.env(API_KEYS=API_KEYS)
+    gateway = start_gateway(ui_redis_url, log_dir, env=env)
     yield gateway
     gateway.stop()
 

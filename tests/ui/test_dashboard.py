@@ -7,6 +7,7 @@ after logging in, so what changes on screen came over the websocket.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,5 +164,36 @@ def test_after_a_dropped_connection_the_feed_resumes_what_was_missed(page: Page)
     expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
     expect(task_row(page, task_id)).to_have_attribute("data-state", "SUCCESS")
     assert page.evaluate("window.claw.feed.resumes") == 1
+    assert still_same_page(page)
+    assert not page.errors
+
+
+def test_a_document_is_vectorized_with_progress_and_found_by_search(
+    page: Page, tmp_path: Path
+) -> None:
+    paragraphs = [
+        "The platypus is a mammal that lays eggs.",
+        "Celery workers take tasks from Redis queues.",
+        "A progress bar shows how far the embedding got.",
+        "Knowledge bases are searched by similarity.",
+    ]
+    document = tmp_path / "field-notes.txt"
+    document.write_text("\n\n".join(p * 4 for p in paragraphs))
+    log_in(page, ALICE)
+
+    page.get_by_test_id("kb-id").fill("ui-notes")
+    page.get_by_test_id("kb-file").set_input_files(document)
+    page.get_by_test_id("kb-vectorize").click()
+    job = page.get_by_test_id("kb-job").first
+    expect(job).to_have_attribute("data-state", "SUCCESS")
+    expect(job.get_by_test_id("progress")).to_have_attribute("aria-valuenow", "100")
+    expect(job).to_contain_text(re.compile(r"indexed \d+ chunks into ui-notes"))
+    assert int(job.get_attribute("data-progress-events") or 0) >= 2
+
+    page.get_by_test_id("kb-query").fill("which mammal lays eggs")
+    page.get_by_test_id("kb-query").press("Enter")
+    first = page.get_by_test_id("kb-results").locator("li").first
+    expect(first).to_contain_text("platypus")
+    expect(first).to_contain_text("field-notes.txt")
     assert still_same_page(page)
     assert not page.errors

@@ -17,6 +17,8 @@ export class KnowledgePanel {
     this.jobsHost = $("#kb-jobs");
     this.results = $("#kb-results");
     this.jobs = new Map(); // task id -> {el, title, percent, message, state}
+    // Events can beat the submit call's answer: kept briefly for the job about to appear.
+    this.early = new Map(); // task id -> [event, ...]
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.vectorize();
@@ -30,9 +32,19 @@ export class KnowledgePanel {
       event.preventDefault();
       this.search(event.target.elements.q.value.trim());
     });
-    feed.on("progress", (msg) => this.onProgress(msg));
-    feed.on("task", (msg) => this.onTask(msg));
+    feed.on("progress", (msg) => this.keepEarly(msg) || this.onProgress(msg));
+    feed.on("task", (msg) => this.keepEarly(msg) || this.onTask(msg));
     feed.on("snapshot", (msg) => this.onSnapshot(msg));
+  }
+
+  keepEarly(msg) {
+    if (this.jobs.has(msg.task_id) || msg.name !== "vectorize_document") return false;
+    if (!this.early.has(msg.task_id)) {
+      this.early.set(msg.task_id, []);
+      if (this.early.size > 50) this.early.delete(this.early.keys().next().value);
+    }
+    this.early.get(msg.task_id).push(msg);
+    return true;
   }
 
   get kbId() {
@@ -71,16 +83,24 @@ export class KnowledgePanel {
     this.form.reset();
     elements.kb_id.value = body.kb_id;
     this.form.querySelector(".file-drop span").textContent = "Choose a text file";
-    const job = { title, percent: 0, message: "queued", state: "PENDING", taskId: reply.task_id };
+    const job = {
+      title, percent: 0, message: "queued", state: "PENDING", taskId: reply.task_id, updates: 0,
+    };
     job.el = h("div", { class: "kb-job", "data-testid": "kb-job" });
     this.jobs.set(reply.task_id, job);
     this.jobsHost.prepend(job.el);
     this.renderJob(job);
-    this.feed.watch(reply.task_id);
+    for (const msg of this.early.get(reply.task_id) || []) {
+      if (msg.type === "progress") this.onProgress(msg);
+      else this.onTask(msg);
+    }
+    this.early.delete(reply.task_id);
+    if (!job.done) this.feed.watch(reply.task_id);
   }
 
   renderJob(job) {
     job.el.dataset.state = job.state;
+    job.el.dataset.progressEvents = String(job.updates);
     replace(job.el,
       h("div", { class: "kb-job-head" },
         h("span", { class: "kb-job-title ellipsis", title: job.title }, job.title),
@@ -94,6 +114,7 @@ export class KnowledgePanel {
     job.percent = msg.percent;
     job.message = msg.message;
     job.state = "STARTED";
+    job.updates += 1;
     this.renderJob(job);
   }
 
