@@ -94,7 +94,7 @@ async def test_list_filters_paginates_newest_first_and_is_stable(alice, worker) 
         f"{T}/list", params={"name": "generate_ai_response", "queue": "ai_high_priority"}
     )
     assert {t["task_id"] for t in by_name["tasks"]} >= set(ids)
-    _, none = await alice.get(f"{T}/list", params={"queue": "knowledge_default"})
+    _, none = await alice.get(f"{T}/list", params={"queue": "no_such_queue"})
     assert none["tasks"] == [] and none["next_cursor"] is None
     await wait_status(alice, extra["task_id"], {"SUCCESS"})
 
