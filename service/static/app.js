@@ -45,7 +45,7 @@ class Dashboard {
     this.feed.on("stats", (msg) => msg.stats && this.showStats(msg.stats));
     this.feed.on("hello", (msg) => this.onHello(msg));
     this.feed.on("resync", () => this.refreshStats());
-    this.feed.on("notification", (msg) => toast(`${msg.title || "Notification"}: ${msg.body || ""}`));
+    this.feed.on("notification", (msg) => this.notify(msg));
     this.feed.on("unauthorized", toLogin);
     $("#logout").addEventListener("click", () => this.logout());
     setInterval(() => this.refreshStats(), STATS_EVERY);
@@ -62,6 +62,13 @@ class Dashboard {
     this.workers?.load(); // a worker broadcast: up to a second, not worth waiting for
     await Promise.all([this.table.load(), this.refreshStats()]);
     document.body.classList.remove("booting");
+  }
+
+  notify(msg) {
+    // docs/websocket.md puts title/body on the message; the in-app inbox nests its item.
+    const item = msg.notification || msg;
+    const title = item.title || item.subject || "Notification";
+    toast(`${title}: ${item.body || item.message || ""}`, "note");
   }
 
   onHello(msg) {

@@ -68,6 +68,7 @@ export const api = {
     request("POST", `${TASKS}/workers/shutdown`, { body: { worker_name: worker } }),
   generate: (body) => request("POST", `${TASKS}/ai/generate`, { body }),
   vectorize: (body) => request("POST", `${TASKS}/knowledge/vectorize`, { body }),
+  notify: (body) => request("POST", `${TASKS}/notifications/send`, { body }),
   search: (kbId, q, k = 5) =>
     request("GET", `/api/v1/knowledge/${encodeURIComponent(kbId)}/search`, { query: { q, k } }),
 };

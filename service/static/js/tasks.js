@@ -299,7 +299,8 @@ export class TaskTable {
     const toggle = $("#new-task-toggle");
     const kind = h("select", { name: "kind", "aria-label": "Kind", "data-testid": "new-task-kind" },
       h("option", { value: "ai" }, "AI reply"),
-      h("option", { value: "vectorize" }, "Vectorize text"));
+      h("option", { value: "vectorize" }, "Vectorize text"),
+      h("option", { value: "notify" }, "Notify me (in-app)"));
     const text = h("input", {
       name: "text", required: true, placeholder: "Message", "aria-label": "Message or text",
       "data-testid": "new-task-text", class: "grow",
@@ -330,9 +331,19 @@ export class TaskTable {
       const options = { priority: Number(priority.value) };
       if (Number(delay.value) > 0) options.countdown = Number(delay.value);
       const value = text.value.trim();
+      const KINDS = {
+        ai: ["generate_ai_response", "ai_high_priority"],
+        vectorize: ["vectorize_document", "knowledge_default"],
+        notify: ["send_notification", "notification_default"],
+      };
       let reply;
       try {
-        if (kind.value === "ai") {
+        if (kind.value === "notify") {
+          reply = await api.notify({
+            channel: "in_app", recipient: this.session.owner, subject: "From the dashboard",
+            message: value, ...options,
+          });
+        } else if (kind.value === "ai") {
           reply = await api.generate({
             conversation_id: `ui_${Math.random().toString(36).slice(2, 10)}`,
             user_message: value, ...options,
@@ -351,8 +362,7 @@ export class TaskTable {
       text.value = "";
       this.upsert({
         task_id: reply.task_id, status: reply.status || "PENDING",
-        name: kind.value === "ai" ? "generate_ai_response" : "vectorize_document",
-        queue: kind.value === "ai" ? "ai_high_priority" : "knowledge_default",
+        name: KINDS[kind.value][0], queue: KINDS[kind.value][1],
         owner: this.session.owner, submitted_at: Date.now() / 1000,
       }, { flash: true });
     });
