@@ -1,0 +1,14 @@
+"""A no-op task on our Celery app, for our workers: `celery ... worker -I bench.tasks -Q bench`."""
+
+from __future__ import annotations
+
+import time
+
+from workers.celery_app import celery_app
+
+QUEUE = "bench"
+
+
+@celery_app.task(name="bench.noop")
+def noop() -> float:
+    return time.time()
