@@ -24,6 +24,8 @@ from workers.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ("tiny", "small", "full")
+# The queue of `bench.noop` on our app (bench/tasks.py); the bare app uses its own.
+QUEUE = "bench"
 
 
 # --- numbers -----------------------------------------------------------------------------
@@ -299,7 +301,7 @@ class Stack:
             timeout=timeout, check=False,
         )  # fmt: skip
         if out.returncode != 0:
-            raise RuntimeError(f"{argv} failed:\n{out.stderr[-3000:]}")
+            raise RuntimeError(f"{argv} failed:\n{out.stderr[-6000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+from bench.common import QUEUE
 from workers.celery_app import celery_app
 
-QUEUE = "bench"
+__all__ = ["QUEUE", "noop"]
 
 
 @celery_app.task(name="bench.noop")
