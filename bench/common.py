@@ -51,6 +51,8 @@ class Row:
     target: tuple[str, float] | None = None
     base_label: str = ""
     note: str = ""
+    # An absolute bound on `ours` as well (e.g. p50 <= 5 ms).
+    abs_max: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -58,25 +60,28 @@ class Row:
             return None
         return self.ours / self.base
 
+    def _checks(self) -> list[tuple[str, bool]]:
+        out = []
+        targets = [] if self.target is None else [self.target]
+        if self.abs_max is not None:
+            targets.append(("abs_le", self.abs_max))
+        for op, bound in targets:
+            if op == "abs_le":
+                out.append((f"<= {bound:g} {self.unit}", self.ours <= bound))
+            elif self.ratio is not None:
+                ok = self.ratio >= bound if op == "ge" else self.ratio <= bound
+                out.append((f"{'>=' if op == 'ge' else '<='} {bound:g}x", ok))
+        return out
+
     @property
     def verdict(self) -> str:
-        if self.target is None:
+        checks = self._checks()
+        if not checks:
             return ""
-        op, bound = self.target
-        if op == "abs_le":
-            return "met" if self.ours <= bound else "MISSED"
-        if self.ratio is None:
-            return ""
-        ok = self.ratio >= bound if op == "ge" else self.ratio <= bound
-        return "met" if ok else "MISSED"
+        return "met" if all(ok for _, ok in checks) else "MISSED"
 
     def target_text(self) -> str:
-        if self.target is None:
-            return ""
-        op, bound = self.target
-        if op == "abs_le":
-            return f"<= {bound:g} {self.unit}"
-        return f"{'>=' if op == 'ge' else '<='} {bound:g}x"
+        return ", ".join(text for text, _ in self._checks())
 
 
 def fmt(value: float | None) -> str:
@@ -324,3 +329,45 @@ def sampling(pid: int) -> Iterator[dict[str, float]]:
     after, t1 = proc_stats(pid), time.monotonic()
     out["cpu_percent"] = 100 * (after["cpu"] - before["cpu"]) / (t1 - t0)
     out["rss_mb"] = after["rss_mb"]
+
+
+# --- HTTP load ---------------------------------------------------------------------------
+
+
+async def sequential_latencies(session: Any, urls: list[str], **kwargs: Any) -> list[float]:
+    """One request after another; milliseconds each. Every answer must be 200."""
+    out = []
+    for url in urls:
+        start = time.perf_counter()
+        async with session.get(url, **kwargs) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"GET {url}: {resp.status}")
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+async def requests_per_second(url: str, concurrency: int, seconds: float) -> tuple[float, int]:
+    """Closed loop: `concurrency` clients for `seconds`; answers per second, non-200 count."""
+    import asyncio
+
+    import aiohttp
+
+    done = bad = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(url) as resp:  # warm-up
+            await resp.read()
+        stop_at = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal done, bad
+            while time.perf_counter() < stop_at:
+                async with session.get(url) as resp:
+                    await resp.read()
+                    done += 1
+                    bad += resp.status != 200
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start), bad

@@ -1,0 +1,137 @@
+"""4. History scale: `list`, `status` and `stats` latency and the gateway's memory with a
+small and a large task history (10 thousand and 1 million records at full size).
+
+Records are written straight into the task index in its layout (workers/task_index.py:
+record hashes, sorted-set indexes, counts, expiry), with pipelines, far faster than
+running the tasks; the gateway reads them exactly as it reads real ones.
+
+    python -m bench.history --size full
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+
+import aiohttp
+
+from bench.common import Row, Stack, pct, proc_stats, sequential_latencies
+from bench.main import cli
+from workers.task_index import PREFIX, counts_key, index_key, owner_state_key, task_key
+
+SIZES = {"tiny": (1_000, 5_000, 30), "small": (10_000, 100_000, 200),
+         "full": (10_000, 1_000_000, 500)}  # fmt: skip
+BATCH = 5_000
+QUEUES = ("ai_high_priority", "knowledge_default", "notification_default", "default")
+NAMES = ("generate_ai_response", "vectorize_document", "send_notification", "check_task_health")
+OWNERS = ("dev", "alice", "bob", "carol")
+
+
+def state_of(seq: int) -> str:
+    n = seq % 100
+    return "SUCCESS" if n < 90 else "FAILURE" if n < 95 else "PENDING" if n < 98 else "STARTED"
+
+
+def seed(client, first: int, last: int, sample: list[str]) -> float:  # type: ignore[no-untyped-def]
+    """Records seq first..last (inclusive); returns records per second."""
+    start = time.perf_counter()
+    now = time.time()
+    expire_at = now + 7 * 24 * 3600
+    for lo in range(first, last + 1, BATCH):
+        hi = min(last, lo + BATCH - 1)
+        zsets: dict[str, dict[str, int]] = {}
+        counts: dict[str, dict[str, int]] = {}
+        with client.pipeline(transaction=False) as pipe:
+            for seq in range(lo, hi + 1):
+                task_id = str(uuid.uuid4())
+                state = state_of(seq)
+                k = seq % 4
+                queue, name, owner = QUEUES[k], NAMES[k], OWNERS[(seq // 4) % 4]
+                t = now - (last - seq) * 0.01
+                record = {
+                    "task_id": task_id, "seq": seq, "created_at": t, "submitted_at": t,
+                    "name": name, "queue": queue, "owner": owner, "priority": 5,
+                    "state": state, "updated_at": t + 0.2, "attempt": 0, "retries": "0",
+                    "args": "[]", "kwargs": '{"conversation_id": "c", "user_message": "hi"}',
+                }  # fmt: skip
+                if state != "PENDING":
+                    record.update(started_at=t + 0.1, worker="w1@bench")
+                if state == "SUCCESS":
+                    record.update(finished_at=t + 0.2, result_preview='{"ok": true}')
+                elif state == "FAILURE":
+                    record.update(finished_at=t + 0.2, error_type="PermanentError",
+                                  error_message="bad input")  # fmt: skip
+                pipe.hset(task_key(task_id), mapping=record)
+                for key in (index_key(), index_key("state", state), index_key("queue", queue),
+                            index_key("name", name), index_key("owner", owner),
+                            owner_state_key(owner, state)):  # fmt: skip
+                    zsets.setdefault(key, {})[task_id] = seq
+                zsets.setdefault(f"{PREFIX}expiry", {})[task_id] = int(expire_at)
+                for key in (counts_key(), counts_key("owner", owner), counts_key("queue", queue)):
+                    per = counts.setdefault(key, {})
+                    per[state] = per.get(state, 0) + 1
+                if seq % 97 == 0 and len(sample) < 2000:
+                    sample.append(task_id)
+            for key, members in zsets.items():
+                pipe.zadd(key, members)
+            for key, per in counts.items():
+                for state, n in per.items():
+                    pipe.hincrby(key, state, n)
+            pipe.set(f"{PREFIX}seq", hi)
+            pipe.execute()
+    return (last - first + 1) / (time.perf_counter() - start)
+
+
+async def measure(base: str, ids: list[str], requests: int) -> dict[str, list[float]]:
+    api = f"{base}/api/v1/tasks"
+    async with aiohttp.ClientSession() as session:
+        await sequential_latencies(session, [f"{api}/stats"] * 5)  # warm-up
+        return {
+            "list": await sequential_latencies(
+                session, [f"{api}/list?limit=50&status=SUCCESS"] * requests
+            ),
+            "status": await sequential_latencies(
+                session, [f"{api}/status/{random.choice(ids)}" for _ in range(requests)]
+            ),
+            "stats": await sequential_latencies(session, [f"{api}/stats"] * requests),
+        }
+
+
+def run(stack: Stack, size: str) -> list[Row]:
+    small, large, requests = SIZES[size]
+    gateway, base = stack.shared_gateway()
+    sample: list[str] = []
+    rate_small = seed(stack.redis, 1, small, sample)
+    at_small = asyncio.run(measure(base, sample, requests))
+    rss_small = proc_stats(gateway.pid)["rss_mb"]
+    redis_small = stack.redis.info("memory")["used_memory"] / 2**20
+    start = time.perf_counter()
+    rate_large = seed(stack.redis, small + 1, large, sample)
+    seed_seconds = time.perf_counter() - start
+    at_large = asyncio.run(measure(base, sample, requests))
+    rss_large = proc_stats(gateway.pid)["rss_mb"]
+    redis_large = stack.redis.info("memory")["used_memory"] / 2**20
+    label = f"at {small:,} tasks"
+    rows = []
+    for endpoint, path in (("list", "list?limit=50&status=SUCCESS"), ("status", "status/{id}"),
+                           ("stats", "stats")):  # fmt: skip
+        for q in (50, 99):
+            target = ("le", 1.2) if q == 50 else None
+            rows.append(Row(
+                "history", f"GET {path} p{q} at {large:,}", pct(at_large[endpoint], q),
+                pct(at_small[endpoint], q), "ms", target, label,
+                abs_max=5.0 if q == 50 else None,
+            ))  # fmt: skip
+    rows.append(Row(
+        "history", f"gateway RSS at {large:,}", rss_large, rss_small, "MB", ("le", 1.1), label,
+        f"{requests} sequential requests per endpoint and size; seeded {large - small:,} "
+        f"records in {seed_seconds:.0f} s ({rate_large:,.0f}/s; first {small:,} at "
+        f"{rate_small:,.0f}/s); Redis used_memory {redis_small:,.0f} MB -> {redis_large:,.0f} MB",
+    ))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    cli(run)
