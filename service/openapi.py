@@ -18,6 +18,7 @@ ERRORS = {
     "403": "not allowed for this key",
     "404": "not found (or not yours)",
     "409": "not possible in the task's current state",
+    "413": "the body is larger than the gateway accepts (1 MiB)",
     "415": "the body must be application/json",
     "503": "Redis or the broker is unavailable; retry after `Retry-After` seconds",
 }
@@ -52,10 +53,18 @@ def _operation(route: Route) -> dict[str, Any]:
     for code, text in ERRORS.items():
         if route.public and code in ("401", "403"):
             continue
+        if code == "413" and route.body is None:
+            continue
         op["responses"][code] = {
             "description": text,
             "content": {"application/json": {"schema": ErrorResponse}},
         }
+    # The HTTP parser refuses a request line or header over 8 KiB before any handler runs,
+    # in plain text.
+    op["responses"]["400"]["description"] += (
+        "; a request line or header longer than 8 KiB is refused in plain text"
+    )
+    op["responses"]["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
     if not route.public:
         op["security"] = [{"bearer": []}]
     return op

@@ -119,6 +119,10 @@ async def shutdown(request: web.Request) -> web.Response:
         names = [target["worker_name"]]
         if names[0] not in described and names[0] not in seen:
             raise NotFound(f"no worker named {names[0]}")
+    if not names:
+        # An empty destination list means "every worker" to Celery: never send it.
+        body = WorkerControlResponse().dump({"action": "shutdown", "replies": {}})
+        return web.json_response(body)
     control = request.app[celery_key].control
     await _blocking(request, lambda: control.broadcast("shutdown", destination=names))
     client = request.app[redis_key]

@@ -1,0 +1,26 @@
+"""Fixtures of the security tests: gateways with API keys, on their own Redis database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.api import API_KEYS
+
+
+def database_url(redis_url: str, db: int) -> str:
+    """The same Redis server, another database: workers of other tests never see it."""
+    return f"{redis_url.rsplit('/', 1)[0]}/{db}"
+
+
+@pytest.fixture(scope="module")
+def isolated_gateway(redis_url: str, log_dir) -> Iterator[Any]:
+    """A gateway with API keys on a database no worker uses: worker control finds nobody
+    to stop, so the fuzzer may call every operation with an admin key."""
+    from tests.support.processes import start_gateway
+
+    g = start_gateway(database_url(redis_url, 11), log_dir, env={"API_KEYS": API_KEYS})
+    yield g
+    g.stop()

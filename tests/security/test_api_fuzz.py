@@ -1,0 +1,166 @@
+"""Schemathesis against the running gateway's OpenAPI document: every operation, with an
+admin key, a user key and no key.
+
+Checks on every response: no 5xx; status codes, content types, headers and bodies as
+documented; data the schema forbids is refused with a 4xx; an operation that needs a key
+refuses the same request without one or with a wrong one. Without a key, every protected
+operation answers 401.
+
+The gateway runs on a Redis database no worker uses, so the worker control operations
+(shutdown, pool restart) reach nobody and are fuzzed with an admin key like the rest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.specs.openapi import checks as oas
+
+from tests.support.api import ADMIN, ALICE
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = 15  # per operation and mode: each field's edges, and fast enough for CI
+# One inspect broadcast costs its 1 s timeout: fewer examples, it has no parameters.
+EXAMPLES_BY_OPERATION = {"list_workers": 2}
+SPEC = "/api/v1/openapi.json"
+POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
+
+CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    oas.status_code_conformance,
+    oas.content_type_conformance,
+    oas.response_headers_conformance,
+    oas.response_schema_conformance,
+    oas.negative_data_rejection,
+]
+AUTHENTICATED_CHECKS = [*CHECKS, oas.ignored_auth]
+
+
+def _operations(base_url: str) -> list[Any]:
+    schema = schemathesis.openapi.from_url(
+        f"{base_url}{SPEC}", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10
+    )
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+def _operation_id(op: Any) -> str:
+    return op.definition.raw["operationId"]
+
+
+def _is_public(op: Any) -> bool:
+    return "security" not in op.definition.raw
+
+
+def _short_wait(case: Any) -> None:
+    """A valid `wait` holds the answer until the task ends, and no worker runs here: keep
+    it short (its range is still fuzzed by the invalid cases)."""
+    wait = (case.query or {}).get("wait")
+    try:
+        seconds = float(wait)
+    except (TypeError, ValueError):
+        return
+    if 0 < seconds <= 60:
+        case.query["wait"] = 0.1
+
+
+def _fuzz(
+    op: Any, mode: Any, token: str | None, session: requests.Session, base_url: str,
+    statuses: Counter,
+) -> list[str]:  # fmt: skip
+    failures: list[str] = []
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    checks = AUTHENTICATED_CHECKS if token else CHECKS
+
+    @given(case=op.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES_BY_OPERATION.get(_operation_id(op), EXAMPLES),
+        deadline=None, database=None, derandomize=True, print_blob=False,
+        phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    def run(case: Any) -> None:
+        _short_wait(case)
+        label = f"{op.label} [{mode.value}]"
+        try:
+            response = case.call(base_url=base_url, session=session, headers=headers, timeout=15)
+            statuses[response.status_code] += 1
+            case.validate_response(
+                response, checks=checks, headers=headers,
+                transport_kwargs={"base_url": base_url, "session": session, "timeout": 15},
+            )  # fmt: skip
+        except (Exception, BaseExceptionGroup) as exc:
+            failures.append(f"{label}: {type(exc).__name__}: {exc}")
+            return
+        if token is None and not _is_public(op) and response.status_code != 401:
+            failures.append(f"{label}: answered {response.status_code} without a key")
+
+    try:
+        run()
+    except Unsatisfiable:
+        pass  # nothing to make invalid: an operation without parameters or body
+    return failures
+
+
+def _fuzz_all(base_url: str, token: str | None) -> tuple[list[str], dict[str, Counter]]:
+    failures: list[str] = []
+    seen: dict[str, Counter] = {}
+    with requests.Session() as session:
+        for op in _operations(base_url):
+            statuses = seen.setdefault(op.label, Counter())
+            for mode in (POSITIVE, NEGATIVE):
+                failures += _fuzz(op, mode, token, session, base_url, statuses)
+    for label, statuses in seen.items():
+        print(f"{label:48} {dict(sorted(statuses.items()))}")
+    return list(dict.fromkeys(failures)), seen
+
+
+@pytest.mark.parametrize("token", [ADMIN, ALICE], ids=["admin", "user"])
+def test_every_operation_conforms_with_a_key(isolated_gateway, token) -> None:
+    failures, seen = _fuzz_all(isolated_gateway.base_url, token)
+    assert isolated_gateway.alive()
+    assert not failures, "\n\n".join(failures)
+    everything = sum(seen.values(), Counter())
+    assert not [s for s in everything if s >= 500]
+    # The fuzzer got past validation (accepted submissions) and was refused by it.
+    assert everything[202] > 0 and everything[400] > 0, everything
+    submitted = seen["POST /api/v1/tasks/ai/generate"]
+    assert submitted[202] > 0, submitted
+
+
+def test_every_protected_operation_refuses_a_missing_key(isolated_gateway) -> None:
+    failures, seen = _fuzz_all(isolated_gateway.base_url, None)
+    assert not failures, "\n\n".join(failures)
+    assert set(seen["GET /api/v1/tasks/stats"]) == {401}
+
+
+def test_oversized_body_is_refused_as_documented(isolated_gateway) -> None:
+    body = {"document_id": "d", "kb_id": "kb", "text": "x" * (1024 * 1024 + 1)}
+    response = requests.post(
+        f"{isolated_gateway.base_url}/api/v1/tasks/knowledge/vectorize", json=body,
+        headers={"Authorization": f"Bearer {ADMIN}"}, timeout=15,
+    )  # fmt: skip
+    assert response.status_code == 413
+    assert response.headers["Content-Type"].startswith("application/json")
+    spec = requests.get(
+        f"{isolated_gateway.base_url}{SPEC}",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=15,
+    ).json()
+    assert "413" in spec["paths"]["/api/v1/tasks/knowledge/vectorize"]["post"]["responses"]
+
+
+def test_worker_shutdown_with_no_live_worker_sends_nothing(isolated_gateway) -> None:
+    """`all=true` with nobody live must not broadcast: Celery reads an empty destination
+    list as every worker on the broker."""
+    response = requests.post(
+        f"{isolated_gateway.base_url}/api/v1/tasks/workers/shutdown", params={"all": "true"},
+        headers={"Authorization": f"Bearer {ADMIN}"}, timeout=15,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json() == {"action": "shutdown", "replies": {}}
