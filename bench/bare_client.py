@@ -1,7 +1,7 @@
 """Plain Celery client runs, in their own process so none of our publish hooks load.
 
-    python -m bench.bare_client submit N QUEUE     # send_task in a loop; prints JSON
-    python -m bench.bare_client roundtrip N RATE   # apply_async().get() at RATE/s
+python -m bench.bare_client submit N QUEUE     # send_task in a loop; prints JSON
+python -m bench.bare_client roundtrip N RATE   # apply_async().get() at RATE/s
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A bare aiohttp JSON handler, the baseline of the `status` endpoint's requests per second.
 
-    python -m bench.bare_http PORT
+python -m bench.bare_http PORT
 """
 
 from __future__ import annotations

@@ -312,8 +312,11 @@ class Stack:
 
 def queue_length(client: redis.Redis, queue: str) -> int:
     """Messages waiting in a kombu Redis queue, over its priority lists."""
-    keys = [queue] + [f"{queue}:{n}" for n in range(1, 10)] + [f"{queue}\x06\x16{n}"
-                                                               for n in range(1, 10)]
+    keys = (
+        [queue]
+        + [f"{queue}:{n}" for n in range(1, 10)]
+        + [f"{queue}\x06\x16{n}" for n in range(1, 10)]
+    )
     with client.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.llen(key)

@@ -20,7 +20,7 @@ import aiohttp
 from bench.common import QUEUE, Row, Stack, pct
 from bench.main import cli
 
-SIZES = {"tiny": (20, 20.0), "small": (200, 20.0), "full": (600, 20.0)}
+SIZES = {"tiny": (20, 40.0), "small": (200, 20.0), "full": (600, 20.0)}
 
 
 async def websocket_latencies(base: str, count: int, rate: float) -> list[float]:

@@ -24,9 +24,9 @@ from bench.common import Row, Stack, pct, proc_stats, sampling
 from bench.main import cli
 
 # clients, targeted events/s, broadcast events/s, seconds per phase
-SIZES = {"tiny": (50, 200, 10, 2.0), "small": (300, 200, 10, 8.0),
+SIZES = {"tiny": (50, 200, 10, 1.0), "small": (300, 200, 10, 8.0),
          "full": (1000, 200, 20, 15.0)}  # fmt: skip
-WARMUP = 1.0
+WARMUP = 0.5
 
 
 def produce(stack: Stack, rate: float, seconds: float, targets: int, stop: threading.Event) -> int:

@@ -93,7 +93,8 @@ async def measure(base: str, ids: list[str], requests: int) -> dict[str, list[fl
                 session, [f"{api}/list?limit=50&status=SUCCESS"] * requests
             ),
             "status": await sequential_latencies(
-                session, [f"{api}/status/{random.choice(ids)}" for _ in range(requests)]
+                session,
+                [f"{api}/status/{random.choice(ids)}" for _ in range(requests)],  # noqa: S311
             ),
             "stats": await sequential_latencies(session, [f"{api}/stats"] * requests),
         }

@@ -1,6 +1,6 @@
 """Our Celery app as a plain Python client (with its publish hook writing the task index).
 
-    python -m bench.our_client submit N QUEUE    # send_task in a loop; prints JSON
+python -m bench.our_client submit N QUEUE    # send_task in a loop; prints JSON
 """
 
 from __future__ import annotations

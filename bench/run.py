@@ -9,8 +9,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SIZES  # noqa: E402
-from bench.main import run_benches  # noqa: E402
+from bench.common import SIZES
+from bench.main import run_benches
 
 ORDER = ("submit", "e2e", "drain", "status", "flower", "history", "fanout")
 
