@@ -31,8 +31,8 @@ browser:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check service workers tests
-	$(BIN)/ruff format --check service workers tests
+	$(BIN)/ruff check service workers tests bench
+	$(BIN)/ruff format --check service workers tests bench
 
 format: $(STAMP)
 	$(BIN)/ruff format service workers tests
