@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck clean venv browser
+.PHONY: run test test-fast lint format typecheck clean venv browser audit lock
 
 venv: $(STAMP)
 
@@ -29,6 +29,16 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
+
+## lock: pin the installed dependency set (what `make venv` resolved) in requirements.lock
+lock: $(STAMP)
+	@echo "# The exact dependency set of .venv (make venv), for \`make audit\`. Regenerate: make lock" > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable >> requirements.lock
+
+## audit: known vulnerabilities in requirements.lock (PyPI's advisory data; needs network).
+## --strict: a package the service cannot look up fails the audit instead of passing unseen.
+audit: $(STAMP)
+	$(BIN)/pip-audit --strict --no-deps --progress-spinner off -r requirements.lock
 
 lint: $(STAMP)
 	$(BIN)/ruff check service workers tests bench
