@@ -13,6 +13,7 @@ The one allowed receiver is a redirector on 127.0.0.2 (`WEBHOOK_ALLOWED_NETWORKS
 
 from __future__ import annotations
 
+import functools
 import socket
 import socketserver
 import threading
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from tests.support.waiting import wait_for_state
+from tests.support.waiting import wait_for_state, wait_until
 from workers import queues
 from workers.notify.targets import TargetPolicy, TargetRefused, check_literal, resolve
 from workers.task_index import task_key
@@ -158,6 +159,11 @@ def redirect_targets(port: int, redirector: int) -> list[str]:
     return [f"http://{ALLOWED}:{redirector}/r?to={quote(t, safe='')}" for t in forbidden]
 
 
+def _finished_record(client, key: str) -> dict | None:
+    record = client.hgetall(key)
+    return record if record.get("finished_at") else None
+
+
 def _port(listeners: dict[str, _Counting], name: str) -> int:
     return listeners[name].server_address[1]
 
@@ -187,7 +193,11 @@ def test_no_forbidden_address_is_ever_connected(ssrf_worker, listeners, celery_a
     problems = []
     for url, result in sent.items():
         done = wait_for_state(celery_app, result.id, {"SUCCESS", "FAILURE"}, timeout=60)
-        record = rclient.hgetall(task_key(result.id))
+        # The result backend's write lands a moment before the task index's.
+        key = task_key(result.id)
+        record = wait_until(
+            functools.partial(_finished_record, rclient, key), 10, what=f"{key} finished"
+        )
         runtime = float(record["finished_at"]) - float(record["started_at"])
         error = str(done.result)
         if done.state != "FAILURE" or not any(r in error for r in REFUSALS):
