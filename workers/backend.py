@@ -54,7 +54,9 @@ def index_fields(result: Any, state: str, traceback: str | None, request: Any) -
     elif state == states.SUCCESS:
         fields["result_preview"] = preview(result)
     elif state == states.RETRY:
-        fields["claimed"] = "0"  # waiting again: a cancel may still stop it
+        # Waiting again: a cancel may still stop it, and any worker may run it next.
+        fields["claimed"] = "0"
+        fields["claimed_by"] = ""
     if state in (states.FAILURE, states.RETRY, states.REVOKED):
         error = result if isinstance(result, dict) else {}
         fields["error_type"] = error.get("exc_type") or type(result).__name__

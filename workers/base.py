@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import uuid
 from typing import Any
 
 import redis.exceptions
+from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.worker import state as worker_state
-from celery.worker.request import Request
+from celery.worker.request import Request, task_ready
 
+from workers import registry
 from workers.settings import get_settings
+from workers.signals import task_index
+from workers.task_index import CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE, CLAIM_RUN
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +54,29 @@ def backoff_seconds(retries: int, *, base: float, maximum: float, jitter: float)
     return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))  # noqa: S311 - not crypto
 
 
-class TimeLimitedRequest(Request):
-    """Keeps the soft time limit below the hard one.
+class PoisonTaskError(Exception):
+    """The task's worker process died every time it ran it; it is not run again."""
 
-    Celery arms the hard limit only after the soft one fires, so a per-call
-    `time_limit=10` under the default `soft_time_limit=300` would let the task run for
-    300 s. When the soft limit is not below the hard one, it is set to 90% of it.
+
+MAX_WORKER_LOSSES = 3
+DUPLICATE_RECHECK = registry.LIVE_WINDOW
+DEFERRED_HEADER = "claw_deferred"
+
+
+class ClawRequest(Request):
+    """How a worker handles one task message, beyond Celery's defaults.
+
+    - Time limits: Celery arms the hard limit only after the soft one fires, so a
+      per-call `time_limit=10` under the default `soft_time_limit=300` would let the
+      task run for 300 s. When the soft limit is not below the hard one, it is set to
+      90% of it.
+    - Claim before running (`TaskIndex.claim`): cancels recorded in the index are
+      honoured by every worker, also ones started after the cancel (Celery keeps
+      revokes in each worker's memory only); a duplicate delivery of a finished task,
+      or of one running on another live worker (Redis redelivers unacknowledged
+      messages after the visibility timeout, ETA tasks included), is dropped.
+    - Poison messages: with `task_reject_on_worker_lost` a task whose process dies is
+      requeued forever. After `MAX_WORKER_LOSSES` deaths it ends FAILURE instead.
     """
 
     SOFT_SHARE = 0.9
@@ -69,22 +91,70 @@ class TimeLimitedRequest(Request):
         self._claimed = False
 
     def revoked(self) -> bool:
-        """Also honour cancels recorded in the task index.
-
-        Celery keeps revokes in each worker's memory: a worker started after the cancel,
-        or restarted since, would run the task. The index is asked once, right before
-        execution, atomically with marking the task as claimed.
-        """
         if not self._claimed and not self._already_revoked:
             self._claimed = True
             try:
-                from workers.signals import task_index
-
-                if not task_index().claim(self.id):
-                    worker_state.revoked.add(self.id)
+                # Per delivery: a message restored after the visibility timeout keeps
+                # its delivery tag, so the tag cannot tell the copies apart.
+                token = f"{registry.INCARNATION}|{uuid.uuid4().hex}"
+                outcome = task_index().claim(self.id, token)
             except redis.exceptions.RedisError as exc:
-                logger.warning("could not check cancel of %s: %s", self.id, exc)
+                logger.warning("could not claim %s: %s", self.id, exc)
+                outcome = CLAIM_RUN
+            if outcome == CLAIM_CANCELLED:
+                worker_state.revoked.add(self.id)
+            elif outcome in (CLAIM_DONE, CLAIM_DUPLICATE):
+                if outcome == CLAIM_DONE:
+                    logger.warning("dropping a duplicate of finished %s[%s]", self.name, self.id)
+                else:
+                    self._defer_duplicate()
+                # Acknowledged without a state change: the other delivery owns the state.
+                task_ready(self)
+                self.acknowledge()
+                self._already_revoked = True
+                return True
         return super().revoked()
+
+    def _defer_duplicate(self) -> None:
+        """Another live delivery holds the task: look again later instead of dropping it.
+
+        Liveness is a heartbeat, so the holder may have just died; dropping this copy
+        could lose the task. A copy is published again (before this one is acknowledged)
+        to be checked after the liveness window: by then the task has finished, or its
+        holder is known dead and this copy runs it.
+        """
+        logger.warning(
+            "%s[%s] is running under another delivery; checking again in %ss",
+            self.name, self.id, DUPLICATE_RECHECK,
+        )  # fmt: skip
+        options = {"countdown": DUPLICATE_RECHECK, "headers": {DEFERRED_HEADER: "1"}}
+        self.task.signature_from_request(self._context, **options).apply_async()
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> Any:
+        exc = exc_info.exception
+        exc = getattr(exc, "exc", exc)  # ExceptionWithTraceback
+        if isinstance(exc, WorkerLostError | SystemExit) and self.task.acks_late:
+            try:
+                losses = task_index().count_worker_loss(self.id)
+                if losses >= MAX_WORKER_LOSSES:
+                    return self._fail_poison(losses)
+                task_index().release(self.id)
+            except redis.exceptions.RedisError as exc_redis:
+                logger.warning("could not count worker losses of %s: %s", self.id, exc_redis)
+        return super().on_failure(exc_info, send_failed_event, return_ok)
+
+    def _fail_poison(self, losses: int) -> None:
+        poison = PoisonTaskError(
+            f"the worker process died {losses} times while running this task "
+            f"(killed or crashed); it is not run again"
+        )
+        logger.error("task %s[%s] failed: %s", self.name, self.id, poison)
+        task_ready(self)
+        self.task.backend.mark_as_failure(self.id, poison, request=self._context)
+        self.send_event("task-failed", exception=repr(poison))
+        self.acknowledge()
 
 
 class BaseTaskWithRetry(Task):
@@ -94,7 +164,7 @@ class BaseTaskWithRetry(Task):
     """
 
     abstract = True
-    Request = TimeLimitedRequest
+    Request = ClawRequest
     max_retries = 3
     transient_errors = TRANSIENT_ERRORS
 

@@ -31,6 +31,10 @@ def celery_config(settings: Settings) -> dict:
         "priority_steps": priority.PRIORITY_STEPS,
         "sep": ":",
         "visibility_timeout": settings.broker_visibility_timeout,
+        # Sweep for messages of dead workers every few seconds (kombu's default is
+        # ~100 s: 10 s interval x throttle 10), sooner with a short visibility timeout.
+        "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
         "health_check_interval": 15,
         "socket_keepalive": True,
     }
@@ -123,6 +127,11 @@ def celery_config(settings: Settings) -> dict:
             "check-task-status": {
                 "task": queues.CHECK_TASK_HEALTH,
                 "schedule": crontab(minute="*/30"),
+            },
+            # Rebuilds messages lost between a worker's BRPOP and its bookkeeping.
+            "recover-lost-tasks": {
+                "task": queues.RECOVER_LOST_TASKS,
+                "schedule": crontab(minute="*"),
             },
         },
     }

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # Seconds an unacknowledged message may stay with a worker before Redis redelivers
     # it. Must stay well above the hard time limit or long tasks run twice.
     broker_visibility_timeout: int = Field(3600, ge=1)
+    # A PENDING task whose message is in no queue for this long is republished.
+    task_recovery_grace: float = Field(120, gt=0)
 
     retry_backoff_base: float = Field(60, gt=0)
     retry_backoff_max: float = Field(3600, gt=0)

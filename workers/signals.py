@@ -71,8 +71,8 @@ def _on_publish(
 ) -> None:
     headers = headers or {}
     task_id = headers.get("id")
-    if not task_id or not sender:
-        return
+    if not task_id or not sender or headers.get("claw_deferred"):
+        return  # a duplicate delivery put back to be checked later: not a new task
     retries = int(headers.get("retries") or 0)
     try:
         if retries:

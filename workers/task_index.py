@@ -90,7 +90,9 @@ for i = 8, #ARGV, 2 do
     fields[#fields + 1] = v
   end
 end
-if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+-- A refused update of a finished task (a late worker write) leaves its fields alone.
+local frozen = state ~= '' and cur_state and RANK[cur_state] == 10
+if #fields > 0 and not frozen then redis.call('HSET', key, unpack(fields)) end
 
 local apply = false
 if state ~= '' then
@@ -180,12 +182,29 @@ local event_id = redis.call('XADD', p .. 'feed', 'MAXLEN', '~', 100000, '*', 'ev
 return {index, event_id}
 """
 
-# Claim a task for execution unless a cancel got there first. Returns 1 if cancelled.
+# Claim a task for execution, right before a worker runs it. KEYS[1] = task hash.
+# ARGV: prefix, claim token ("<worker incarnation>|<delivery id>"). Returns one of:
+#   0 run it (claimed with this token, `deliveries` counted)
+#   1 cancelled before it started
+#   2 already finished (a duplicate delivery of a done task)
+#   3 claimed by another delivery whose worker incarnation is alive: a duplicate, e.g.
+#     Redis redelivered an unacknowledged message after the visibility timeout (ETA
+#     tasks waiting longer than it, or long tasks) to this or another worker
 CLAIM_LUA = """
-if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 1 end
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'claimed', '1') end
+local r = redis.call('HMGET', KEYS[1], 'cancel_requested', 'state', 'claimed_by')
+if r[1] == '1' then return 1 end
+if r[2] == 'SUCCESS' or r[2] == 'FAILURE' or r[2] == 'REVOKED' then return 2 end
+local token = ARGV[2]
+if r[3] and r[3] ~= '' and r[3] ~= token then
+  local holder = string.match(r[3], '^([^|]*)|')
+  if holder and redis.call('EXISTS', ARGV[1] .. 'incarnation:' .. holder) == 1 then return 3 end
+end
+-- Also for a task no publisher recorded (a foreign client): its record starts here.
+redis.call('HSET', KEYS[1], 'claimed', '1', 'claimed_by', token)
+redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 return 0
 """
+CLAIM_RUN, CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE = 0, 1, 2, 3
 
 # Prune records whose expiry passed. ARGV: prefix, now, batch. Returns how many went.
 PRUNE_LUA = """
@@ -290,9 +309,17 @@ class TaskIndex:
         )
         return int(index), event_id
 
-    def claim(self, task_id: str) -> bool:
-        """Mark the task as taken by a worker; False if it was cancelled first."""
-        return not self._claim(keys=[task_key(task_id)])
+    def claim(self, task_id: str, token: str) -> int:
+        """Take the task for one delivery right before running it; see CLAIM_LUA."""
+        return int(self._claim(keys=[task_key(task_id)], args=[PREFIX, token]))
+
+    def release(self, task_id: str) -> None:
+        """Let any worker run the task again (its worker process died mid-run)."""
+        self.client.hset(task_key(task_id), mapping={"claimed": "0", "claimed_by": ""})
+
+    def count_worker_loss(self, task_id: str) -> int:
+        """One more death of a worker process while running the task; the new total."""
+        return int(self.client.hincrby(task_key(task_id), "worker_losses", 1))
 
     def prune(self, now: float | None = None, batch: int = 500) -> int:
         """Remove every record whose retention has passed, with its index entries."""

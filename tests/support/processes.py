@@ -96,12 +96,14 @@ def start_worker(
     env: dict[str, Any] | None = None,
     pool: str = "prefork",
     ready_timeout: float = 30.0,
+    extra_modules: tuple[str, ...] = (),
 ) -> Worker:
     hostname = f"{name or 'test'}-{uuid.uuid4().hex[:6]}@localhost"
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-E",
         "-Q", queues, "-c", str(concurrency), "-n", hostname, "-P", pool,
-        "-I", TEST_TASKS, "--loglevel=INFO", "--without-mingle", "--without-gossip",
+        "-I", ",".join((TEST_TASKS, *extra_modules)),
+        "--loglevel=INFO", "--without-mingle", "--without-gossip",
     ]  # fmt: skip
     log_path = log_dir / f"worker-{hostname.split('@')[0]}.log"
     worker = Worker(argv, base_env(redis_url, **(env or {})), log_path)

@@ -81,3 +81,11 @@ def stream(self: Any, chunks: int, hold_key: str | None = None, hold_after: int 
         publish_chunk(self.request.id, f"c{i} ")
         report_progress(self.request.id, (i + 1) * 100 / chunks, f"chunk {i + 1}")
     return {"chunks": chunks}
+
+
+@celery_app.task(name="tests.poison", base=BaseTaskWithRetry)
+def poison() -> None:
+    """Kill the worker process that runs it, every time."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -14,6 +14,7 @@ from workers.celery_app import celery_app
 from workers.failure_stats import failure_rate
 from workers.notify.validation import NotificationInvalid, validate_notification
 from workers.queue_depth import queue_depths
+from workers.recovery import recover_lost
 from workers.settings import Settings, get_settings
 from workers.signals import redis_client, task_index
 from workers.task_index import PREFIX, task_key
@@ -160,3 +161,10 @@ def check_task_health() -> dict[str, Any]:
     report = health_report(redis_client(), settings, time.time())
     report["alert_task_id"] = send_alert(settings, report)
     return report
+
+
+@celery_app.task(name=queues.RECOVER_LOST_TASKS, base=BaseTaskWithRetry)
+def recover_lost_tasks() -> dict[str, Any]:
+    """Republish accepted tasks whose message vanished (see workers.recovery)."""
+    recovered = recover_lost(celery_app, redis_client(), get_settings().task_recovery_grace)
+    return {"recovered": recovered}

@@ -1,0 +1,150 @@
+"""Fault scenarios with a ledger of every task (`make test-faults`).
+
+Each prints its table and asserts its pass line. Sizes are chosen to mean something
+and still fit CI on 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import aiohttp
+import pytest
+
+from tests.faults.harness import FaultStack, new_base
+from tests.support.waiting import async_wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
+
+
+@pytest.fixture
+def stacks(tmp_path):
+    started: list[FaultStack] = []
+
+    def factory(**kwargs) -> FaultStack:
+        stack = FaultStack(new_base(tmp_path), **kwargs)
+        started.append(stack)
+        return stack
+
+    yield factory
+    for stack in started:
+        stack.stop()
+
+
+async def finish(stack: FaultStack, accepted: list[str], timeout: float) -> None:
+    """Wait for every accepted task to succeed, restarting dead workers meanwhile and
+    running the lost-task recovery as Beat would."""
+    deadline = time.monotonic() + timeout
+    rounds = 0
+    while True:
+        await asyncio.to_thread(stack.supervise)
+        rounds += 1
+        if rounds % 3 == 0:
+            await asyncio.to_thread(stack.run_recovery)
+        try:
+            await asyncio.to_thread(stack.wait_all_finished, accepted, 2.0)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                print(stack.diagnose(accepted))
+                raise
+
+
+async def test_worker_sigkill_loses_nothing_and_reruns_only_what_was_in_flight(stacks):
+    """1. 2,000 short tasks, 10 random kill -9 of worker processes (pool or main)."""
+    bound = 90.0
+    stack = await asyncio.to_thread(
+        stacks(env={"BROKER_VISIBILITY_TIMEOUT": "6"}).start, workers=2, concurrency=4
+    )
+    rng = random.Random(20261128)
+    started = time.monotonic()
+    submitting = asyncio.create_task(stack.submit(2000, parallel=10))
+    kills: list[float] = []
+    while len(kills) < 10:
+        await asyncio.sleep(0.2 + rng.random() * 0.4)  # pacing the faults, not a wait
+        kill_at, _ = await asyncio.to_thread(stack.kill_random_worker_process, rng)
+        kills.append(kill_at)
+        await asyncio.to_thread(stack.supervise)
+    accepted, statuses = await submitting
+    await finish(stack, accepted, bound)
+    elapsed = time.monotonic() - started
+    verdict = stack.verdict(accepted)
+    print(verdict.table(f"worker SIGKILL x{len(kills)}: finished in {elapsed:.1f}s"))
+    assert statuses == {202: 2000}
+    assert not verdict.lost and not verdict.unexpected and not verdict.duplicated_effects
+    assert all(stack.in_flight_at_a_kill(t, kills) for t in verdict.run_twice)
+    assert elapsed < bound
+
+
+async def test_poison_task_is_tried_three_times_then_fails_clearly(stacks, celery_app):
+    """2. A task that kills its own worker process, among 500 normal ones."""
+    from workers.celery_app import create_celery_app
+    from workers.settings import load_settings
+
+    stack = await asyncio.to_thread(stacks().start, workers=2, concurrency=2)
+    app = create_celery_app(load_settings(redis_url=stack.broker.url))
+    poison = app.send_task("tests.poison", queue="notification_default")
+    accepted, statuses = await stack.submit(500, parallel=10)
+    await finish(stack, accepted, 120)
+
+    async def poison_failed():
+        return stack.client.hget(f"claw:task:{poison.id}", "state") == "FAILURE"
+
+    await async_wait_until(poison_failed, 60, 0.2, "the poison task to fail")
+    attempts = stack.ledger.llen(f"attempts:{poison.id}")
+    record = stack.client.hgetall(f"claw:task:{poison.id}")
+    verdict = stack.verdict(accepted, known=(poison.id,))
+    print(verdict.table(f"poison task: {attempts} attempts, then {record['state']}"))
+    assert attempts == 3
+    assert record["error_type"] == "PoisonTaskError"
+    assert "died 3 times" in record["error_message"]
+    assert statuses == {202: 500} and verdict.done_once + len(verdict.run_twice) == 500
+    assert not verdict.lost and not verdict.unexpected and not verdict.duplicated_effects
+    app.close()
+
+
+async def test_delayed_tasks_longer_than_the_visibility_timeout_run_once_on_time(stacks):
+    """3. Countdown beyond a 2 s visibility timeout, two workers, one restarted meanwhile."""
+    countdown = 7.0
+    stack = await asyncio.to_thread(
+        stacks(env={"BROKER_VISIBILITY_TIMEOUT": "2"}).start, workers=2, concurrency=2
+    )
+    submitted_at = time.time()
+    accepted, statuses = await stack.submit(60, parallel=10, countdown=countdown)
+    restarted = stack.workers[0]
+    await asyncio.to_thread(restarted.stop)
+    await asyncio.to_thread(stack.supervise)
+    await finish(stack, accepted, 90)
+    verdict = stack.verdict(accepted)
+    starts = [
+        min(json.loads(a)["start"] for a in stack.ledger.lrange(f"attempts:{t}", 0, -1))
+        for t in accepted
+    ]
+    print(verdict.table(f"countdown {countdown}s > visibility timeout 2s, worker restarted"))
+    assert statuses == {202: 60}
+    assert verdict.done_once == 60 and not verdict.run_twice
+    assert not verdict.lost and not verdict.unexpected and not verdict.duplicated_effects
+    assert min(starts) >= submitted_at + countdown - 0.05
+
+
+async def test_cancelled_queued_tasks_never_run_after_every_worker_restarts(stacks):
+    """6. Cancel 100 queued tasks, then restart every worker."""
+    stack = await asyncio.to_thread(stacks().start, workers=2, concurrency=2)
+    doomed, _ = await stack.submit(100, parallel=10, countdown=6)
+    assert stack.gateway is not None
+    async with aiohttp.ClientSession() as http:
+        for task_id in doomed:
+            async with http.post(f"{stack.gateway.base_url}/api/v1/tasks/cancel/{task_id}") as r:
+                assert r.status == 200
+    for worker in list(stack.workers):
+        await asyncio.to_thread(worker.stop)
+    await asyncio.to_thread(stack.supervise)
+    markers, _ = await stack.submit(10, parallel=5, countdown=7)
+    await finish(stack, markers, 60)
+    ran = [t for t in doomed if stack.ledger.exists(f"attempts:{t}")]
+    states = {stack.client.hget(f"claw:task:{t}", "state") for t in doomed}
+    print(f"== cancel 100 queued, restart all workers ==\ncancelled that ran  {len(ran):>4}")
+    assert ran == [] and states == {"REVOKED"}
