@@ -207,7 +207,7 @@ class Stack:
         os.environ["REDIS_URL"] = self.url
         os.environ["API_KEYS"] = ""
         os.environ.setdefault("APP_ENV", "development")
-        self.redis = redis.Redis.from_url(self.url, decode_responses=True)
+        self.redis = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=300)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -240,7 +240,7 @@ class Stack:
             self.procs.remove(proc)
 
     def flush(self) -> None:
-        self.redis.flushdb()
+        self.redis.flushdb(asynchronous=True)
 
     def shared_gateway(self) -> tuple[Proc, str]:
         """One gateway for the whole run (started on first use)."""
