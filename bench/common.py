@@ -167,6 +167,10 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 10.0) -> None:
+        if timeout <= 0 and self.alive():  # measured already: no graceful shutdown to wait
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait()
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGTERM)
@@ -235,7 +239,8 @@ class Stack:
         return proc
 
     def stop(self, proc: Proc) -> None:
-        proc.stop()
+        """Kill a process whose part of the measurement is over (its data is flushed)."""
+        proc.stop(timeout=0)
         with contextlib.suppress(ValueError):
             self.procs.remove(proc)
 

@@ -15,7 +15,7 @@ import time
 from bench.common import QUEUE, Row, Stack, queue_length
 from bench.main import cli
 
-SIZES = {"tiny": 300, "small": 4000, "full": 20000}
+SIZES = {"tiny": 150, "small": 4000, "full": 20000}
 CONCURRENCY = 2
 
 

@@ -17,7 +17,7 @@ import uuid
 from bench.common import Row, Stack, requests_per_second, sampling
 from bench.main import cli
 
-SIZES = {"tiny": (16, 1.0), "small": (32, 5.0), "full": (32, 10.0)}
+SIZES = {"tiny": (16, 0.5), "small": (32, 5.0), "full": (32, 10.0)}
 
 
 def seed_task(stack: Stack) -> str:

@@ -21,7 +21,7 @@ EXPECTED = [
     ("e2e", "submit->SUCCESS p99 (ms)"),
     ("drain", "no-op tasks drained (tasks/s)"),
     ("status", "GET status/{id} (req/s)"),
-    ("flower", "list 50 p50 at 100 run tasks (ms)"),
+    ("flower", "list 50 p50 at 50 run tasks (ms)"),
     ("flower", "RSS (gateway vs Flower) (MB)"),
     ("history", "GET list?limit=50&status=SUCCESS p50 at 5,000 (ms)"),
     ("history", "GET status/{id} p99 at 5,000 (ms)"),
