@@ -12,6 +12,7 @@ from aiohttp import web
 from service.auth import DEVELOPMENT_PRINCIPAL, Principal
 from service.errors import ApiError, Forbidden, ServiceUnavailable, Unauthorized
 from service.keys import keyring_key, sessions_key, settings_key
+from service.publisher import is_out_of_memory
 from service.sessions import SESSION_COOKIE
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         logger.warning("redis unavailable during %s %s: %s", request.method, request.path, exc)
         unavailable = ServiceUnavailable("task store unavailable, retry shortly")
+        return _json_error(unavailable.status, unavailable.body(), unavailable.headers)
+    except redis.exceptions.ResponseError as exc:
+        if not is_out_of_memory(exc):
+            logger.exception("redis refused a command on %s %s", request.method, request.path)
+            return _json_error(500, {"error": "internal error"})
+        logger.warning("redis out of memory during %s %s", request.method, request.path)
+        unavailable = ServiceUnavailable("task store out of memory, retry later", retry_after=30)
         return _json_error(unavailable.status, unavailable.body(), unavailable.headers)
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)

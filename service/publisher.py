@@ -63,4 +63,25 @@ class TaskPublisher:
             except (OperationalError, redis.exceptions.ConnectionError, OSError) as exc:
                 logger.warning("publish of %s failed: %s", name, exc)
                 raise ServiceUnavailable("broker unavailable, task not accepted") from exc
+            except AttributeError as exc:
+                # kombu can hand out a pooled producer whose channel an earlier error
+                # (an OOM refusal) closed: its publish fails this way once, then the
+                # pool recovers. The task was not published.
+                if "'NoneType' object has no attribute 'client'" not in str(exc):
+                    raise
+                logger.warning("publish of %s failed on a closed channel", name)
+                raise ServiceUnavailable("broker connection reset, task not accepted") from exc
+            except redis.exceptions.ResponseError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                logger.warning("publish of %s refused: Redis is out of memory", name)
+                raise ServiceUnavailable("broker out of memory, task not accepted") from exc
         return result.id
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Redis with `noeviction` refuses writes past `maxmemory` with an OOM error (also as
+    the cause of a failed script or pipeline command)."""
+    return isinstance(exc, redis.exceptions.ResponseError) and "used memory > 'maxmemory'" in str(
+        exc
+    )

@@ -11,13 +11,19 @@ from typing import Any
 import redis.exceptions
 from billiard.exceptions import WorkerLostError
 from celery import Task
+from celery.exceptions import Reject
 from celery.worker import state as worker_state
 from celery.worker.request import Request, task_ready
 
-from workers import registry
 from workers.settings import get_settings
 from workers.signals import task_index
-from workers.task_index import CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE, CLAIM_RUN
+from workers.task_index import (
+    CLAIM_CANCELLED,
+    CLAIM_DONE,
+    CLAIM_DUPLICATE,
+    CLAIM_FRESH,
+    CLAIM_RUN,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +65,7 @@ class PoisonTaskError(Exception):
 
 
 MAX_WORKER_LOSSES = 3
-DUPLICATE_RECHECK = registry.LIVE_WINDOW
+DUPLICATE_RECHECK = CLAIM_FRESH
 DEFERRED_HEADER = "claw_deferred"
 
 
@@ -89,6 +95,7 @@ class ClawRequest(Request):
         if hard and soft and soft >= hard:
             self.time_limits = (hard, hard * self.SOFT_SHARE)
         self._claimed = False
+        self.claim_token: str | None = None
 
     def revoked(self) -> bool:
         if not self._claimed and not self._already_revoked:
@@ -96,8 +103,8 @@ class ClawRequest(Request):
             try:
                 # Per delivery: a message restored after the visibility timeout keeps
                 # its delivery tag, so the tag cannot tell the copies apart.
-                token = f"{registry.INCARNATION}|{uuid.uuid4().hex}"
-                outcome = task_index().claim(self.id, token)
+                self.claim_token = uuid.uuid4().hex
+                outcome = task_index().claim(self.id, self.claim_token)
             except redis.exceptions.RedisError as exc:
                 logger.warning("could not claim %s: %s", self.id, exc)
                 outcome = CLAIM_RUN
@@ -175,6 +182,21 @@ class BaseTaskWithRetry(Task):
             if self.request.called_directly:
                 raise
             raise self.retry(exc=exc, countdown=self.retry_countdown(exc)) from exc
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry, except that a retry it cannot publish keeps the task.
+
+        When the broker is down the new message cannot be sent and Celery drops the
+        task (Reject without requeue: FAILURE). The message is put back instead, to run
+        again once Redis is back.
+        """
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            logger.warning("retry of %s could not be published; requeued", self.request.id)
+            raise Reject(exc.reason, requeue=True) from None
 
     def retry_countdown(self, exc: BaseException) -> float:
         retry_after = getattr(exc, "retry_after", None)

@@ -35,6 +35,8 @@ def celery_config(settings: Settings) -> dict:
         # ~100 s: 10 s interval x throttle 10), sooner with a short visibility timeout.
         "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout // 4)),
         "unacked_restore_throttle": 1,
+        # The sweep's lock; a crash can leave it behind (kombu's default holds it 300 s).
+        "unacked_mutex_expire": 20,
         "health_check_interval": 15,
         "socket_keepalive": True,
     }
@@ -73,6 +75,11 @@ def celery_config(settings: Settings) -> dict:
         "result_backend": backend_url(settings.redis_url),
         "result_backend_transport_options": backend_options,
         "result_expires": settings.result_expires,
+        # A result write during a Redis outage waits for Redis to come back instead of
+        # turning a finished task into a FAILURE.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 2000,
         "result_extended": True,
         # JSON only: a pickle message is refused by every worker.
         "task_serializer": "json",

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 WORKERS_HASH = "claw:workers"
 WORKERS_SEEN = "claw:workers:seen"
 LIVE_WINDOW = 10.0
-
-# One id per start of a worker's main process, shared by its pool processes: a worker
-# restarted under the same hostname is a new incarnation, so claims of the old one lapse.
-INCARNATION = uuid.uuid4().hex
-
-
-def incarnation_key(incarnation: str) -> str:
-    return f"claw:incarnation:{incarnation}"
 
 
 def record_worker(client: Any, hostname: str, info: dict[str, Any]) -> None:
@@ -31,15 +22,11 @@ def record_worker(client: Any, hostname: str, info: dict[str, Any]) -> None:
     with client.pipeline() as pipe:
         pipe.hset(WORKERS_HASH, hostname, json.dumps({**info, "hostname": hostname}))
         pipe.zadd(WORKERS_SEEN, {hostname: now})
-        pipe.set(incarnation_key(INCARNATION), hostname, ex=int(LIVE_WINDOW))
         pipe.execute()
 
 
 def record_heartbeat(client: Any, hostname: str) -> None:
-    with client.pipeline(transaction=False) as pipe:
-        pipe.zadd(WORKERS_SEEN, {hostname: time.time()})
-        pipe.set(incarnation_key(INCARNATION), hostname, ex=int(LIVE_WINDOW))
-        pipe.execute()
+    client.zadd(WORKERS_SEEN, {hostname: time.time()})
 
 
 def record_offline(client: Any, hostname: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from celery.signals import before_task_publish, heartbeat_sent, worker_ready, worker_shutdown
+from celery.worker import state as worker_state
 
 # Imported for the Celery signal receivers they connect: our logging, WORKER_QUEUES.
 import workers.logs
@@ -34,30 +35,52 @@ def task_index() -> TaskIndex:
 
 OWNER_HEADER = "claw_owner"
 RETRIED_FROM_HEADER = "claw_retried_from"
+# Set by a publisher that wrote the task's record itself (the gateway), before publishing.
+INDEXED_HEADER = "claw_indexed"
 
 
-def publish_fields(
-    name: str, body: Any, routing_key: str | None, headers: dict, properties: dict
+def submission_fields(
+    name: str,
+    args: Any,
+    kwargs: Any,
+    *,
+    queue: str | None,
+    priority: int | None,
+    owner: str | None,
+    eta: str | None = None,
+    timelimit: Any = None,
+    retried_from: str | None = None,
 ) -> dict[str, Any]:
-    """What a publisher knows of a new task, for its index record."""
-    args, kwargs = (
-        (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
-    )
+    """A new task's index record, as its publisher knows it."""
     args_json, args_cut = capped_json(args)
     kwargs_json, kwargs_cut = capped_json(kwargs)
     return {
         "name": name,
-        "queue": routing_key,
-        "priority": properties.get("priority"),
-        "owner": headers.get(OWNER_HEADER),
-        "retried_from": headers.get(RETRIED_FROM_HEADER),
-        "eta": headers.get("eta"),
-        "timelimit": headers.get("timelimit"),
+        "queue": queue,
+        "priority": priority,
+        "owner": owner,
+        "retried_from": retried_from,
+        "eta": eta,
+        "timelimit": timelimit,
         "submitted_at": repr(time.time()),
         "args": args_json,
         "kwargs": kwargs_json,
         "args_truncated": "1" if args_cut or kwargs_cut else None,
     }
+
+
+def publish_fields(
+    name: str, body: Any, routing_key: str | None, headers: dict, properties: dict
+) -> dict[str, Any]:
+    """The record fields from a Celery message about to be published."""
+    args, kwargs = (
+        (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
+    )
+    return submission_fields(
+        name, args, kwargs, queue=routing_key, priority=properties.get("priority"),
+        owner=headers.get(OWNER_HEADER), eta=headers.get("eta"),
+        timelimit=headers.get("timelimit"), retried_from=headers.get(RETRIED_FROM_HEADER),
+    )  # fmt: skip
 
 
 @before_task_publish.connect
@@ -71,7 +94,7 @@ def _on_publish(
 ) -> None:
     headers = headers or {}
     task_id = headers.get("id")
-    if not task_id or not sender or headers.get("claw_deferred"):
+    if not task_id or not sender or headers.get("claw_deferred") or headers.get(INDEXED_HEADER):
         return  # a duplicate delivery put back to be checked later: not a new task
     retries = int(headers.get("retries") or 0)
     try:
@@ -121,6 +144,14 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 def _on_heartbeat(sender: Any = None, **_: Any) -> None:
     try:
         registry.record_heartbeat(redis_client(), sender.eventer.hostname)
+        # Claims of the tasks this worker is running stay fresh (see CLAIM_LUA).
+        task_index().refresh(
+            [
+                (request.id, request.claim_token)
+                for request in list(worker_state.active_requests)
+                if getattr(request, "claim_token", None)
+            ]
+        )
     except redis.exceptions.RedisError as exc:
         logger.warning("could not record heartbeat: %s", exc)
 

@@ -183,28 +183,40 @@ return {index, event_id}
 """
 
 # Claim a task for execution, right before a worker runs it. KEYS[1] = task hash.
-# ARGV: prefix, claim token ("<worker incarnation>|<delivery id>"). Returns one of:
+# ARGV: prefix, claim token (one per delivery), now, seconds a claim stays fresh. While a
+# worker runs the task it refreshes `claimed_at` (every heartbeat, see `refresh`), so a
+# fresh claim by another token means the task is being run right now. Returns one of:
 #   0 run it (claimed with this token, `deliveries` counted)
 #   1 cancelled before it started
 #   2 already finished (a duplicate delivery of a done task)
-#   3 claimed by another delivery whose worker incarnation is alive: a duplicate, e.g.
-#     Redis redelivered an unacknowledged message after the visibility timeout (ETA
-#     tasks waiting longer than it, or long tasks) to this or another worker
+#   3 another delivery holds a fresh claim: a duplicate, e.g. Redis redelivered an
+#     unacknowledged message after the visibility timeout (ETA tasks waiting longer
+#     than it, long tasks) to this or another worker
+# A claim goes stale when its worker died or forgot the message (its consumer was reset
+# by a broker outage); then this delivery runs the task.
 CLAIM_LUA = """
-local r = redis.call('HMGET', KEYS[1], 'cancel_requested', 'state', 'claimed_by')
+local r = redis.call('HMGET', KEYS[1], 'cancel_requested', 'state', 'claimed_by', 'claimed_at')
 if r[1] == '1' then return 1 end
 if r[2] == 'SUCCESS' or r[2] == 'FAILURE' or r[2] == 'REVOKED' then return 2 end
-local token = ARGV[2]
-if r[3] and r[3] ~= '' and r[3] ~= token then
-  local holder = string.match(r[3], '^([^|]*)|')
-  if holder and redis.call('EXISTS', ARGV[1] .. 'incarnation:' .. holder) == 1 then return 3 end
+local token, now, fresh = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if r[3] and r[3] ~= '' and r[3] ~= token and (tonumber(r[4]) or 0) > now - fresh then
+  return 3
 end
 -- Also for a task no publisher recorded (a foreign client): its record starts here.
-redis.call('HSET', KEYS[1], 'claimed', '1', 'claimed_by', token)
+redis.call('HSET', KEYS[1], 'claimed', '1', 'claimed_by', token, 'claimed_at', now)
 redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 return 0
 """
+
+# Keep a running task's claim fresh. KEYS[1] = task hash; ARGV: token, now.
+REFRESH_LUA = """
+if redis.call('HGET', KEYS[1], 'claimed_by') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'claimed_at', ARGV[2])
+end
+return 0
+"""
 CLAIM_RUN, CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE = 0, 1, 2, 3
+CLAIM_FRESH = 10.0
 
 # Prune records whose expiry passed. ARGV: prefix, now, batch. Returns how many went.
 PRUNE_LUA = """
@@ -275,6 +287,7 @@ class TaskIndex:
         self.ttl = ttl
         self._record = client.register_script(RECORD_LUA)
         self._claim = client.register_script(CLAIM_LUA)
+        self._refresh = client.register_script(REFRESH_LUA)
         self._feed = client.register_script(FEED_LUA)
         self._prune = client.register_script(PRUNE_LUA)
 
@@ -309,9 +322,20 @@ class TaskIndex:
         )
         return int(index), event_id
 
-    def claim(self, task_id: str, token: str) -> int:
+    def claim(self, task_id: str, token: str, fresh_for: float = CLAIM_FRESH) -> int:
         """Take the task for one delivery right before running it; see CLAIM_LUA."""
-        return int(self._claim(keys=[task_key(task_id)], args=[PREFIX, token]))
+        args = [PREFIX, token, time.time(), fresh_for]
+        return int(self._claim(keys=[task_key(task_id)], args=args))
+
+    def refresh(self, claims: list[tuple[str, str]]) -> None:
+        """Keep the claims (task id, token) of running tasks fresh."""
+        if not claims:
+            return
+        now = time.time()
+        with self.client.pipeline(transaction=False) as pipe:
+            for task_id, token in claims:
+                self._refresh(keys=[task_key(task_id)], args=[token, now], client=pipe)
+            pipe.execute()
 
     def release(self, task_id: str) -> None:
         """Let any worker run the task again (its worker process died mid-run)."""

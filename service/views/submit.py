@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -26,8 +27,10 @@ from service.schemas_tasks import (
 )
 from service.views.tasks import status_body
 from workers import queues
-from workers.signals import OWNER_HEADER
-from workers.task_index import TERMINAL_STATES
+from workers.priority import DEFAULT_PRIORITY
+from workers.queues import TASK_QUEUES
+from workers.signals import INDEXED_HEADER, OWNER_HEADER, submission_fields
+from workers.task_index import TERMINAL_STATES, task_key
 
 OPTIONS = ("priority", "countdown", "eta")
 IDEMPOTENCY_TTL = 24 * 3600
@@ -71,14 +74,35 @@ async def submit(
                 SubmitResponse().dump(body), status=202, headers={"Idempotent-Replayed": "true"}
             )
     publisher = request.app[publisher_key]
+    store = request.app[task_store_key]
+
+    if options["eta"] is not None and options["eta"] <= datetime.now(UTC):
+        raise BadRequest("eta is in the past", details={"eta": ["must be in the future"]})
 
     async def publish() -> None:
+        # The record first: when Redis cannot take it (down, out of memory) the task is
+        # refused before anything reaches a queue, and no accepted task lacks a record.
+        await store.record(
+            task_id, "PENDING", event={"priority": options["priority"]},
+            **submission_fields(
+                task_name, [], data, queue=TASK_QUEUES.get(task_name),
+                priority=DEFAULT_PRIORITY if options["priority"] is None else options["priority"],
+                owner=principal.owner, eta=_eta_text(options),
+            ),
+        )  # fmt: skip
         try:
-            await publisher.publish(
-                task_name, data, task_id=task_id, headers={OWNER_HEADER: principal.owner},
-                **options,
-            )  # fmt: skip
+            headers = {OWNER_HEADER: principal.owner, INDEXED_HEADER: "1"}
+            await publisher.publish(task_name, data, task_id=task_id, headers=headers, **options)
         except Exception:
+            # The client is told it failed: should the message have reached Redis
+            # anyway, the cancel keeps it from running.
+            with contextlib.suppress(Exception):
+                await store.client.hset(task_key(task_id), "cancel_requested", "1")
+                error = {"type": "NotAccepted", "message": "the broker did not take the task"}
+                await store.record(
+                    task_id, "REVOKED", event={"error": error},
+                    error_type=error["type"], error_message=error["message"],
+                )  # fmt: skip
             if idem_key is not None:
                 with contextlib.suppress(Exception):
                     await request.app[redis_key].delete(idem_key)
@@ -101,6 +125,14 @@ async def submit(
             return web.json_response(body, status=200)
     body = {"task_id": task_id, "status": "PENDING", "message": message}
     return web.json_response(SubmitResponse().dump(body), status=202)
+
+
+def _eta_text(options: dict[str, Any]) -> str | None:
+    if options.get("eta") is not None:
+        return options["eta"].isoformat()
+    if options.get("countdown"):
+        return (datetime.now(UTC) + timedelta(seconds=options["countdown"])).isoformat()
+    return None
 
 
 def check_notification_recipient(principal: Principal, data: dict[str, Any]) -> None:

@@ -79,6 +79,8 @@ class FaultStack:
         self.ledger_server.start()
         self.env.update({LEDGER_ENV: self.ledger_server.url, "INBOX_MAX": "1000000"})
         self.env.setdefault("TASK_RECOVERY_GRACE", "8")
+        # Tasks that hit an outage retry after 2 s, 4 s... instead of 1, 2... minutes.
+        self.env.setdefault("RETRY_BACKOFF_BASE", "2")
         self.queues, self.concurrency = queues, concurrency
         self.gateway = start_gateway(self.broker.url, self.logs, env=self.env)
         for _ in range(workers):
@@ -128,6 +130,15 @@ class FaultStack:
                 self.workers.remove(worker)
                 self.add_worker()
 
+    def restart_broker_killed(self) -> float:
+        """kill -9 the broker Redis; returns when it was killed."""
+        self.broker.kill()
+        return time.time()
+
+    def start_broker_again(self) -> None:
+        """Start the broker on the same port and data (its append-only file)."""
+        self.broker.start()
+
     def run_recovery(self) -> None:
         """What Beat does every minute: send `recover_lost_tasks` (here more often)."""
         from workers.celery_app import create_celery_app
@@ -141,8 +152,13 @@ class FaultStack:
 
     # --- submissions -----------------------------------------------------------------
 
-    async def submit(self, n: int, parallel: int = 20, **extra: Any) -> tuple[list[str], Counter]:
-        """POST n in-app notifications; returns the accepted task ids and status counts."""
+    async def submit(
+        self, n: int, parallel: int = 20, answers: list | None = None, **extra: Any
+    ) -> tuple[list[str], Counter]:
+        """POST n in-app notifications; returns the accepted task ids and status counts.
+
+        `answers`, when given, receives (status, seconds, Retry-After) for every request.
+        """
         assert self.gateway is not None
         accepted: list[str] = []
         statuses: Counter = Counter()
@@ -155,13 +171,17 @@ class FaultStack:
                 i = queue.get_nowait()
                 body = {"channel": "in_app", "recipient": INBOX_USER,
                         "message": f"fault test {i}", **extra}  # fmt: skip
+                started = time.monotonic()
                 try:
                     async with http.post(f"{self.gateway.base_url}{SEND}", json=body) as resp:
                         statuses[resp.status] += 1
                         if resp.status == 202:
                             accepted.append((await resp.json())["task_id"])
-                except aiohttp.ClientError:
-                    statuses["connection error"] += 1
+                        if answers is not None:
+                            answers.append((resp.status, time.monotonic() - started,
+                                            resp.headers.get("Retry-After")))  # fmt: skip
+                except (aiohttp.ClientError, TimeoutError):
+                    statuses["no answer"] += 1
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             await asyncio.gather(*(one(http) for _ in range(parallel)))
@@ -191,7 +211,11 @@ class FaultStack:
     def diagnose(self, accepted: list[str], sample: int = 5) -> str:
         """Why tasks have not finished: their index records and where their messages are."""
         ledger, client = self.ledger, self.client
-        stuck = [t for t in accepted if not ledger.exists(f"ends:{t}")]
+        stuck = [
+            t for t in accepted
+            if '"SUCCESS"' not in "".join(ledger.lrange(f"ends:{t}", 0, -1))
+            and client.hget(f"claw:task:{t}", "state") != "SUCCESS"
+        ]  # fmt: skip
         unacked = client.hgetall("unacked") or {}
         in_unacked = {json.loads(v)[0]["headers"]["id"] for v in unacked.values()}
         queued = set()
@@ -201,7 +225,8 @@ class FaultStack:
         lines = [f"{len(stuck)} of {len(accepted)} not finished; {len(unacked)} unacked"]
         for task_id in stuck[:sample]:
             record = client.hgetall(f"claw:task:{task_id}")
-            keep = {k: record.get(k) for k in ("state", "deliveries", "claimed_by", "worker")}
+            keep = {k: record.get(k) for k in ("state", "deliveries", "claimed_by", "worker",
+                                               "error_type", "eta")}  # fmt: skip
             attempts = ledger.llen(f"attempts:{task_id}")
             lines.append(
                 f"  {task_id}: {keep} attempts={attempts} unacked={task_id in in_unacked} "
