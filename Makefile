@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format typecheck clean venv browser audit lock
+.PHONY: run test test-faults lint format typecheck clean venv browser audit lock
 
 venv: $(STAMP)
 
@@ -20,7 +20,11 @@ run: $(STAMP)
 
 ## test: lint, then the whole suite against real Redis, workers and gateway
 test: $(STAMP) lint browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/faults $(PYTEST_ARGS)
+
+## test-faults: kills, outages, poison, memory pressure, 1,000 websockets; prints a table each
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -s -p no:cacheprovider tests/faults tests/deploy/test_beat.py $(PYTEST_ARGS)
 
 ## browser: Debian's Chromium for the UI test, installed when missing and running as root
 browser:
@@ -45,8 +49,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check service workers tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff format service workers tests
-	$(BIN)/ruff check --fix service workers tests
+	$(BIN)/ruff format service workers tests bench
+	$(BIN)/ruff check --fix service workers tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy service workers

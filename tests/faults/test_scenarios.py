@@ -259,3 +259,92 @@ def test_workers_warn_at_start_when_redis_may_evict(tmp_path, log_dir):
             worker.stop()
     finally:
         server.stop()
+
+
+async def test_live_feed_1000_clients_with_50_stalled(tmp_path, log_dir, redis_url):
+    """9. 1,000 websocket clients, 50 of them stalled: the rest keep receiving, memory
+    stays bounded, and the dead ones are dropped within two heartbeat intervals."""
+    from tests.service.test_live_feed import stalled_socket
+    from tests.support.processes import start_gateway, start_worker
+    from workers.celery_app import celery_app
+
+    heartbeat = 1.0
+    gateway = await asyncio.to_thread(
+        start_gateway, redis_url, log_dir,
+        env={"WS_HEARTBEAT": str(heartbeat), "WS_BUFFER": "200", "WS_STATS_INTERVAL": "60"},
+    )  # fmt: skip
+    worker = await asyncio.to_thread(
+        start_worker, redis_url, log_dir, queues="tests_fanout", concurrency=1, name="fanout"
+    )
+    url = f"{gateway.base_url}/api/v1/tasks/ws?queues=tests_fanout"
+    try:
+        connector = aiohttp.TCPConnector(limit=0)  # no cap on open websockets
+        async with aiohttp.ClientSession(connector=connector) as http:
+            clients: list = []
+            counts: list[int] = []
+            readers = []
+
+            async def read(i, ws):
+                # Reading also answers the gateway's pings.
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT and '"type": "chunk"' in msg.data:
+                        counts[i] += 1
+
+            for _ in range(0, 950, 50):  # connect in batches, each client reading at once
+                for ws in await asyncio.gather(*(http.ws_connect(url) for _ in range(50))):
+                    counts.append(0)
+                    readers.append(asyncio.create_task(read(len(clients), ws)))
+                    clients.append(ws)
+            stalled = [stalled_socket(gateway) for _ in range(50)]
+            rss_before = rss_mb(gateway.pid)
+
+            chunks = 100
+            task = celery_app.send_task("tests.stream", args=[chunks], queue="tests_fanout")
+            started = time.monotonic()
+            await async_wait_until(
+                lambda: asyncio.sleep(0, min(counts) == chunks), 60, 0.2,
+                "every live client to get every chunk",
+            )  # fmt: skip
+            delivered_in = time.monotonic() - started
+            rss_after = rss_mb(gateway.pid)
+
+            async def clients_now():
+                async with http.get(f"{gateway.base_url}/metrics") as resp:
+                    for line in (await resp.text()).splitlines():
+                        if line.startswith("claw_websocket_clients "):
+                            return float(line.split()[1])
+                return None
+
+            dropped_from = time.monotonic()
+            await async_wait_until(
+                lambda: _eq(clients_now(), len(clients)), 2 * heartbeat + 3, 0.1,
+                "stalled clients dropped",
+            )  # fmt: skip
+            dropped_in = time.monotonic() - dropped_from
+            print(
+                f"== live feed: {len(clients)} clients + {len(stalled)} stalled ==\n"
+                f"every chunk to every live client  {delivered_in:.1f}s\n"
+                f"gateway RSS  {rss_before:.0f} MB -> {rss_after:.0f} MB\n"
+                f"stalled dropped within  {dropped_in:.1f}s after the burst"
+            )
+            assert task.get(timeout=30) == {"chunks": chunks}
+            assert rss_after - rss_before < 100
+            for reader in readers:
+                reader.cancel()
+            for sock in stalled:
+                sock.close()
+            await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
+    finally:
+        await asyncio.to_thread(worker.stop)
+        await asyncio.to_thread(gateway.stop)
+
+
+async def _eq(awaitable, value) -> bool:
+    return await awaitable == value
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
