@@ -285,6 +285,8 @@ class FeedHub:
         except (KeyError, ValueError):
             return None
         event["id"] = entry_id
+        event.setdefault("task_id", None)
+        event.setdefault("state", None)
         task_id = event.get("task_id")
         if task_id and "owner" not in event:
             event["owner"] = await self._owner_of(task_id)

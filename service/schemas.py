@@ -6,6 +6,9 @@ Field names from the source document (`task_id`, `status`, `result`, `error`,
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from workers.priority import MAX_PRIORITY, MIN_PRIORITY
@@ -13,6 +16,14 @@ from workers.queues import QUEUES
 from workers.task_index import STATES
 
 MAX_WAIT = 60
+
+S = TypeVar("S", bound="Schema")
+
+
+@functools.cache
+def shared(schema_class: type[S]) -> S:
+    """One instance per schema class: building a schema costs more than using it."""
+    return schema_class()
 
 
 class StrictSchema(Schema):

@@ -12,6 +12,7 @@ from aiohttp import web
 from service.errors import ApiError, ServiceUnavailable
 from service.keys import executor_key, settings_key
 from service.requests import load_query
+from service.schemas import shared
 from service.schemas_tasks import KnowledgeSearchQuery, KnowledgeSearchResponse
 from workers.settings import Settings
 
@@ -30,7 +31,7 @@ def _search(settings: Settings, kb_id: str, query: str, k: int) -> list[dict[str
 
 
 async def knowledge_search(request: web.Request) -> web.Response:
-    params = load_query(request, KnowledgeSearchQuery())
+    params = load_query(request, shared(KnowledgeSearchQuery))
     kb_id = request.match_info["kb_id"]
     from workers.base import PermanentError, TransientError
 
@@ -42,7 +43,7 @@ async def knowledge_search(request: web.Request) -> web.Response:
         raise ServiceUnavailable(f"search unavailable: {exc}") from None
     except PermanentError as exc:
         raise UpstreamRefused(str(exc)) from None
-    body = KnowledgeSearchResponse().dump(
+    body = shared(KnowledgeSearchResponse).dump(
         {"kb_id": kb_id, "query": params["q"], "k": params["k"], "results": results}
     )
     return web.json_response(body)

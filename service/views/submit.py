@@ -18,7 +18,7 @@ from service.errors import BadRequest, Forbidden
 from service.keys import publisher_key, redis_key, settings_key, task_store_key, waiter_key
 from service.middlewares import principal_of
 from service.requests import load_json, load_query
-from service.schemas import AiGenerateRequest, SubmitResponse, WaitQuery
+from service.schemas import AiGenerateRequest, SubmitResponse, WaitQuery, shared
 from service.schemas_tasks import (
     DeleteVectorsRequest,
     SendNotificationRequest,
@@ -43,11 +43,11 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
     """A handler that submits `task_name` with the body validated by `schema`."""
 
     async def handler(request: web.Request) -> web.Response:
-        wait = load_query(request, WaitQuery())["wait"]
+        wait = load_query(request, shared(WaitQuery))["wait"]
         if schema is SendNotificationRequest:
             body_schema: Schema = schema(settings=request.app[settings_key])
         else:
-            body_schema = schema()
+            body_schema = shared(schema)
         data = await load_json(request, body_schema)
         if task_name == queues.SEND_NOTIFICATION:
             check_notification_recipient(principal_of(request), data)
@@ -71,7 +71,9 @@ async def submit(
             existing = await client.get(idem_key)
             body = {"task_id": existing, "status": "PENDING", "message": "already submitted"}
             return web.json_response(
-                SubmitResponse().dump(body), status=202, headers={"Idempotent-Replayed": "true"}
+                shared(SubmitResponse).dump(body),
+                status=202,
+                headers={"Idempotent-Replayed": "true"},
             )
     publisher = request.app[publisher_key]
     store = request.app[task_store_key]
@@ -111,7 +113,7 @@ async def submit(
     if not wait:
         await publish()
         body = {"task_id": task_id, "status": "PENDING", "message": message}
-        return web.json_response(SubmitResponse().dump(body), status=202)
+        return web.json_response(shared(SubmitResponse).dump(body), status=202)
 
     # Subscribe before publishing so a fast task cannot finish unseen.
     async with request.app[waiter_key].watch(task_id) as finished:
@@ -124,7 +126,7 @@ async def submit(
         if body["status"] in TERMINAL_STATES:
             return web.json_response(body, status=200)
     body = {"task_id": task_id, "status": "PENDING", "message": message}
-    return web.json_response(SubmitResponse().dump(body), status=202)
+    return web.json_response(shared(SubmitResponse).dump(body), status=202)
 
 
 def _eta_text(options: dict[str, Any]) -> str | None:

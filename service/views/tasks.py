@@ -23,9 +23,9 @@ from service.schemas import (
     RetryResponse,
     StatsResponse,
     TaskListQuery,
-    TaskListResponse,
     TaskStatusResponse,
     TaskSummary,
+    shared,
 )
 from service.task_store import ListQuery, TaskStore
 from workers import registry
@@ -36,6 +36,7 @@ from workers.task_index import TERMINAL_STATES, task_key
 
 logger = logging.getLogger(__name__)
 HEALTH_REPORT_KEY = "claw:health:report"
+TASK_SUMMARIES = TaskSummary(many=True)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -63,7 +64,7 @@ def status_body(record: dict[str, Any], meta: dict | None, principal: Principal)
     body["date_done"] = (meta or {}).get("date_done") or _iso(record.get("finished_at"))
     if not principal.is_admin:
         body.pop("traceback", None)
-    return TaskStatusResponse().dump(body)
+    return shared(TaskStatusResponse).dump(body)
 
 
 async def visible_task(request: web.Request, task_id: str) -> dict[str, Any]:
@@ -87,7 +88,7 @@ async def task_status(request: web.Request) -> web.Response:
 
 
 async def task_list(request: web.Request) -> web.Response:
-    query = load_query(request, TaskListQuery())
+    query = load_query(request, shared(TaskListQuery))
     principal = principal_of(request)
     owner = query["owner"] if principal.is_admin else principal.owner
     page = await request.app[task_store_key].list(
@@ -96,9 +97,10 @@ async def task_list(request: web.Request) -> web.Response:
             queue=query["queue"], name=query["name"], owner=owner,
         )
     )  # fmt: skip
-    tasks = TaskSummary(many=True).dump([summarize(t) for t in page.tasks])
+    # Dumped once, item by item (the shape TaskListResponse documents).
+    tasks = TASK_SUMMARIES.dump([summarize(t) for t in page.tasks])
     body = {"tasks": tasks, "count": len(tasks), "next_cursor": page.next_cursor}
-    return web.json_response(TaskListResponse().dump(body))
+    return web.json_response(body)
 
 
 async def compute_stats(app: web.Application, owner: str | None) -> dict[str, Any]:
@@ -123,7 +125,7 @@ async def compute_stats(app: web.Application, owner: str | None) -> dict[str, An
         "queues": depths,
         "tasks_per_minute": per_minute,
     }
-    return StatsResponse().dump(body)
+    return shared(StatsResponse).dump(body)
 
 
 async def task_stats(request: web.Request) -> web.Response:
@@ -134,7 +136,7 @@ async def task_stats(request: web.Request) -> web.Response:
 
 async def task_cancel(request: web.Request) -> web.Response:
     task_id = request.match_info["task_id"]
-    query = load_query(request, CancelQuery())
+    query = load_query(request, shared(CancelQuery))
     principal = principal_of(request)
     record = await visible_task(request, task_id)
     store: TaskStore = request.app[task_store_key]
@@ -148,7 +150,7 @@ async def task_cancel(request: web.Request) -> web.Response:
             raise Forbidden("only admins may terminate a running task")
         await _broadcast_revoke(request, task_id, terminate=True)
         body = {"task_id": task_id, "status": "REVOKING", "message": "termination requested"}
-        return web.json_response(CancelResponse().dump(body), status=202)
+        return web.json_response(shared(CancelResponse).dump(body), status=202)
     if outcome == "MISSING":
         raise NotFound("no such task")
     error = {"type": "Cancelled", "message": f"cancelled by {principal.owner}"}
@@ -161,7 +163,7 @@ async def task_cancel(request: web.Request) -> web.Response:
     await _broadcast_revoke(request, task_id, terminate=False)
     previous = record.get("state")
     body = {"task_id": task_id, "status": "REVOKED", "message": f"cancelled while {previous}"}
-    return web.json_response(CancelResponse().dump(body))
+    return web.json_response(shared(CancelResponse).dump(body))
 
 
 async def _broadcast_revoke(request: web.Request, task_id: str, *, terminate: bool) -> None:
@@ -207,7 +209,7 @@ async def task_retry(request: web.Request) -> web.Response:
         raise
     body = {"task_id": new_id, "retried_from": task_id, "status": "PENDING",
             "message": "task submitted again"}  # fmt: skip
-    return web.json_response(RetryResponse().dump(body), status=202)
+    return web.json_response(shared(RetryResponse).dump(body), status=202)
 
 
 async def health_report(request: web.Request) -> web.Response:

@@ -13,7 +13,13 @@ from service.errors import Forbidden, NotFound, ServiceUnavailable
 from service.keys import celery_key, executor_key, redis_key
 from service.middlewares import principal_of
 from service.requests import load_json, load_query
-from service.schemas import PoolRestartQuery, WorkerControlResponse, WorkersResponse, WorkerTarget
+from service.schemas import (
+    PoolRestartQuery,
+    WorkerControlResponse,
+    WorkersResponse,
+    WorkerTarget,
+    shared,
+)
 from workers import registry
 
 INSPECT_TIMEOUT = 1.0
@@ -80,7 +86,7 @@ async def list_workers(request: web.Request) -> web.Response:
             }
         )
     body = {"workers": workers, "count": len(workers)}
-    return web.json_response(WorkersResponse().dump(body))
+    return web.json_response(shared(WorkersResponse).dump(body))
 
 
 async def _known_worker(request: web.Request, name: str) -> None:
@@ -91,7 +97,7 @@ async def _known_worker(request: web.Request, name: str) -> None:
 
 async def pool_restart(request: web.Request) -> web.Response:
     require_admin(request)
-    name = load_query(request, PoolRestartQuery())["worker_name"]
+    name = load_query(request, shared(PoolRestartQuery))["worker_name"]
     await _known_worker(request, name)
     control = request.app[celery_key].control
     replies = await _blocking(
@@ -121,7 +127,7 @@ async def shutdown(request: web.Request) -> web.Response:
             raise NotFound(f"no worker named {names[0]}")
     if not names:
         # An empty destination list means "every worker" to Celery: never send it.
-        body = WorkerControlResponse().dump({"action": "shutdown", "replies": {}})
+        body = shared(WorkerControlResponse).dump({"action": "shutdown", "replies": {}})
         return web.json_response(body)
     control = request.app[celery_key].control
     await _blocking(request, lambda: control.broadcast("shutdown", destination=names))
@@ -137,15 +143,15 @@ async def shutdown(request: web.Request) -> web.Response:
         await asyncio.sleep(0.1)
         done = await stopped()
     replies = {n: {"ok": "stopped" if n in done else "stopping"} for n in names}
-    body = WorkerControlResponse().dump({"action": "shutdown", "replies": replies})
+    body = shared(WorkerControlResponse).dump({"action": "shutdown", "replies": replies})
     return web.json_response(body, status=200 if len(done) == len(names) else 202)
 
 
 async def _target(request: web.Request) -> dict[str, Any]:
     """The worker named in the query or in a JSON body."""
     if request.query:
-        return load_query(request, WorkerTarget())
-    return await load_json(request, WorkerTarget())
+        return load_query(request, shared(WorkerTarget))
+    return await load_json(request, shared(WorkerTarget))
 
 
 def _control_response(action: str, replies: list[dict] | None) -> web.Response:
@@ -153,7 +159,7 @@ def _control_response(action: str, replies: list[dict] | None) -> web.Response:
     for reply in replies or []:
         merged.update(reply)
     status = 200 if merged else 504
-    body = WorkerControlResponse().dump({"action": action, "replies": merged})
+    body = shared(WorkerControlResponse).dump({"action": action, "replies": merged})
     if not merged:
         body["error"] = "no worker replied in time"
     return web.json_response(body, status=status)
