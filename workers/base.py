@@ -198,13 +198,17 @@ class BaseTaskWithRetry(Task):
             logger.warning("retry of %s could not be published; requeued", self.request.id)
             raise Reject(exc.reason, requeue=True) from None
 
+    def failed_attempts(self) -> int:
+        """Retries caused by failures so far: the exponent of the next backoff."""
+        return int(self.request.retries or 0)
+
     def retry_countdown(self, exc: BaseException) -> float:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return float(retry_after)
         settings = get_settings()
         return backoff_seconds(
-            self.request.retries,
+            self.failed_attempts(),
             base=settings.retry_backoff_base,
             maximum=settings.retry_backoff_max,
             jitter=settings.retry_jitter,

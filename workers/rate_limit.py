@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from workers.base import BaseTaskWithRetry, backoff_seconds
+from workers.base import BaseTaskWithRetry
 from workers.settings import get_settings
 
 PREFIX = "claw:ratelimit:"
@@ -125,17 +125,9 @@ class GloballyRateLimitedTask(BaseTaskWithRetry):
             max_retries = self.max_retries + self.deferrals()
         return super().retry(*args, max_retries=max_retries, **kwargs)
 
-    def retry_countdown(self, exc: BaseException) -> float:
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return float(retry_after)
-        settings = get_settings()
-        return backoff_seconds(
-            max(0, self.request.retries - self.deferrals()),
-            base=settings.retry_backoff_base,
-            maximum=settings.retry_backoff_max,
-            jitter=settings.retry_jitter,
-        )
+    def failed_attempts(self) -> int:
+        # Deferrals by the rate limiter are retries too, but not failures.
+        return max(0, super().failed_attempts() - self.deferrals())
 
     @staticmethod
     def _redis() -> Any:
