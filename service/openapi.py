@@ -65,6 +65,11 @@ def _operation(route: Route) -> dict[str, Any]:
         "; a request line or header longer than 8 KiB is refused in plain text"
     )
     op["responses"]["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
+    for code, text in route.extra.get("responses", {}).items():
+        op["responses"][code] = {
+            "description": text,
+            "content": {"application/json": {"schema": ErrorResponse}},
+        }
     if not route.public:
         op["security"] = [{"bearer": []}]
     return op

@@ -77,7 +77,8 @@ ROUTES: list[Route] = [
           "A single-use ticket to open the websocket from a browser", tags=("live",)),
     # Session (web UI)
     Route("POST", "/api/v1/session", session.login, "Log in with an API key (sets a cookie)",
-          body=session.LoginRequest, tags=("session",), public=True),
+          body=session.LoginRequest, tags=("session",), public=True,
+          extra={"responses": {"401": "the API key is not known"}}),
     Route("GET", "/api/v1/session", session.whoami, "The logged-in principal",
           tags=("session",)),
     Route("DELETE", "/api/v1/session", session.logout, "Log out", tags=("session",)),

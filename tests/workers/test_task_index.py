@@ -76,14 +76,23 @@ def test_a_worker_update_before_the_publish_record_keeps_the_later_state(index) 
     assert counts(index, owner="bob") == {"STARTED": 1}
 
 
-def test_claim_is_refused_after_a_cancel(index) -> None:
-    tid, other = new_id(), new_id()
-    index.record(tid, "PENDING", 0, name="t")
-    index.record(other, "PENDING", 0, name="t")
-    index.client.hset(task_key(tid), "cancel_requested", "1")
-    assert index.claim(tid) is False
-    assert index.claim(other) is True
-    assert index.client.hget(task_key(other), "claimed") == "1"
+def test_claims_refuse_cancelled_finished_and_freshly_held_tasks(index) -> None:
+    from workers.task_index import CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE, CLAIM_RUN
+
+    cancelled, done, held = new_id(), new_id(), new_id()
+    for tid in (cancelled, done, held):
+        index.record(tid, "PENDING", 0, name="t")
+    index.client.hset(task_key(cancelled), "cancel_requested", "1")
+    index.record(done, "SUCCESS", 0)
+    assert index.claim(cancelled, "a") == CLAIM_CANCELLED
+    assert index.claim(done, "a") == CLAIM_DONE
+    assert index.claim(held, "first") == CLAIM_RUN
+    assert index.claim(held, "first") == CLAIM_RUN  # the same delivery asking again
+    assert index.claim(held, "second") == CLAIM_DUPLICATE
+    # a claim nobody refreshed goes stale: the other delivery may run it then
+    assert index.claim(held, "second", fresh_for=0) == CLAIM_RUN
+    assert index.client.hget(task_key(held), "claimed_by") == "second"
+    assert index.client.hget(task_key(held), "deliveries") == "3"
 
 
 def test_prune_removes_records_and_every_index_entry(index) -> None:
