@@ -58,8 +58,6 @@ def main() -> None:
         access_log=None,
         print=lambda msg: logger.info(msg.strip()),
         shutdown_timeout=10,
-        # A 2,000-character search query in non-Latin script is ~24 KB of URL.
-        handler_args={"max_line_size": 64 * 1024, "max_field_size": 64 * 1024},
     )
 
 
