@@ -31,6 +31,7 @@ from workers.task_index import index_key, task_key
 logger = logging.getLogger(__name__)
 
 UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
 SCAN_OLDEST = 500
 # Above this many waiting messages a queue is not searched: a task in it is more likely
 # waiting its turn than lost, and the search would cost too much.
@@ -87,7 +88,12 @@ def find_lost(client: Any, now: float, grace: float) -> list[dict[str, Any]]:
         candidates.append({"task_id": task_id, **record})
     if not candidates:
         return []
-    in_flight = _ids_in(list(client.hvals(UNACKED_KEY)))
+    # Held by a worker: in kombu's unacknowledged hash *and* its index, which the sweep
+    # that gives messages of dead workers back reads. An entry missing from the index (a
+    # crash between kombu's two writes) would never come back on its own.
+    indexed = set(client.zrange(UNACKED_INDEX_KEY, 0, -1))
+    unacked = client.hgetall(UNACKED_KEY)
+    in_flight = _ids_in([raw for tag, raw in unacked.items() if tag in indexed])
     queued: dict[str, set[str] | None] = {}
     lost = []
     for record in candidates:

@@ -163,13 +163,17 @@ async def test_redis_killed_and_restarted_loses_no_accepted_task(stacks):
     await asyncio.to_thread(stack.start_broker_again)
     restarted_at = time.time()
     accepted, statuses = await streaming
-    await finish(stack, accepted, 60)
-    resumed_in = time.time() - restarted_at
+    # Messages a worker held when Redis died come back after the visibility timeout.
+    await finish(stack, accepted, 120)
+    all_done_in = time.time() - restarted_at
+    later = [json.loads(a)["start"] for t in accepted[-50:]
+             for a in stack.ledger.lrange(f"attempts:{t}", 0, -1)]  # fmt: skip
+    resumed_in = min((t for t in later if t > restarted_at), default=float("inf")) - restarted_at
     verdict = stack.verdict(accepted)
     outage = [a for a in answers if a[0] != 202]
     print(verdict.table(
         f"Redis kill -9 at +{killed_at - restarted_at:.1f}s, restarted; answers {dict(statuses)}; "
-        f"all done {resumed_in:.1f}s after restart"
+        f"work resumed {resumed_in:.1f}s and all done {all_done_in:.1f}s after restart"
     ))  # fmt: skip
     assert set(statuses) <= {202, 503}, statuses
     assert all(a[2] for a in outage), "every 503 carries Retry-After"
@@ -317,7 +321,9 @@ async def test_live_feed_1000_clients_with_50_stalled(tmp_path, log_dir, redis_u
 
             dropped_from = time.monotonic()
             await async_wait_until(
-                lambda: _eq(clients_now(), len(clients)), 2 * heartbeat + 3, 0.1,
+                # Two heartbeats, plus slack for a loaded CI machine; the table shows the
+                # time it took.
+                lambda: _eq(clients_now(), len(clients)), 2 * heartbeat + 13, 0.1,
                 "stalled clients dropped",
             )  # fmt: skip
             dropped_in = time.monotonic() - dropped_from
