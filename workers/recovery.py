@@ -36,7 +36,8 @@ SCAN_OLDEST = 500
 # Above this many waiting messages a queue is not searched: a task in it is more likely
 # waiting its turn than lost, and the search would cost too much.
 MAX_SEARCHED_DEPTH = 20_000
-FIELDS = ("state", "claimed", "submitted_at", "updated_at", "eta", "name", "queue",
+FIELDS = ("state", "claimed", "claimed_at", "recovered_at", "submitted_at", "updated_at", "eta",
+          "name", "queue",
           "priority", "args", "kwargs", "owner", "timelimit", "args_truncated")  # fmt: skip
 UNFINISHED = ("PENDING", "STARTED", "RETRY")
 
@@ -80,7 +81,20 @@ def find_lost(client: Any, now: float, grace: float) -> list[dict[str, Any]]:
         rows = pipe.execute()
     for task_id, row in zip(oldest, rows, strict=True):
         record = dict(zip(FIELDS, row, strict=True))
-        if record["state"] not in UNFINISHED or record["claimed"] == "1" or not record["name"]:
+        if record["state"] not in UNFINISHED or not record["name"]:
+            continue
+        if float(record["recovered_at"] or 0) > now - grace:
+            continue  # republished a moment ago
+        # A claim is taken right before the pool runs the task, so one that never led to
+        # STARTED within the grace period belongs to a delivery its worker dropped (its
+        # consumer was reset by a broker outage): the message may sit in `unacked` for
+        # good. Such a task counts as lost wherever its message is.
+        stuck_claim = (
+            record["claimed"] == "1" and record["state"] == "PENDING"
+            and float(record["claimed_at"] or now) < now - grace
+        )  # fmt: skip
+        record["stuck_claim"] = stuck_claim
+        if record["claimed"] == "1" and not stuck_claim:
             continue
         last_change = max(float(record["submitted_at"] or now), float(record["updated_at"] or 0))
         if last_change > now - grace or not _eta_passed(record["eta"], now - grace):
@@ -97,6 +111,9 @@ def find_lost(client: Any, now: float, grace: float) -> list[dict[str, Any]]:
     queued: dict[str, set[str] | None] = {}
     lost = []
     for record in candidates:
+        if record["stuck_claim"]:
+            lost.append(record)
+            continue
         if record["task_id"] in in_flight:
             continue
         queue = record["queue"] or "default"
