@@ -67,7 +67,9 @@ def _eta_passed(eta: str | None, now: float) -> bool:
         return True
 
 
-def find_lost(client: Any, now: float, grace: float) -> list[dict[str, Any]]:
+def find_lost(
+    client: Any, now: float, grace: float, visibility: float = 3600.0
+) -> list[dict[str, Any]]:
     """Records of unfinished, unclaimed tasks whose message is nowhere in Redis."""
     oldest = [
         task_id
@@ -105,9 +107,11 @@ def find_lost(client: Any, now: float, grace: float) -> list[dict[str, Any]]:
     # Held by a worker: in kombu's unacknowledged hash *and* its index, which the sweep
     # that gives messages of dead workers back reads. An entry missing from the index (a
     # crash between kombu's two writes) would never come back on its own.
-    indexed = set(client.zrange(UNACKED_INDEX_KEY, 0, -1))
+    # An entry older than the visibility timeout (plus grace) should have been given back
+    # by that sweep already; one still there is stranded too.
+    recent = set(client.zrangebyscore(UNACKED_INDEX_KEY, now - visibility - grace, "+inf"))
     unacked = client.hgetall(UNACKED_KEY)
-    in_flight = _ids_in([raw for tag, raw in unacked.items() if tag in indexed])
+    in_flight = _ids_in([raw for tag, raw in unacked.items() if tag in recent])
     queued: dict[str, set[str] | None] = {}
     lost = []
     for record in candidates:
@@ -146,11 +150,13 @@ def republish(app: Celery, record: dict[str, Any]) -> None:
     )
 
 
-def recover_lost(app: Celery, client: Any, grace: float, now: float | None = None) -> list[str]:
+def recover_lost(
+    app: Celery, client: Any, grace: float, visibility: float, now: float | None = None
+) -> list[str]:
     """Republish every lost task found; the ids republished."""
     now = now if now is not None else time.time()
     recovered = []
-    for record in find_lost(client, now, grace):
+    for record in find_lost(client, now, grace, visibility):
         if record.get("args_truncated"):
             logger.error("task %s is lost and too large to rebuild", record["task_id"])
             continue

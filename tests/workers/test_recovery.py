@@ -61,3 +61,11 @@ def test_an_unacked_entry_missing_from_the_sweeps_index_counts_as_lost(client) -
     client.hset("unacked", "tag-9", json.dumps([json.loads(message(stranded)), "", "default"]))
     found = {r["task_id"] for r in find_lost(client, time.time(), grace=10)}
     assert found == {stranded}
+
+
+def test_an_unacked_entry_the_sweep_should_have_returned_long_ago_counts_as_lost(client) -> None:
+    stranded = pending(client, age=600)
+    client.hset("unacked", "tag-7", json.dumps([json.loads(message(stranded)), "", "default"]))
+    client.zadd("unacked_index", {"tag-7": time.time() - 300})
+    assert {r["task_id"] for r in find_lost(client, time.time(), 10, visibility=60)} == {stranded}
+    assert find_lost(client, time.time(), 10, visibility=3600) == []

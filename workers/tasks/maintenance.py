@@ -166,5 +166,9 @@ def check_task_health() -> dict[str, Any]:
 @celery_app.task(name=queues.RECOVER_LOST_TASKS, base=BaseTaskWithRetry)
 def recover_lost_tasks() -> dict[str, Any]:
     """Republish accepted tasks whose message vanished (see workers.recovery)."""
-    recovered = recover_lost(celery_app, redis_client(), get_settings().task_recovery_grace)
+    settings = get_settings()
+    recovered = recover_lost(
+        celery_app, redis_client(), settings.task_recovery_grace,
+        settings.broker_visibility_timeout,
+    )  # fmt: skip
     return {"recovered": recovered}
