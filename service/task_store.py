@@ -18,7 +18,6 @@ from workers.task_index import (
     PREFIX,
     RECORD_LUA,
     STATES,
-    TERMINAL_STATES,
     counts_key,
     done_key,
     encode_fields,
@@ -216,7 +215,3 @@ class TaskStore:
             name: {state: max(0, int(row.get(state, 0))) for state in STATES}
             for name, row in zip(queue_names, rows, strict=True)
         }
-
-
-def is_terminal(state: str | None) -> bool:
-    return state in TERMINAL_STATES

@@ -16,7 +16,7 @@ from celery.worker import state as worker_state
 from celery.worker.request import Request, task_ready
 
 from workers.settings import get_settings
-from workers.signals import task_index
+from workers.signals import DEFERRED_HEADER, task_index
 from workers.task_index import (
     CLAIM_CANCELLED,
     CLAIM_DONE,
@@ -66,7 +66,6 @@ class PoisonTaskError(Exception):
 
 MAX_WORKER_LOSSES = 3
 DUPLICATE_RECHECK = CLAIM_FRESH
-DEFERRED_HEADER = "claw_deferred"
 
 
 class ClawRequest(Request):

@@ -37,6 +37,8 @@ OWNER_HEADER = "claw_owner"
 RETRIED_FROM_HEADER = "claw_retried_from"
 # Set by a publisher that wrote the task's record itself (the gateway), before publishing.
 INDEXED_HEADER = "claw_indexed"
+# Set on a duplicate delivery put back to be checked later (see ClawRequest): not a new task.
+DEFERRED_HEADER = "claw_deferred"
 
 
 def submission_fields(
@@ -94,7 +96,7 @@ def _on_publish(
 ) -> None:
     headers = headers or {}
     task_id = headers.get("id")
-    if not task_id or not sender or headers.get("claw_deferred") or headers.get(INDEXED_HEADER):
+    if not task_id or not sender or headers.get(DEFERRED_HEADER) or headers.get(INDEXED_HEADER):
         return  # a duplicate delivery put back to be checked later: not a new task
     retries = int(headers.get("retries") or 0)
     try:

@@ -28,7 +28,6 @@ from typing import Any
 PREFIX = "claw:"
 STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-WAITING_STATES = frozenset({"PENDING", "RETRY"})
 DIMENSIONS = ("owner", "queue", "name")
 
 ARGS_CAP = 256 * 1024
