@@ -86,7 +86,7 @@ def redis_db(url: str) -> int:
 
 
 async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
-    # Celery's producer and control calls block: they run in this bounded pool.
+    # Celery's control calls block: they run in this bounded pool.
     executor = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="celery")
     celery = create_celery_app(app[settings_key])
     # The gateway reads results from Redis itself. Celery's Redis backend would subscribe
@@ -94,8 +94,11 @@ async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
     celery.conf.result_backend = "disabled"
     app[executor_key] = executor
     app[celery_key] = celery
-    app[publisher_key] = TaskPublisher(celery, executor)
+    publisher = TaskPublisher(celery, app[redis_key], ttl=app[settings_key].task_history_ttl)
+    await publisher.start(executor)
+    app[publisher_key] = publisher
     yield
+    publisher.close()
     executor.shutdown(wait=False, cancel_futures=True)
     celery.close()
 

@@ -1,82 +1,156 @@
-"""Publishing tasks by name without blocking the event loop."""
+"""Publishing tasks from the event loop: the record and the message in one Redis call.
+
+Celery builds every message (`send_task`: routing, headers, the `task-sent` event) and
+kombu decides the Redis commands that deliver it (the queue's priority list, the event
+topic), exactly as for any other client. Only the last step differs: instead of running
+those commands through kombu's blocking client, the publisher keeps them and runs them
+with the index record in one script (`PUBLISH_LUA`) on the gateway's asyncio client. So a
+submission costs one round trip, needs no thread, and no message exists without its
+record.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import redis.asyncio
 import redis.exceptions
 from celery import Celery
+from kombu.common import maybe_declare
 from kombu.exceptions import OperationalError
 
 from service.errors import BadRequest, ServiceUnavailable
 from workers.queues import TASK_QUEUES
+from workers.signals import INDEXED_HEADER
+from workers.task_index import PUBLISH_COMMANDS, PUBLISH_LUA, record_args, task_key
 
 logger = logging.getLogger(__name__)
 
 
-class TaskPublisher:
-    """Sends tasks through Celery's (blocking) producer in a bounded thread pool."""
+class _CommandRecorder:
+    """Receives the final Redis commands of kombu's Redis channel (its publish-batch
+    hook: `add(command, *args)` for LPUSH, PUBLISH, PEXPIRE) instead of running them."""
 
-    def __init__(self, celery: Celery, executor: Any, max_in_flight: int = 32) -> None:
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def add(self, name: str, *args: Any) -> None:
+        if name not in PUBLISH_COMMANDS:
+            raise RuntimeError(f"unexpected publish command from kombu: {name}")
+        self.commands.append((name, *args))
+
+
+class TaskPublisher:
+    """Sends tasks by name; `start()` opens the kombu channel that shapes the messages."""
+
+    def __init__(self, celery: Celery, client: redis.asyncio.Redis, ttl: int) -> None:
         self._celery = celery
+        self._client = client
+        self._ttl = ttl
+        self._script = client.register_script(PUBLISH_LUA)
+        self._connection: Any = None
+        self._producer: Any = None
+        self._recorder: _CommandRecorder | None = None
+        self._executor: Any = None
+        self._opening = asyncio.Lock()
+
+    async def start(self, executor: Any) -> None:
+        """Open the kombu channel now if Redis is up (else on the first publish)."""
         self._executor = executor
-        self._slots = asyncio.Semaphore(max_in_flight)
+        try:
+            await self._ensure_open()
+        except ServiceUnavailable:
+            logger.warning("broker unreachable at start-up; the publisher connects on first use")
+
+    async def _ensure_open(self) -> None:
+        if self._producer is not None:
+            return
+        async with self._opening:
+            if self._producer is None:
+                loop = asyncio.get_running_loop()
+                try:
+                    await loop.run_in_executor(self._executor, self._open)
+                except (OperationalError, redis.exceptions.RedisError, OSError) as exc:
+                    raise ServiceUnavailable("broker unavailable, task not accepted") from exc
+
+    def _open(self) -> None:
+        """Blocking: connect once, declare the queues, keep the channel for shaping."""
+        connection = self._celery.connection_for_write()
+        try:
+            connection.ensure_connection(max_retries=1)
+            channel = connection.default_channel
+            for queue in self._celery.amqp.queues.values():
+                maybe_declare(queue, channel)
+        except BaseException:
+            connection.release()
+            raise
+        # Every message this channel delivers goes to the current recorder.
+        deliver = channel.basic_publish
+        channel.basic_publish = lambda message, **kw: deliver(
+            message, _publish_batch=self._recorder, **kw
+        )
+        self._connection = connection
+        self._producer = self._celery.amqp.Producer(channel, auto_declare=False)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.release()
+
+    def _commands(self, name: str, task_id: str, **options: Any) -> list[tuple[Any, ...]]:
+        """The Redis commands that deliver the task's message and its task-sent event."""
+        self._recorder = recorder = _CommandRecorder()
+        try:
+            self._celery.send_task(name, task_id=task_id, producer=self._producer, **options)
+        finally:
+            self._recorder = None
+        if not any(c[0] == "lpush" for c in recorder.commands):
+            raise RuntimeError(f"kombu did not route {name} to a queue")
+        return recorder.commands
 
     async def publish(
         self,
         name: str,
         kwargs: dict[str, Any],
         *,
+        record: dict[str, Any],
+        event: dict[str, Any] | None = None,
         args: list[Any] | None = None,
         priority: int | None = None,
         countdown: float | None = None,
         eta: datetime | None = None,
         queue: str | None = None,
-        task_id: str | None = None,
+        task_id: str,
         headers: dict[str, Any] | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
     ) -> str:
+        """Record the task as PENDING (fields `record`, feed extras `event`) and queue it."""
         if eta is not None and eta <= datetime.now(UTC):
             raise BadRequest("eta is in the past", details={"eta": ["must be in the future"]})
-        send = functools.partial(
-            self._celery.send_task,
-            name,
-            args=args,
-            kwargs=kwargs,
-            queue=queue or TASK_QUEUES.get(name),
-            task_id=task_id,
-            priority=priority,
-            countdown=countdown,
-            eta=eta,
-            headers=headers,
-            time_limit=time_limit,
-            soft_time_limit=soft_time_limit,
-        )
-        async with self._slots:
-            try:
-                result = await asyncio.get_running_loop().run_in_executor(self._executor, send)
-            except (OperationalError, redis.exceptions.ConnectionError, OSError) as exc:
-                logger.warning("publish of %s failed: %s", name, exc)
-                raise ServiceUnavailable("broker unavailable, task not accepted") from exc
-            except AttributeError as exc:
-                # kombu can hand out a pooled producer whose channel an earlier error
-                # (an OOM refusal) closed: its publish fails this way once, then the
-                # pool recovers. The task was not published.
-                if "'NoneType' object has no attribute 'client'" not in str(exc):
-                    raise
-                logger.warning("publish of %s failed on a closed channel", name)
-                raise ServiceUnavailable("broker connection reset, task not accepted") from exc
-            except redis.exceptions.ResponseError as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                logger.warning("publish of %s refused: Redis is out of memory", name)
-                raise ServiceUnavailable("broker out of memory, task not accepted") from exc
-        return result.id
+        await self._ensure_open()
+        commands = self._commands(
+            name, task_id, args=args, kwargs=kwargs, queue=queue or TASK_QUEUES.get(name),
+            priority=priority, countdown=countdown, eta=eta,
+            headers={**(headers or {}), INDEXED_HEADER: "1"},
+            time_limit=time_limit, soft_time_limit=soft_time_limit,
+        )  # fmt: skip
+        rargs = record_args(task_id, "PENDING", 0, self._ttl, event, record)
+        keys = [task_key(task_id), *(c[1] for c in commands if c[0] == "lpush")]
+        argv = [len(rargs), *rargs, *(part for c in commands for part in c)]
+        try:
+            await self._script(keys=keys, args=argv)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            logger.warning("publish of %s failed: %s", name, exc)
+            raise ServiceUnavailable("broker unavailable, task not accepted") from exc
+        except redis.exceptions.ResponseError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            logger.warning("publish of %s refused: Redis is out of memory", name)
+            raise ServiceUnavailable("broker out of memory, task not accepted") from exc
+        return task_id
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

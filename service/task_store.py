@@ -15,15 +15,13 @@ import redis.asyncio
 
 from workers.task_index import (
     DEFAULT_TTL,
-    PREFIX,
     RECORD_LUA,
     STATES,
     counts_key,
     done_key,
-    encode_fields,
-    event_json,
     index_key,
     owner_state_key,
+    record_args,
     task_key,
 )
 
@@ -112,10 +110,7 @@ class TaskStore:
     async def record(
         self, task_id: str, state: str | None, event: dict[str, Any] | None = None, **fields: Any
     ) -> list[Any]:
-        args = [
-            PREFIX, task_id, state or "", -1, time.time(), self.ttl, event_json(event),
-            *encode_fields(fields),
-        ]  # fmt: skip
+        args = record_args(task_id, state, None, self.ttl, event, fields)
         return await self._record(keys=[task_key(task_id)], args=args)
 
     async def request_cancel(self, task_id: str) -> str:

@@ -155,6 +155,30 @@ redis.call('ZADD', p .. 'expiry', now + ttl, id)
 return {apply and 1 or 0, cur_state or '', after or ''}
 """
 
+
+def with_record(tail: str) -> str:
+    """A script that has RECORD_LUA as the local function `record(KEYS, ARGV)`, then `tail`."""
+    return "local function record(KEYS, ARGV)\n" + RECORD_LUA + "\nend\n" + tail
+
+
+# Record a new task and put its message on the queue in one step: no message without its
+# record, and a refusal (Redis out of memory: only a script's first write can be refused)
+# takes neither. KEYS[1] = task hash, KEYS[2..] = the queue lists written. ARGV[1] = n,
+# ARGV[2..n+1] = RECORD_LUA's arguments, then (command, target, value) triples as kombu
+# would run them: `lpush` the message, `publish` the task-sent event, `pexpire`.
+PUBLISH_COMMANDS = ("lpush", "publish", "pexpire")
+PUBLISH_LUA = with_record("""
+local n = tonumber(ARGV[1])
+local rargs = {}
+for i = 1, n do rargs[i] = ARGV[i + 1] end
+local out = record({KEYS[1]}, rargs)
+for i = n + 2, #ARGV, 3 do
+  redis.call(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+end
+return out
+""")
+
+
 # Progress, output chunks and other task-scoped events, appended to the feed with the
 # task's owner, name and queue so the gateway can filter without a lookup.
 # KEYS[1] = task hash. ARGV: prefix, type, task id, now, payload (JSON object), chunk text.
@@ -278,6 +302,23 @@ def encode_fields(fields: dict[str, Any]) -> list[str]:
     return flat
 
 
+def record_args(
+    task_id: str,
+    state: str | None,
+    attempt: int | None,
+    ttl: int,
+    event: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
+    now: float | None = None,
+) -> list[Any]:
+    """RECORD_LUA's ARGV."""
+    return [
+        PREFIX, task_id, state or "", -1 if attempt is None else attempt,
+        now if now is not None else time.time(), ttl, event_json(event),
+        *encode_fields(fields or {}),
+    ]  # fmt: skip
+
+
 class TaskIndex:
     """The blocking writer used by publishers and workers."""
 
@@ -304,11 +345,7 @@ class TaskIndex:
         `event` adds fields to the feed event sent when the state changes (a result, an
         error, the worker).
         """
-        args = [
-            PREFIX, task_id, state or "", -1 if attempt is None else attempt,
-            now if now is not None else time.time(), self.ttl, event_json(event),
-            *encode_fields(fields),
-        ]  # fmt: skip
+        args = record_args(task_id, state, attempt, self.ttl, event, fields, now)
         return self._record(keys=[task_key(task_id)], args=args)
 
     def feed(

@@ -29,7 +29,7 @@ from service.views.tasks import status_body
 from workers import queues
 from workers.priority import DEFAULT_PRIORITY
 from workers.queues import TASK_QUEUES
-from workers.signals import INDEXED_HEADER, OWNER_HEADER, submission_fields
+from workers.signals import OWNER_HEADER, submission_fields
 from workers.task_index import TERMINAL_STATES, task_key
 
 OPTIONS = ("priority", "countdown", "eta")
@@ -82,19 +82,18 @@ async def submit(
         raise BadRequest("eta is in the past", details={"eta": ["must be in the future"]})
 
     async def publish() -> None:
-        # The record first: when Redis cannot take it (down, out of memory) the task is
-        # refused before anything reaches a queue, and no accepted task lacks a record.
-        await store.record(
-            task_id, "PENDING", event={"priority": options["priority"]},
-            **submission_fields(
-                task_name, [], data, queue=TASK_QUEUES.get(task_name),
-                priority=DEFAULT_PRIORITY if options["priority"] is None else options["priority"],
-                owner=principal.owner, eta=_eta_text(options),
-            ),
+        # The record and the message go together: when Redis cannot take them (down, out
+        # of memory) the task is refused, and no accepted task lacks a record.
+        record = submission_fields(
+            task_name, [], data, queue=TASK_QUEUES.get(task_name),
+            priority=DEFAULT_PRIORITY if options["priority"] is None else options["priority"],
+            owner=principal.owner, eta=_eta_text(options),
         )  # fmt: skip
         try:
-            headers = {OWNER_HEADER: principal.owner, INDEXED_HEADER: "1"}
-            await publisher.publish(task_name, data, task_id=task_id, headers=headers, **options)
+            await publisher.publish(
+                task_name, data, task_id=task_id, headers={OWNER_HEADER: principal.owner},
+                record=record, event={"priority": options["priority"]}, **options,
+            )  # fmt: skip
         except Exception:
             # The client is told it failed: should the message have reached Redis
             # anyway, the cancel keeps it from running.

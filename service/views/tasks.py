@@ -31,7 +31,7 @@ from service.task_store import ListQuery, TaskStore
 from workers import registry
 from workers.queue_depth import priority_keys
 from workers.queues import QUEUES
-from workers.signals import OWNER_HEADER, RETRIED_FROM_HEADER
+from workers.signals import OWNER_HEADER, RETRIED_FROM_HEADER, submission_fields
 from workers.task_index import TERMINAL_STATES, task_key
 
 logger = logging.getLogger(__name__)
@@ -192,11 +192,17 @@ async def task_retry(request: web.Request) -> web.Response:
     if record.get("owner"):
         headers[OWNER_HEADER] = record["owner"]
     timelimit = record.get("timelimit") or [None, None]
+    args, kwargs = record.get("args") or [], record.get("kwargs") or {}
+    fields = submission_fields(
+        record["name"], args, kwargs, queue=record.get("queue"), priority=record.get("priority"),
+        owner=record.get("owner"), timelimit=record.get("timelimit"), retried_from=task_id,
+    )  # fmt: skip
     try:
         await request.app[publisher_key].publish(
             record["name"],
-            record.get("kwargs") or {},
-            args=record.get("args") or [],
+            kwargs,
+            args=args,
+            record=fields,
             priority=record.get("priority"),
             queue=record.get("queue"),
             task_id=new_id,
