@@ -311,7 +311,9 @@ class FeedHub:
     async def _read_celery_events(self) -> None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.psubscribe(f"/{self.db}.celeryev/*")
+            # Only what the feed uses: every gateway would otherwise also decode every
+            # task-sent, task-started, ... event of the platform.
+            await pubsub.psubscribe(*(f"/{self.db}.celeryev/{t}" for t in CELERY_EVENT_TOPICS))
             while True:
                 msg = await pubsub.get_message(timeout=READ_BLOCK_MS / 1000)
                 if msg and msg["type"] == "pmessage":
@@ -368,6 +370,10 @@ class FeedHub:
                     mine = None if client.principal.is_admin else client.principal.owner
                     if mine == scope:
                         client.offer(text)
+
+
+# Worker status, task-received (alone, or batched by prefork workers into task.multi).
+CELERY_EVENT_TOPICS = ("worker.*", "task.received", "task.multi")
 
 
 def decode_celery_events(data: str | bytes) -> list[dict[str, Any]]:

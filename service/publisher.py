@@ -53,6 +53,7 @@ class TaskPublisher:
         self._script = client.register_script(PUBLISH_LUA)
         self._connection: Any = None
         self._producer: Any = None
+        self._events: Any = None
         self._recorder: _CommandRecorder | None = None
         self._executor: Any = None
         self._opening = asyncio.Lock()
@@ -92,6 +93,11 @@ class TaskPublisher:
         channel.basic_publish = lambda message, **kw: deliver(
             message, _publish_batch=self._recorder, **kw
         )
+        # Task-sent events through a dispatcher whose exchange is bound once: kombu
+        # re-binds an unbound one (a copy) for every event.
+        events = self._celery.events.Dispatcher(channel=channel, enabled=False)
+        events.exchange = events.exchange(channel)
+        self._events = events
         self._connection = connection
         self._producer = self._celery.amqp.Producer(channel, auto_declare=False)
 
@@ -103,7 +109,11 @@ class TaskPublisher:
         """The Redis commands that deliver the task's message and its task-sent event."""
         self._recorder = recorder = _CommandRecorder()
         try:
-            self._celery.send_task(name, task_id=task_id, producer=self._producer, **options)
+            # The queues were declared when the channel opened.
+            self._celery.send_task(
+                name, task_id=task_id, producer=self._producer, declare=[],
+                event_dispatcher=self._events, **options,
+            )  # fmt: skip
         finally:
             self._recorder = None
         if not any(c[0] == "lpush" for c in recorder.commands):

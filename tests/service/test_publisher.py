@@ -1,0 +1,113 @@
+"""The gateway's publisher sends what Celery itself would send, with the record, in one call."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import redis.asyncio
+
+from service.publisher import TaskPublisher
+from workers.celery_app import create_celery_app
+from workers.settings import Settings
+from workers.signals import INDEXED_HEADER, OWNER_HEADER
+from workers.task_index import task_key
+
+# Differ between any two sends of the same task.
+VOLATILE_PROPERTIES = {"delivery_tag"}
+
+
+def queued(client: redis.Redis, queue: str) -> list[dict]:
+    keys = sorted(client.scan_iter(f"{queue}*"))
+    assert len(keys) == 1, keys
+    return [json.loads(raw) for raw in client.lrange(keys[0], 0, -1)]
+
+
+def comparable(message: dict) -> dict:
+    body = json.loads(base64.b64decode(message["body"]))
+    properties = {k: v for k, v in message["properties"].items() if k not in VOLATILE_PROPERTIES}
+    return {**message, "body": body, "properties": properties}
+
+
+@pytest.fixture
+async def publisher(redis_url):  # type: ignore[no-untyped-def]
+    celery = create_celery_app(Settings(redis_url=redis_url))
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    executor = ThreadPoolExecutor(1)
+    pub = TaskPublisher(celery, client, ttl=600)
+    await pub.start(executor)
+    yield celery, pub
+    pub.close()
+    executor.shutdown()
+    await client.aclose()
+    celery.close()
+
+
+async def test_message_is_the_one_celery_sends_with_the_record_and_the_sent_event(
+    publisher, rclient
+) -> None:
+    celery, pub = publisher
+    queue = f"tests-publish-{uuid.uuid4().hex}"
+    task_id = str(uuid.uuid4())
+    options = {
+        "args": [1, "two"], "priority": 7, "countdown": 30, "queue": queue,
+        "headers": {OWNER_HEADER: "alice"}, "time_limit": 20, "soft_time_limit": 10,
+    }  # fmt: skip
+    events = rclient.pubsub(ignore_subscribe_messages=True)
+    events.psubscribe("/0.celeryev/task.sent")
+    await pub.publish(
+        "workers.tests.echo", {"x": [1, 2]}, task_id=task_id, record={"owner": "alice"},
+        **options,
+    )  # fmt: skip
+    ours = queued(rclient, queue)
+    rclient.delete(*rclient.scan_iter(f"{queue}*"))
+    options["headers"] = {**options["headers"], INDEXED_HEADER: "1"}
+    celery.send_task("workers.tests.echo", kwargs={"x": [1, 2]}, task_id=task_id, **options)
+    theirs = queued(rclient, queue)
+    rclient.delete(*rclient.scan_iter(f"{queue}*"))
+
+    assert len(ours) == len(theirs) == 1
+    mine, celerys = comparable(ours[0]), comparable(theirs[0])
+    # Times computed at each send (ETA from the countdown) may differ by a moment.
+    assert abs(
+        _ts(mine["headers"].pop("eta")) - _ts(celerys["headers"].pop("eta"))
+    ) < 5  # fmt: skip
+    assert mine == celerys
+    assert mine["properties"]["priority"] == 7
+    assert mine["headers"]["timelimit"] == [20, 10]
+
+    record = rclient.hgetall(task_key(task_id))
+    assert record["state"] == "PENDING" and record["owner"] == "alice"
+
+    kinds = [sent_event(m) for m in received(events, 2)]
+    assert [(e["type"], e["uuid"], e["queue"]) for e in kinds] == [
+        ("task-sent", task_id, queue),
+        ("task-sent", task_id, queue),
+    ]
+
+
+def received(pubsub: redis.client.PubSub, count: int, timeout: float = 5) -> list[dict]:
+    """The next `count` messages (subscribe confirmations read as None are skipped)."""
+    deadline = time.monotonic() + timeout
+    out: list[dict] = []
+    while len(out) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message is not None:
+            out.append(message)
+    pubsub.close()
+    return out
+
+
+def sent_event(message: dict) -> dict:
+    return json.loads(base64.b64decode(json.loads(message["data"])["body"]))
+
+
+def _ts(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
