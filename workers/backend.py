@@ -1,24 +1,30 @@
 """The Redis result backend, extended to keep the task index in step.
 
 Every state a worker stores (STARTED, RETRY, SUCCESS, FAILURE, REVOKED, and failures from
-time limits or lost workers) passes through `_store_result`; the index is updated right
-after Celery's own write, from the same request context.
+time limits or lost workers) passes through `_store_result`; the index is updated in the
+same Redis call as Celery's own write (`STORE_LUA`), from the same request context.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import time
 from typing import Any
 
-import redis.exceptions
 from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
 
-from workers.task_index import PREVIEW_CAP, capped_json, preview
-
-logger = logging.getLogger(__name__)
-
+from workers.settings import get_settings
+from workers.task_index import (
+    PREVIEW_CAP,
+    STORE_LUA,
+    capped_json,
+    preview,
+    record_args,
+    task_key,
+)
 
 EVENT_RESULT_CAP = 64 * 1024
 
@@ -70,23 +76,47 @@ def index_fields(result: Any, state: str, traceback: str | None, request: Any) -
 
 
 class _IndexedMixin:
+    """One Redis call per state: Celery's result write and the index update together.
+
+    Celery's own `_store_result` reads the stored meta (to never overwrite a SUCCESS),
+    then writes and publishes it: two round trips, and the index update made a third.
+    `STORE_LUA` does all of it in one, atomically.
+    """
+
+    _MAX_STR_VALUE_SIZE: int
+    expires: int | None
+    failure_expires: int | None
+
     def _store_result(  # type: ignore[no-untyped-def]
         self, task_id, result, state, traceback=None, request=None, **kwargs
     ):
-        stored = super()._store_result(  # type: ignore[misc]
-            task_id, result, state, traceback=traceback, request=request, **kwargs
+        meta = self._get_result_meta(  # type: ignore[attr-defined]
+            result=result, state=state, traceback=traceback, request=request
         )
-        try:
-            from workers.signals import task_index
-
-            attempt = getattr(request, "retries", None) if request is not None else None
-            fields = index_fields(result, state, traceback, request)
-            task_index().record(
-                task_id, state, attempt, event=feed_extra(result, state, fields), **fields
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)  # type: ignore[attr-defined]
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
             )
-        except redis.exceptions.RedisError as exc:
-            logger.warning("task index not updated for %s (%s): %s", task_id, state, exc)
-        return stored
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        attempt = getattr(request, "retries", None) if request is not None else None
+        fields = index_fields(result, state, traceback, request)
+        rargs = record_args(
+            task_id, state, attempt, get_settings().task_history_ttl,
+            feed_extra(result, state, fields), fields,
+        )  # fmt: skip
+        keys = [task_key(task_id), self.get_key_for_task(task_id)]  # type: ignore[attr-defined]
+        args = [value, int(expires or 0), *rargs]
+        self.ensure(self._store_script, (keys, args))  # type: ignore[attr-defined]
+        return result
+
+    @functools.cached_property
+    def _store(self) -> Any:
+        return self.client.register_script(STORE_LUA)  # type: ignore[attr-defined]
+
+    def _store_script(self, keys: list[str], args: list[Any]) -> Any:
+        return self._store(keys=keys, args=args)
 
 
 class IndexedRedisBackend(_IndexedMixin, RedisBackend):

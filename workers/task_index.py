@@ -179,6 +179,28 @@ return out
 """)
 
 
+# Store a task's result meta the way Celery's Redis backend does (SET with expiry, PUBLISH
+# on the key for waiting clients; never over a SUCCESS) and apply the state to the index
+# in the same call. KEYS[1] = task hash, KEYS[2] = result key. ARGV[1] = meta (JSON),
+# ARGV[2] = seconds to keep it (0: no expiry), ARGV[3..] = RECORD_LUA's arguments.
+# Returns RECORD_LUA's reply, or {-1} when a SUCCESS was already stored.
+STORE_LUA = with_record("""
+local current = redis.call('GET', KEYS[2])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return {-1} end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+local rargs = {}
+for i = 3, #ARGV do rargs[i - 2] = ARGV[i] end
+return record({KEYS[1]}, rargs)
+""")
+
 # Progress, output chunks and other task-scoped events, appended to the feed with the
 # task's owner, name and queue so the gateway can filter without a lookup.
 # KEYS[1] = task hash. ARGV: prefix, type, task id, now, payload (JSON object), chunk text.
