@@ -109,3 +109,42 @@ def test_prune_removes_records_and_every_index_entry(index) -> None:
         assert client.zscore(key, old) is None
     assert counts(index) == {"PENDING": 1}
     assert counts(index, owner="o") == {"PENDING": 1}
+
+
+def test_the_result_backend_stores_publishes_and_indexes_in_one_call(redis_server) -> None:
+    from celery import Celery
+
+    from workers.backend import backend_url
+
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
+    app = Celery("store-test", backend=backend_url(url), broker=url)
+    app.conf.update(result_expires=120, result_extended=True)
+    backend = app.backend
+    client = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
+    tid = new_id()
+    waiting = client.pubsub(ignore_subscribe_messages=True)
+    waiting.subscribe(backend.get_key_for_task(tid))
+    try:
+        backend.store_result(tid, None, "STARTED")
+        backend.store_result(tid, {"answer": 42}, "SUCCESS")
+        # A duplicate delivery's late failure changes neither the result nor the index.
+        backend.store_result(tid, ValueError("late"), "FAILURE")
+
+        assert backend.get_task_meta(tid)["result"] == {"answer": 42}
+        assert 0 < client.ttl(backend.get_key_for_task(tid)) <= 120
+        record = client.hgetall(task_key(tid))
+        assert record["state"] == "SUCCESS"
+        assert record["result_preview"] == '{"answer": 42}'
+        assert "started_at" in record and "finished_at" in record
+        published = []
+        deadline = time.monotonic() + 5
+        while len(published) < 2 and time.monotonic() < deadline:
+            message = waiting.get_message(timeout=0.5)
+            if message:
+                published.append(message["data"])
+        assert ['"STARTED"' in published[0], '"SUCCESS"' in published[1]] == [True, True]
+    finally:
+        waiting.close()
+        client.flushdb()
+        client.close()
+        app.close()
