@@ -12,6 +12,8 @@ A message published with no priority would reach kombu as 0, the lowest; the rou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -23,10 +25,30 @@ PRIORITY_STEPS = list(range(MIN_PRIORITY, MAX_PRIORITY + 1))
 
 
 class _HighestFirst:
-    """Channel mixin: a message of product priority 9 goes to the list drained first."""
+    """Channel mixin: a message of product priority 9 goes to the list drained first.
+
+    Also reuses one client object for the channel's blocking commands (publish, the
+    unacked bookkeeping of every delivery and ack): kombu builds a new `redis.Redis` for
+    each, which costs more than the command in a busy worker. Clients are per connection
+    pool, so a pool kombu replaces after a reconnect gets a new one.
+    """
+
+    _shared_client: tuple[Any, Any] = (None, None)
 
     def _get_message_priority(self, message: Any, reverse: bool = False) -> int:
         return super()._get_message_priority(message, reverse=not reverse)  # type: ignore[misc]
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        if client:
+            yield client
+            return
+        pool = self.pool  # type: ignore[attr-defined]
+        owner, shared = self._shared_client
+        if owner is not pool:
+            shared = self._create_client()  # type: ignore[attr-defined]
+            self._shared_client = (pool, shared)
+        yield shared
 
 
 class PriorityChannel(_HighestFirst, kombu_redis.Channel):
