@@ -1,4 +1,8 @@
-"""`python -m service`: the gateway on $HOST:$PORT."""
+"""`python -m service`: the gateway on $HOST:$PORT, in WEB_CONCURRENCY processes.
+
+The settings are checked and logging set up here, before anything is served
+(service/server.py).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,8 @@ import ipaddress
 import logging
 import sys
 
-from aiohttp import web
-
-from service.app import create_app
 from service.auth import KeyRing
+from service.server import serve
 from workers.logging_setup import configure_logging
 from workers.settings import Settings, SettingsError, get_settings
 
@@ -51,14 +53,7 @@ def main() -> None:
     configure_logging(settings, "web")
     if not KeyRing(settings.api_keys.get_secret_value()).enabled:
         logger.warning("no API_KEYS configured: development mode, listening on loopback only")
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=lambda msg: logger.info(msg.strip()),
-        shutdown_timeout=10,
-    )
+    serve(settings)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,6 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await hub.start()
     app[feed_key] = hub
-    app[metrics_key].websocket_clients = lambda: len(hub.clients)
     yield
     await hub.stop()
     await client.aclose()
@@ -103,13 +102,15 @@ async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
     celery.close()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.Application:
+    """The gateway; `metrics_dir` is where its processes share metrics when it runs in several
+    (see service/server.py)."""
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[settings_key] = settings
-    app[metrics_key] = Metrics()
+    app[metrics_key] = Metrics(multiprocess_dir=metrics_dir)
     app[keyring_key] = KeyRing(settings.api_keys.get_secret_value())
     app.cleanup_ctx.extend([redis_ctx, celery_ctx, feed_ctx])
     app.on_shutdown.append(close_websockets)

@@ -1,7 +1,9 @@
 """`/metrics` in Prometheus text format.
 
 Task counts and queue depths are read from Redis at scrape time (they are shared by every
-replica); request latencies are this process's own histograms.
+replica). Request latencies and the websocket count are kept by each process; with several
+gateway processes (WEB_CONCURRENCY > 1) they are written to prometheus_client's
+multiprocess files and every scrape adds up those of all the processes.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.keys import redis_key, task_store_key
 from workers.queue_depth import priority_keys
@@ -24,7 +27,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The gateway's own metrics; `multiprocess_dir` when it runs in several processes."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self.api_latency = Histogram(
             "claw_api_request_seconds", "API request latency", ["method", "route", "status"],
@@ -34,7 +40,18 @@ class Metrics:
             "claw_task_submit_seconds", "Time to publish a submitted task", ["task"],
             registry=self.registry, buckets=LATENCY_BUCKETS,
         )  # fmt: skip
-        self.websocket_clients: Callable[[], int] = lambda: 0
+        self.websocket_clients = Gauge(
+            "claw_websocket_clients", "Connected websocket clients",
+            registry=self.registry, multiprocess_mode="livesum",
+        )  # fmt: skip
+
+    def scraped(self) -> CollectorRegistry:
+        """What a scrape shows: this process's metrics, or those of every process."""
+        if self.multiprocess_dir is None:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return registry
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -83,16 +100,12 @@ async def metrics_view(request: web.Request) -> web.Response:
     depth = GaugeMetricFamily("claw_queue_depth", "Messages waiting", labels=["queue"])
     for i, name in enumerate(QUEUES):
         depth.add_metric([name], sum(lengths[i * steps : (i + 1) * steps]))
-    metrics = request.app[metrics_key]
-    ws = GaugeMetricFamily("claw_websocket_clients", "Connected websocket clients")
-    ws.add_metric([], metrics.websocket_clients())
-
-    body = generate_latest(metrics.registry).decode()
+    body = generate_latest(request.app[metrics_key].scraped()).decode()
     scrape = CollectorRegistry()
 
     class _Now:
         def collect(self):  # type: ignore[no-untyped-def]
-            return [tasks, per_queue, depth, ws]
+            return [tasks, per_queue, depth]
 
     scrape.register(_Now())  # type: ignore[arg-type]
     body += generate_latest(scrape).decode()

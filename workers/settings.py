@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = "mymaster"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Gateway processes sharing PORT (the Heroku convention). Above 1, gunicorn's master
+    # forks that many and replaces any that dies; each has its own event loop and core.
+    web_concurrency: int = Field(1, ge=1)
     log_level: str = "INFO"
     # Log lines: JSON in production and readable text in development unless set.
     log_format: Literal["auto", "json", "text"] = "auto"

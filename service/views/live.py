@@ -12,6 +12,7 @@ from aiohttp import WSMsgType, web
 from service.errors import Forbidden
 from service.feed import Client, FeedHub, message
 from service.keys import feed_key, redis_key, sessions_key, settings_key, task_store_key
+from service.metrics import metrics_key
 from service.middlewares import origin_allowed, principal_of
 from service.sessions import TICKET_TTL
 from service.views.tasks import status_body
@@ -40,6 +41,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     client = Client(ws, principal, settings.ws_buffer, request.transport)
     client.writer = asyncio.get_running_loop().create_task(client.run_writer())
     hub.add(client)
+    request.app[metrics_key].websocket_clients.inc()
     try:
         client.enqueue(
             json.dumps(
@@ -66,6 +68,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 break
     finally:
         hub.remove(client)
+        request.app[metrics_key].websocket_clients.dec()
         if client.writer is not None:
             client.writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -1,13 +1,16 @@
-"""SIGTERM: a worker finishes what it holds and leaves the rest queued; the gateway exits 0."""
+"""SIGTERM: a worker finishes what it holds and leaves the rest queued; the gateway exits 0,
+all of its processes with it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis
 
@@ -91,4 +94,35 @@ def test_gateway_sigterm_exits_cleanly(
     gateway = processes.register(start_gateway(server.url, log_dir))
     os.kill(gateway.pid, signal.SIGTERM)
     assert gateway.process.wait(15) == 0
+    assert "Traceback" not in gateway.log()
+
+
+def test_gateway_in_two_processes_closes_every_websocket_and_stops_on_sigterm(
+    private_redis: Callable, processes: Processes, log_dir: Path, tmp_path: Path
+) -> None:
+    server = private_redis()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    gateway = processes.register(
+        start_gateway(server.url, log_dir, env={"WEB_CONCURRENCY": 2, "TMPDIR": tmp})
+    )
+    pids = wait_until(lambda: len(p := gateway.children()) == 2 and p, 20, what="2 processes")
+    assert [d for d in tmp.iterdir() if d.name.startswith("claw-web-metrics-")]
+
+    async def close_codes_after_sigterm() -> list[int | None]:
+        async with aiohttp.ClientSession() as http:
+            sockets = []
+            for pid in pids:  # one websocket on each process
+                with gateway.served_by(pid):
+                    sockets.append(await http.ws_connect(f"{gateway.base_url}/api/v1/tasks/ws"))
+            os.kill(gateway.pid, signal.SIGTERM)  # to the master only, as Docker does
+            for ws in sockets:
+                while (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+                    pass
+            return [ws.close_code for ws in sockets]
+
+    assert asyncio.run(close_codes_after_sigterm()) == [1001, 1001]
+    assert gateway.process.wait(15) == 0
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not list(tmp.iterdir()), "the metrics directory outlived the gateway"
     assert "Traceback" not in gateway.log()

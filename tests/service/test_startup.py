@@ -22,6 +22,7 @@ def start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({"APP_ENV": "production"}, "invalid setting API_KEYS: required with APP_ENV=production"),
         ({"HOST": "0.0.0.0"}, "invalid setting HOST: without API_KEYS the gateway only listens"),
         ({"API_KEYS": "tok:alice:superuser"}, "invalid setting API_KEYS: each entry must be"),
+        ({"WEB_CONCURRENCY": "0"}, "invalid setting WEB_CONCURRENCY: Input should be greater"),
     ],
 )
 def test_refuses_to_start_exposed_or_misconfigured(env: dict[str, str], message: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,14 @@ class ManagedProcess:
         if self.alive():
             os.killpg(self.pid, signum)
 
+    def children(self) -> list[int]:
+        """The pids of its child processes (a worker's pool, a gateway's gunicorn workers)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(p) for p in children.read_text().split()]
+        except FileNotFoundError:
+            return []
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM the process group, SIGKILL it after `timeout`."""
         if self.alive():
@@ -79,11 +89,7 @@ class Worker(ManagedProcess):
     hostname: str
 
     def pool_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        try:
-            return [int(p) for p in children.read_text().split()]
-        except FileNotFoundError:
-            return []
+        return self.children()
 
 
 def start_worker(
@@ -124,6 +130,20 @@ def start_worker(
 
 class Gateway(ManagedProcess):
     base_url: str
+
+    @contextlib.contextmanager
+    def served_by(self, pid: int) -> Iterator[None]:
+        """New connections go to gunicorn worker `pid` alone (WEB_CONCURRENCY > 1): the
+        other workers are stopped (SIGSTOP) meanwhile and cannot accept."""
+        others = [p for p in self.children() if p != pid]
+        for other in others:
+            os.kill(other, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for other in others:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(other, signal.SIGCONT)
 
 
 def start_gateway(
