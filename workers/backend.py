@@ -18,6 +18,9 @@ from kombu.utils.encoding import bytes_to_str
 
 from workers.settings import get_settings
 from workers.task_index import (
+    CLAIM_FRESH,
+    CLAIM_START_LUA,
+    PREFIX,
     PREVIEW_CAP,
     STORE_LUA,
     capped_json,
@@ -27,6 +30,10 @@ from workers.task_index import (
 )
 
 EVENT_RESULT_CAP = 64 * 1024
+# A delivery's claim token, in the task's request (set by `ClawRequest`), and the claim's
+# outcome, set on the request when STARTED is stored.
+CLAIM_FIELD = "claw_claim"
+CLAIM_OUTCOME_FIELD = "claw_claim_outcome"
 
 
 def feed_extra(result: Any, state: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -108,15 +115,30 @@ class _IndexedMixin:
         )  # fmt: skip
         keys = [task_key(task_id), self.get_key_for_task(task_id)]  # type: ignore[attr-defined]
         args = [value, int(expires or 0), *rargs]
-        self.ensure(self._store_script, (keys, args))  # type: ignore[attr-defined]
+        token = getattr(request, CLAIM_FIELD, None) if state == states.STARTED else None
+        if token:
+            # Right before the task runs (`track_started`): the claim goes with it; the
+            # task itself reads the outcome (`BaseTaskWithRetry.before_start`).
+            claim = [PREFIX, token, time.time(), CLAIM_FRESH]
+            (outcome,) = self.ensure(  # type: ignore[attr-defined]
+                self._run_script, (self._claim_start, keys, [*claim, *args])
+            )
+            setattr(request, CLAIM_OUTCOME_FIELD, int(outcome))
+        else:
+            self.ensure(self._run_script, (self._store, keys, args))  # type: ignore[attr-defined]
         return result
 
     @functools.cached_property
     def _store(self) -> Any:
         return self.client.register_script(STORE_LUA)  # type: ignore[attr-defined]
 
-    def _store_script(self, keys: list[str], args: list[Any]) -> Any:
-        return self._store(keys=keys, args=args)
+    @functools.cached_property
+    def _claim_start(self) -> Any:
+        return self.client.register_script(CLAIM_START_LUA)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _run_script(script: Any, keys: list[str], args: list[Any]) -> Any:
+        return script(keys=keys, args=args)
 
 
 class IndexedRedisBackend(_IndexedMixin, RedisBackend):

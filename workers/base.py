@@ -11,16 +11,15 @@ from typing import Any
 import redis.exceptions
 from billiard.exceptions import WorkerLostError
 from celery import Task
-from celery.exceptions import Reject
-from celery.worker import state as worker_state
+from celery.exceptions import Ignore, Reject
 from celery.worker.request import Request, task_ready
 
+from workers.backend import CLAIM_FIELD, CLAIM_OUTCOME_FIELD
 from workers.settings import get_settings
 from workers.signals import DEFERRED_HEADER, task_index
 from workers.task_index import (
     CLAIM_CANCELLED,
     CLAIM_DONE,
-    CLAIM_DUPLICATE,
     CLAIM_FRESH,
     CLAIM_RUN,
 )
@@ -75,11 +74,8 @@ class ClawRequest(Request):
       per-call `time_limit=10` under the default `soft_time_limit=300` would let the
       task run for 300 s. When the soft limit is not below the hard one, it is set to
       90% of it.
-    - Claim before running (`TaskIndex.claim`): cancels recorded in the index are
-      honoured by every worker, also ones started after the cancel (Celery keeps
-      revokes in each worker's memory only); a duplicate delivery of a finished task,
-      or of one running on another live worker (Redis redelivers unacknowledged
-      messages after the visibility timeout, ETA tasks included), is dropped.
+    - A claim token per delivery, for the claim made right before the task runs (see
+      `BaseTaskWithRetry.before_start`); the worker keeps it fresh every heartbeat.
     - Poison messages: with `task_reject_on_worker_lost` a task whose process dies is
       requeued forever. After `MAX_WORKER_LOSSES` deaths it ends FAILURE instead.
     """
@@ -93,48 +89,11 @@ class ClawRequest(Request):
         soft = soft or self.task.soft_time_limit
         if hard and soft and soft >= hard:
             self.time_limits = (hard, hard * self.SOFT_SHARE)
-        self._claimed = False
-        self.claim_token: str | None = None
-
-    def revoked(self) -> bool:
-        if not self._claimed and not self._already_revoked:
-            self._claimed = True
-            try:
-                # Per delivery: a message restored after the visibility timeout keeps
-                # its delivery tag, so the tag cannot tell the copies apart.
-                self.claim_token = uuid.uuid4().hex
-                outcome = task_index().claim(self.id, self.claim_token)
-            except redis.exceptions.RedisError as exc:
-                logger.warning("could not claim %s: %s", self.id, exc)
-                outcome = CLAIM_RUN
-            if outcome == CLAIM_CANCELLED:
-                worker_state.revoked.add(self.id)
-            elif outcome in (CLAIM_DONE, CLAIM_DUPLICATE):
-                if outcome == CLAIM_DONE:
-                    logger.warning("dropping a duplicate of finished %s[%s]", self.name, self.id)
-                else:
-                    self._defer_duplicate()
-                # Acknowledged without a state change: the other delivery owns the state.
-                task_ready(self)
-                self.acknowledge()
-                self._already_revoked = True
-                return True
-        return super().revoked()
-
-    def _defer_duplicate(self) -> None:
-        """Another live delivery holds the task: look again later instead of dropping it.
-
-        Liveness is a heartbeat, so the holder may have just died; dropping this copy
-        could lose the task. A copy is published again (before this one is acknowledged)
-        to be checked after the liveness window: by then the task has finished, or its
-        holder is known dead and this copy runs it.
-        """
-        logger.warning(
-            "%s[%s] is running under another delivery; checking again in %ss",
-            self.name, self.id, DUPLICATE_RECHECK,
-        )  # fmt: skip
-        options = {"countdown": DUPLICATE_RECHECK, "headers": {DEFERRED_HEADER: "1"}}
-        self.task.signature_from_request(self._context, **options).apply_async()
+        # Per delivery: a message restored after the visibility timeout keeps its
+        # delivery tag, so the tag cannot tell the copies apart. The token travels to the
+        # pool process with the request; the claim is made there, with STARTED.
+        self.claim_token = uuid.uuid4().hex
+        self._request_dict[CLAIM_FIELD] = self.claim_token
 
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
@@ -167,12 +126,50 @@ class BaseTaskWithRetry(Task):
     """Retries transient faults with exponential backoff; anything else fails at once.
 
     After `max_retries` retries the task ends FAILURE with the last error.
+
+    Claim before running: the STARTED write also claims the task for this delivery in
+    the index (`CLAIM_START_LUA`, one Redis call). Cancels recorded in the index are
+    honoured by every worker, also ones started after the cancel (Celery keeps revokes
+    in each worker's memory only); a duplicate delivery of a finished task is dropped,
+    and one of a task running under another live delivery (Redis redelivers
+    unacknowledged messages after the visibility timeout, ETA tasks included) is put
+    back to be checked later. Neither runs the task body.
     """
 
     abstract = True
     Request = ClawRequest
     max_retries = 3
     transient_errors = TRANSIENT_ERRORS
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        outcome = getattr(self.request, CLAIM_OUTCOME_FIELD, CLAIM_RUN)
+        if outcome == CLAIM_RUN:
+            return
+        if outcome == CLAIM_CANCELLED:
+            logger.info("%s[%s] was cancelled before it started", self.name, task_id)
+            self.backend.mark_as_revoked(task_id, "cancelled", request=self.request)
+            self.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        elif outcome == CLAIM_DONE:
+            logger.warning("dropping a duplicate of finished %s[%s]", self.name, task_id)
+        else:
+            self._defer_duplicate()
+        # Acknowledged without running: the task's state stays as it is.
+        raise Ignore()
+
+    def _defer_duplicate(self) -> None:
+        """Another live delivery holds the task: look again later instead of dropping it.
+
+        Liveness is a heartbeat, so the holder may have just died; dropping this copy
+        could lose the task. A copy is published again (before this one is acknowledged)
+        to be checked after the liveness window: by then the task has finished, or its
+        holder is known dead and this copy runs it.
+        """
+        logger.warning(
+            "%s[%s] is running under another delivery; checking again in %ss",
+            self.name, self.request.id, DUPLICATE_RECHECK,
+        )  # fmt: skip
+        options = {"countdown": DUPLICATE_RECHECK, "headers": {DEFERRED_HEADER: "1"}}
+        self.signature_from_request(self.request, **options).apply_async()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -184,7 +184,7 @@ return out
 # in the same call. KEYS[1] = task hash, KEYS[2] = result key. ARGV[1] = meta (JSON),
 # ARGV[2] = seconds to keep it (0: no expiry), ARGV[3..] = RECORD_LUA's arguments.
 # Returns RECORD_LUA's reply, or {-1} when a SUCCESS was already stored.
-STORE_LUA = with_record("""
+STORE_BODY = """
 local current = redis.call('GET', KEYS[2])
 if current then
   local ok, meta = pcall(cjson.decode, current)
@@ -199,7 +199,8 @@ redis.call('PUBLISH', KEYS[2], ARGV[1])
 local rargs = {}
 for i = 3, #ARGV do rargs[i - 2] = ARGV[i] end
 return record({KEYS[1]}, rargs)
-""")
+"""
+STORE_LUA = with_record(STORE_BODY)
 
 # Progress, output chunks and other task-scoped events, appended to the feed with the
 # task's owner, name and queue so the gateway can filter without a lookup.
@@ -262,6 +263,22 @@ return 0
 """
 CLAIM_RUN, CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE = 0, 1, 2, 3
 CLAIM_FRESH = 10.0
+
+# A worker about to run a task: claim it (CLAIM_LUA) and, only when the claim is won,
+# store STARTED (STORE_LUA), in one call. KEYS = STORE_LUA's; ARGV[1..4] = CLAIM_LUA's,
+# ARGV[5..] = STORE_LUA's. Returns {claim outcome}.
+CLAIM_START_LUA = with_record(
+    "local function claim(KEYS, ARGV)\n" + CLAIM_LUA + "\nend\n"
+    "local function store(KEYS, ARGV)\n" + STORE_BODY + "\nend\n"
+    """
+local outcome = claim({KEYS[1]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})
+if outcome ~= 0 then return {outcome} end
+local rest = {}
+for i = 5, #ARGV do rest[i - 4] = ARGV[i] end
+store(KEYS, rest)
+return {0}
+"""
+)
 
 # Prune records whose expiry passed. ARGV: prefix, now, batch. Returns how many went.
 PRUNE_LUA = """

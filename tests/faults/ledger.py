@@ -25,19 +25,30 @@ def _ledger() -> redis.Redis | None:
     return redis.Redis.from_url(url, decode_responses=True) if url else None
 
 
+# The attempt this process recorded last, per task: taken back if the task did not run.
+_recorded: dict[str, str] = {}
+
+
 @task_prerun.connect
 def _attempt_started(task_id: str = "", task: Any = None, **_: Any) -> None:
     ledger = _ledger()
     if ledger is not None:
-        ledger.rpush(
-            f"attempts:{task_id}",
-            json.dumps({"start": time.time(), "pid": os.getpid(), "name": task.name,
-                        "worker": task.request.hostname, "retries": task.request.retries}),
-        )  # fmt: skip
+        request = task.request
+        entry = json.dumps({"start": time.time(), "pid": os.getpid(), "name": task.name,
+                            "worker": request.hostname, "retries": request.retries})  # fmt: skip
+        _recorded[task_id] = entry
+        ledger.rpush(f"attempts:{task_id}", entry)
 
 
 @task_postrun.connect
 def _attempt_ended(task_id: str = "", state: str | None = None, **_: Any) -> None:
     ledger = _ledger()
-    if ledger is not None:
-        ledger.rpush(f"ends:{task_id}", json.dumps({"end": time.time(), "state": state}))
+    entry = _recorded.pop(task_id, None)
+    if ledger is None:
+        return
+    if state == "IGNORED":
+        # A delivery that lost its claim (cancelled, a duplicate): the body never ran.
+        if entry is not None:
+            ledger.lrem(f"attempts:{task_id}", 1, entry)
+        return
+    ledger.rpush(f"ends:{task_id}", json.dumps({"end": time.time(), "state": state}))

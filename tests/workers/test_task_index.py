@@ -148,3 +148,49 @@ def test_the_result_backend_stores_publishes_and_indexes_in_one_call(redis_serve
         client.flushdb()
         client.close()
         app.close()
+
+
+def test_started_claims_the_task_for_one_delivery_and_stores_nothing_when_it_loses(
+    redis_server,
+) -> None:
+    from celery import Celery
+    from celery.app.task import Context
+
+    from workers.backend import CLAIM_FIELD, CLAIM_OUTCOME_FIELD, backend_url
+    from workers.task_index import CLAIM_CANCELLED, CLAIM_DUPLICATE, CLAIM_RUN
+
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
+    app = Celery("claim-test", backend=backend_url(url), broker=url)
+    backend = app.backend
+    client = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
+    index = TaskIndex(client, ttl=60)
+    try:
+        held, cancelled = new_id(), new_id()
+
+        def start(task_id: str, token: str) -> int:
+            request = Context(id=task_id, retries=0, **{CLAIM_FIELD: token})
+            backend.store_result(task_id, None, "STARTED", request=request)
+            return getattr(request, CLAIM_OUTCOME_FIELD)
+
+        index.record(held, "PENDING", 0, name="t")
+        assert start(held, "first") == CLAIM_RUN
+        assert client.hget(task_key(held), "state") == "STARTED"
+        # A second delivery while the first is fresh: no STARTED of its own.
+        backend.store_result(held, {"done": 1}, "SUCCESS")
+        assert start(held, "second") != CLAIM_RUN
+        assert backend.get_task_meta(held)["status"] == "SUCCESS"
+
+        index.record(cancelled, "PENDING", 0, name="t")
+        client.hset(task_key(cancelled), "cancel_requested", "1")
+        assert start(cancelled, "only") == CLAIM_CANCELLED
+        assert client.hget(task_key(cancelled), "state") == "PENDING"
+        assert backend.get_task_meta(cancelled)["status"] == "PENDING"
+
+        running = new_id()
+        index.record(running, "PENDING", 0, name="t")
+        assert start(running, "a") == CLAIM_RUN
+        assert start(running, "b") == CLAIM_DUPLICATE
+    finally:
+        client.flushdb()
+        client.close()
+        app.close()
