@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 
 from bench.common import QUEUE
+from workers.base import BaseTaskWithRetry
 from workers.celery_app import celery_app
 
 __all__ = ["QUEUE", "noop"]
 
 
-@celery_app.task(name="bench.noop")
+# On the base every platform task has: the claim before running, retries.
+@celery_app.task(name="bench.noop", base=BaseTaskWithRetry)
 def noop() -> float:
     return time.time()
