@@ -15,6 +15,7 @@ import redis.asyncio
 
 from workers.task_index import (
     DEFAULT_TTL,
+    PREFIX,
     RECORD_LUA,
     STATES,
     counts_key,
@@ -49,6 +50,24 @@ local existing = redis.call('HGET', KEYS[1], 'retried_as')
 if existing then return existing end
 redis.call('HSET', KEYS[1], 'retried_as', ARGV[1])
 return ''
+"""
+
+
+# One page of an index with the records' summary fields, in one call. KEYS[1] = index.
+# ARGV: prefix, upper score bound (ZREVRANGEBYSCORE max), count, then the field names.
+# Returns flat (id, score, {values}) triples, newest first.
+PAGE_LUA = """
+local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[2], '-inf', 'WITHSCORES',
+  'LIMIT', 0, tonumber(ARGV[3]))
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local out = {}
+for i = 1, #batch, 2 do
+  out[#out + 1] = batch[i]
+  out[#out + 1] = batch[i + 1]
+  out[#out + 1] = redis.call('HMGET', ARGV[1] .. 'task:' .. batch[i], unpack(fields))
+end
+return out
 """
 
 
@@ -93,6 +112,7 @@ class TaskStore:
         self._record = client.register_script(RECORD_LUA)
         self._cancel = client.register_script(CANCEL_LUA)
         self._link = client.register_script(LINK_RETRY_LUA)
+        self._page = client.register_script(PAGE_LUA)
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         raw = await self.client.hgetall(task_key(task_id))
@@ -135,13 +155,10 @@ class TaskStore:
         last_seq: float | None = None
         while len(tasks) < query.limit and scanned < SCAN_BUDGET:
             size = SCAN_BATCH if remaining else query.limit - len(tasks)
-            batch = await self.client.zrevrangebyscore(
-                primary, upper, "-inf", start=0, num=size + 1, withscores=True
-            )
+            batch = await self._page_of(primary, upper, size + 1)
             more = len(batch) > size
             batch = batch[:size]
-            records = await self._summaries([task_id for task_id, _ in batch])
-            for i, ((_, score), record) in enumerate(zip(batch, records, strict=True)):
+            for i, (score, record) in enumerate(batch):
                 last_seq = score
                 scanned += 1
                 if record is not None and all(record.get(f) == v for f, v in remaining.items()):
@@ -175,17 +192,21 @@ class TaskStore:
             key = index_key()
         return key, filters
 
-    async def _summaries(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.hmget(task_key(task_id), SUMMARY_FIELDS)
-            rows = await pipe.execute()
-        out: list[dict[str, Any] | None] = []
-        for row in rows:
-            if row[0] is None:
-                out.append(None)  # pruned between the range and the read
-                continue
-            out.append(decode_record({k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v}))
+    async def _page_of(
+        self, index: str, upper: str, count: int
+    ) -> list[tuple[float, dict[str, Any] | None]]:
+        """Up to `count` (score, summary) pairs below `upper`, newest first; the summary is
+        None for a task pruned while the page was read."""
+        flat = await self._page(keys=[index], args=[PREFIX, upper, count, *SUMMARY_FIELDS])
+        out: list[tuple[float, dict[str, Any] | None]] = []
+        for i in range(0, len(flat), 3):
+            row = flat[i + 2]
+            record = None
+            if row[0] is not None:
+                record = decode_record(
+                    {k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v}
+                )
+            out.append((float(flat[i + 1]), record))
         return out
 
     async def counts(self, owner: str | None = None) -> dict[str, int]:
