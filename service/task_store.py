@@ -71,6 +71,19 @@ return out
 """
 
 
+# A task's record and, unless it failed or was revoked, its result meta, in one call.
+# KEYS[1] = task hash, KEYS[2] = Celery's result key.
+STATUS_LUA = """
+local record = redis.call('HGETALL', KEYS[1])
+local meta = false
+if #record > 0 then
+  local state = redis.call('HGET', KEYS[1], 'state')
+  if state ~= 'FAILURE' and state ~= 'REVOKED' then meta = redis.call('GET', KEYS[2]) end
+end
+return {record, meta}
+"""
+
+
 @dataclass(frozen=True)
 class ListQuery:
     limit: int = 50
@@ -113,18 +126,19 @@ class TaskStore:
         self._cancel = client.register_script(CANCEL_LUA)
         self._link = client.register_script(LINK_RETRY_LUA)
         self._page = client.register_script(PAGE_LUA)
+        self._status = client.register_script(STATUS_LUA)
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         raw = await self.client.hgetall(task_key(task_id))
         return decode_record(raw) if raw else None
 
     async def get_with_result(self, task_id: str) -> tuple[dict[str, Any] | None, Any]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(task_key(task_id))
-            pipe.get(RESULT_KEY.format(task_id))
-            raw, meta = await pipe.execute()
-        if not raw:
+        """The record, and Celery's result meta unless the task failed or was revoked (the
+        record has all a failure needs; the meta would add its traceback again)."""
+        flat, meta = await self._status(keys=[task_key(task_id), RESULT_KEY.format(task_id)])
+        if not flat:
             return None, None
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
         return decode_record(raw), (json.loads(meta) if meta else None)
 
     async def record(
