@@ -110,8 +110,9 @@ class TaskPublisher:
         self._recorder = recorder = _CommandRecorder()
         try:
             # The queues were declared when the channel opened.
+            # Nothing here can fail over to a retry: no I/O happens.
             self._celery.send_task(
-                name, task_id=task_id, producer=self._producer, declare=[],
+                name, task_id=task_id, producer=self._producer, declare=[], retry=False,
                 event_dispatcher=self._events, **options,
             )  # fmt: skip
         finally:
