@@ -47,6 +47,11 @@ def run(stack: Stack, size: str) -> list[Row]:
         seconds, bad = asyncio.run(http_submissions(base, count, clients))
     queued = queue_length(stack.redis, "ai_high_priority")
     ours = count / seconds
+    bare, bare_base = stack.bare_http()
+    try:
+        ceiling, _ = asyncio.run(http_submissions(bare_base, count, clients))
+    finally:
+        stack.stop(bare)
     plain = stack.run_json(["-m", "bench.bare_client", "submit", str(count), "bench_bare_submit"])
     client = stack.run_json(["-m", "bench.our_client", "submit", str(count), "bench_submit"])
     stack.flush()
@@ -57,6 +62,10 @@ def run(stack: Stack, size: str) -> list[Row]:
     return [
         Row("submit", "HTTP ai/generate", ours, plain["per_second"], "tasks/s", ("ge", 2.0),
             "plain apply_async loop", note),
+        Row("submit", "bare aiohttp POST, no publish", count / ceiling, plain["per_second"],
+            "tasks/s", None, "plain apply_async loop",
+            f"the HTTP ceiling here: {clients} clients against a handler that reads the body "
+            "and answers 202; nothing is validated or published"),
         Row("submit", "our app send_task loop", client["per_second"], plain["per_second"],
             "tasks/s", None, "plain apply_async loop",
             "one process, our Celery app with its publish hook (index record per task)"),
