@@ -15,11 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED = [
     ("submit", "HTTP ai/generate (tasks/s)"),
+    ("submit", "bare aiohttp POST, no publish (tasks/s)"),
     ("submit", "our app send_task loop (tasks/s)"),
     ("e2e", "submit->SUCCESS p50 (ms)"),
     ("e2e", "submit->SUCCESS p95 (ms)"),
     ("e2e", "submit->SUCCESS p99 (ms)"),
-    ("drain", "no-op tasks drained (tasks/s)"),
+    ("drain", "no-op tasks drained, our defaults (tasks/s)"),
+    ("drain", "no-op tasks drained, bare's pool settings (tasks/s)"),
     ("status", "GET status/{id} (req/s)"),
     ("flower", "list 50 p50 at 50 run tasks (ms)"),
     ("flower", "RSS (gateway vs Flower) (MB)"),
@@ -59,5 +61,5 @@ def test_bench_tiny_run_prints_every_row_with_sane_numbers() -> None:
         assert math.isfinite(number(base)) and number(base) > 0, (key, cells)
         assert re.fullmatch(r"[\d.,]+x", ratio), (key, cells)
     assert number(rows[EXPECTED[0]][2]) > 10  # HTTP submissions per second
-    assert number(rows[("drain", "no-op tasks drained (tasks/s)")][2]) > 10
+    assert number(rows[("drain", "no-op tasks drained, our defaults (tasks/s)")][2]) > 10
     assert 0 < number(rows[("e2e", "submit->SUCCESS p50 (ms)")][2]) < 1000
