@@ -87,10 +87,10 @@ def find_lost(
             continue
         if float(record["recovered_at"] or 0) > now - grace:
             continue  # republished a moment ago
-        # A claim is taken right before the pool runs the task, so one that never led to
-        # STARTED within the grace period belongs to a delivery its worker dropped (its
-        # consumer was reset by a broker outage): the message may sit in `unacked` for
-        # good. Such a task counts as lost wherever its message is.
+        # A claim is taken with STARTED, right before the task runs; a claim left
+        # without STARTED (a record from before that, a task without `track_started`)
+        # for the grace period belongs to a delivery its worker dropped. Such a task
+        # counts as lost wherever its message is.
         stuck_claim = (
             record["claimed"] == "1" and record["state"] == "PENDING"
             and float(record["claimed_at"] or now) < now - grace
@@ -105,11 +105,14 @@ def find_lost(
     if not candidates:
         return []
     # Held by a worker: in kombu's unacknowledged hash *and* its index, which the sweep
-    # that gives messages of dead workers back reads. An entry missing from the index (a
-    # crash between kombu's two writes) would never come back on its own.
-    # An entry older than the visibility timeout (plus grace) should have been given back
-    # by that sweep already; one still there is stranded too.
-    recent = set(client.zrangebyscore(UNACKED_INDEX_KEY, now - visibility - grace, "+inf"))
+    # that gives messages of dead workers back reads, delivered within the grace period.
+    # An entry missing from the index (a crash between kombu's two writes) never comes
+    # back on its own. Nor, before the visibility timeout, does one whose consumer was
+    # reset by a broker outage before the task started: with late acks and a prefetch of
+    # one, a worker holds a message unclaimed only for the moment before it runs (ETAs
+    # aside, see above), so an unclaimed entry older than the grace period is stranded.
+    # Were it still held (a larger prefetch), the copy is harmless: the claim lets one run.
+    recent = set(client.zrangebyscore(UNACKED_INDEX_KEY, now - min(grace, visibility), "+inf"))
     unacked = client.hgetall(UNACKED_KEY)
     in_flight = _ids_in([raw for tag, raw in unacked.items() if tag in recent])
     queued: dict[str, set[str] | None] = {}
