@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import time
 from typing import Any
 
 import redis
-from celery.signals import before_task_publish, heartbeat_sent, worker_ready, worker_shutdown
+from celery.signals import (
+    before_task_publish,
+    heartbeat_sent,
+    worker_before_create_process,
+    worker_ready,
+    worker_shutdown,
+)
 from celery.worker import state as worker_state
 
 # Imported for the Celery signal receivers they connect: our logging, WORKER_QUEUES.
@@ -156,6 +163,23 @@ def _on_heartbeat(sender: Any = None, **_: Any) -> None:
         )
     except redis.exceptions.RedisError as exc:
         logger.warning("could not record heartbeat: %s", exc)
+
+
+@worker_before_create_process.connect
+def _freeze_heap_once(**_: Any) -> None:
+    """Celery's main process runs `gc.collect()` before forking each pool process, at
+    start-up and again whenever a process is recycled (`worker_max_tasks_per_child`):
+    about 50 ms over the ~100,000 objects the imports leave. They live as long as the
+    process, so they are collected once and then frozen (left out of every later
+    collection); the pool processes share their memory pages untouched as well."""
+    global _heap_frozen
+    if not _heap_frozen:
+        gc.collect()
+        gc.freeze()
+        _heap_frozen = True
+
+
+_heap_frozen = False
 
 
 @worker_shutdown.connect

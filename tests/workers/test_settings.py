@@ -88,3 +88,20 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://:pw@h:6379/1") == "redis://:***@h:6379/1"
     assert redact_url("redis://u:pw@h/1") == "redis://u:***@h/1"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_the_worker_heap_is_frozen_once_before_the_first_fork(monkeypatch) -> None:
+    """Celery collects garbage before every fork; the imported heap is frozen first."""
+    import gc
+
+    from workers import signals
+
+    monkeypatch.setattr(signals, "_heap_frozen", False)
+    try:
+        signals._freeze_heap_once()
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000
+        signals._freeze_heap_once()
+        assert gc.get_freeze_count() == frozen  # once only: later garbage stays collectable
+    finally:
+        gc.unfreeze()
