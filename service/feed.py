@@ -49,23 +49,76 @@ def message(kind: str, **fields: Any) -> dict[str, Any]:
     return {"type": kind, "task_id": None, "state": None, "ts": time.time(), **fields}
 
 
+SUBSCRIPTION_KINDS = ("task_ids", "queues", "names")
+# The event field each kind of subscription matches.
+EVENT_FIELD = {"task_ids": "task_id", "queues": "queue", "names": "name"}
+
+
+class SubscriptionIndex:
+    """Which clients named which task, queue or name, and which asked for everything: an
+    event is checked against those clients only, not against every connected one."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, dict[str, set[Client]]] = {k: {} for k in SUBSCRIPTION_KINDS}
+        self.everything: set[Client] = set()
+
+    def add(self, client: Client, kind: str, values: set[str]) -> None:
+        table = self.by_kind[kind]
+        for value in values:
+            table.setdefault(value, set()).add(client)
+
+    def remove(self, client: Client, kind: str, values: set[str]) -> None:
+        table = self.by_kind[kind]
+        for value in values:
+            holders = table.get(value)
+            if holders is not None:
+                holders.discard(client)
+                if not holders:
+                    del table[value]
+
+    def drop(self, client: Client) -> None:
+        for kind in SUBSCRIPTION_KINDS:
+            self.remove(client, kind, getattr(client.subscription, kind))
+        self.everything.discard(client)
+
+    def candidates(self, event: dict[str, Any]) -> set[Client]:
+        found = set(self.everything)
+        for kind, field in EVENT_FIELD.items():
+            value = event.get(field)
+            if value is not None:
+                found |= self.by_kind[kind].get(value, set())
+        return found
+
+
 class Subscription:
     def __init__(self) -> None:
         self.task_ids: set[str] = set()
         self.queues: set[str] = set()
         self.names: set[str] = set()
         self.all = False
+        # Kept in step once the client is registered with a hub.
+        self.index: tuple[SubscriptionIndex, Client] | None = None
 
     def update(self, data: dict[str, Any], add: bool) -> None:
-        for attr in ("task_ids", "queues", "names"):
+        for attr in SUBSCRIPTION_KINDS:
             values = {str(v) for v in data.get(attr) or () if v}
             target: set[str] = getattr(self, attr)
+            changed = values - target if add else values & target
             if add:
-                target |= values
+                target |= changed
             else:
-                target -= values
+                target -= changed
+            if self.index is not None and changed:
+                index, client = self.index
+                (index.add if add else index.remove)(client, attr, changed)
         if "all" in data:
             self.all = bool(data["all"]) if add else (False if data["all"] else self.all)
+            if self.index is not None:
+                index, client = self.index
+                if self.all:
+                    index.everything.add(client)
+                else:
+                    index.everything.discard(client)
 
     def matches(self, event: dict[str, Any]) -> bool:
         return (
@@ -187,6 +240,7 @@ class FeedHub:
         self._owners: dict[str, str | None] = {}
         self._workers: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._index = SubscriptionIndex()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -231,9 +285,17 @@ class FeedHub:
 
     def add(self, client: Client) -> None:
         self.clients.add(client)
+        subscription = client.subscription
+        subscription.index = (self._index, client)
+        for kind in SUBSCRIPTION_KINDS:
+            self._index.add(client, kind, getattr(subscription, kind))
+        if subscription.all:
+            self._index.everything.add(client)
 
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
+        self._index.drop(client)
+        client.subscription.index = None
 
     async def replay(self, client: Client, after: str) -> bool:
         """Send `client` what matched after `after`; False when that is out of the window."""
@@ -301,7 +363,9 @@ class FeedHub:
 
     def broadcast(self, event: dict[str, Any], event_id: str | None = None) -> None:
         text: str | None = None
-        for client in list(self.clients):
+        # Notifications go by owner to everyone; the rest to subscribers only.
+        notification = event.get("type") == "notification"
+        for client in list(self.clients) if notification else self._index.candidates(event):
             if client.wants(event):
                 text = text or json.dumps(event)
                 client.offer(text, event_id)
