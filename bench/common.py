@@ -122,17 +122,36 @@ def table(rows: list[Row]) -> str:
 # --- processes ---------------------------------------------------------------------------
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 def proc_stats(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system, children excluded) and resident memory (MB)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    """CPU seconds (user + system) and resident memory (MB) of `pid` and its direct
+    children alive now: the gateway with WEB_CONCURRENCY > 1 serves from gunicorn's
+    worker processes (their RSS summed counts shared pages more than once)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    rss = 0.0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
+    cpu = rss = 0.0
+    for one in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{one}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / ticks
+            with open(f"/proc/{one}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
     return {"cpu": cpu, "rss_mb": rss}
 
 
