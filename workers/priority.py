@@ -17,6 +17,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps as json_dumps
+
+from workers.task_index import (
+    PUBLISH_LUA,
+    peek_pending_record,
+    pop_pending_record,
+    task_key,
+)
 
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
@@ -34,9 +42,40 @@ class _HighestFirst:
     """
 
     _shared_client: tuple[Any, Any] = (None, None)
+    _publish_scripts: dict[int, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._publish_scripts = {}
+        super().__init__(*args, **kwargs)
 
     def _get_message_priority(self, message: Any, reverse: bool = False) -> int:
         return super()._get_message_priority(message, reverse=not reverse)  # type: ignore[misc]
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """Deliver a message; with the task's record when its publisher left one
+        (`workers.signals`): both in one script, so neither exists without the other."""
+        task_id = (message.get("headers") or {}).get("id")
+        rargs = peek_pending_record(task_id) if task_id else None
+        expires = getattr(self, "_expires", None)
+        if (
+            rargs is None
+            or kwargs.get("_publish_batch") is not None
+            or (expires and queue in expires)
+        ):
+            super()._put(queue, message, **kwargs)  # type: ignore[misc]
+            return
+        key = self._q_for_pri(  # type: ignore[attr-defined]
+            queue, self._get_message_priority(message, reverse=False)
+        )
+        with self.conn_or_acquire() as client:
+            script = self._publish_scripts.get(id(client))
+            if script is None:
+                script = self._publish_scripts[id(client)] = client.register_script(PUBLISH_LUA)
+            script(
+                keys=[task_key(task_id), key],
+                args=[len(rargs), *rargs, "lpush", key, json_dumps(message)],
+            )
+        pop_pending_record(task_id)
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 from celery.signals import (
+    after_task_publish,
     before_task_publish,
     heartbeat_sent,
     worker_before_create_process,
@@ -25,7 +26,13 @@ import workers.queue_selection  # noqa: F401
 from workers import registry
 from workers.redis_client import sync_redis
 from workers.settings import get_settings
-from workers.task_index import TaskIndex, capped_json
+from workers.task_index import (
+    TaskIndex,
+    capped_json,
+    pop_pending_record,
+    record_args,
+    stash_pending_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,18 @@ def publish_fields(
     )  # fmt: skip
 
 
+@after_task_publish.connect
+def _on_published(headers: dict | None = None, **_: Any) -> None:
+    task_id = (headers or {}).get("id")
+    entry = pop_pending_record(task_id) if task_id else None
+    if entry is None:
+        return  # written with the message
+    try:
+        task_index().record_with(entry[1])
+    except redis.exceptions.RedisError as exc:
+        logger.warning("task index not updated on publish of %s: %s", task_id, exc)
+
+
 @before_task_publish.connect
 def _on_publish(
     sender: str | None = None,
@@ -106,15 +125,15 @@ def _on_publish(
     if not task_id or not sender or headers.get(DEFERRED_HEADER) or headers.get(INDEXED_HEADER):
         return  # a duplicate delivery put back to be checked later: not a new task
     retries = int(headers.get("retries") or 0)
-    try:
-        if retries:
-            # A retry republishes the same task: its record and state (RETRY) stay.
-            task_index().record(task_id, None, retries, eta=headers.get("eta"))
-        else:
-            fields = publish_fields(sender, body, routing_key, headers, properties or {})
-            task_index().record(task_id, "PENDING", 0, **fields)
-    except redis.exceptions.RedisError as exc:
-        logger.warning("task index not updated on publish of %s: %s", task_id, exc)
+    ttl = get_settings().task_history_ttl
+    if retries:
+        # A retry republishes the same task: its record and state (RETRY) stay.
+        stash_pending_record(
+            task_id, record_args(task_id, None, retries, ttl, None, {"eta": headers.get("eta")})
+        )
+    else:
+        fields = publish_fields(sender, body, routing_key, headers, properties or {})
+        stash_pending_record(task_id, record_args(task_id, "PENDING", 0, ttl, None, fields))
 
 
 def check_eviction_policy(client: Any) -> str | None:

@@ -358,6 +358,32 @@ def record_args(
     ]  # fmt: skip
 
 
+# Records of tasks being published, by task id (RECORD_LUA's arguments, left by the
+# `before_task_publish` hook in workers.signals): our transport (workers.priority) writes
+# each together with its message in one script (PUBLISH_LUA), so a message never exists
+# without its record, nor a record of a message that failed to publish. With another
+# transport the entry stays, and the `after_task_publish` hook writes it instead.
+_pending: dict[str, tuple[float, list[Any]]] = {}
+PENDING_KEEP = 60.0
+
+
+def stash_pending_record(task_id: str, args: list[Any]) -> None:
+    now = time.monotonic()
+    if len(_pending) > 1000:  # entries of publishes that failed
+        for stale in [k for k, (at, _) in _pending.items() if at < now - PENDING_KEEP]:
+            _pending.pop(stale, None)
+    _pending[task_id] = (now, args)
+
+
+def peek_pending_record(task_id: str) -> list[Any] | None:
+    entry = _pending.get(task_id)
+    return entry[1] if entry is not None else None
+
+
+def pop_pending_record(task_id: str) -> tuple[float, list[Any]] | None:
+    return _pending.pop(task_id, None)
+
+
 class TaskIndex:
     """The blocking writer used by publishers and workers."""
 
@@ -384,8 +410,11 @@ class TaskIndex:
         `event` adds fields to the feed event sent when the state changes (a result, an
         error, the worker).
         """
-        args = record_args(task_id, state, attempt, self.ttl, event, fields, now)
-        return self._record(keys=[task_key(task_id)], args=args)
+        return self.record_with(record_args(task_id, state, attempt, self.ttl, event, fields, now))
+
+    def record_with(self, args: list[Any]) -> list[Any]:
+        """Apply RECORD_LUA's arguments as `record_args` builds them."""
+        return self._record(keys=[task_key(args[1])], args=args)
 
     def feed(
         self, kind: str, task_id: str, payload: dict[str, Any] | None = None, chunk: str = ""

@@ -194,3 +194,45 @@ def test_started_claims_the_task_for_one_delivery_and_stores_nothing_when_it_los
         client.flushdb()
         client.close()
         app.close()
+
+
+def test_a_python_publish_writes_the_record_with_the_message_in_one_script(
+    redis_server, celery_app
+) -> None:
+    READS = ("SUBSCRIBE", "PUBLISH")
+    """Our app's publish hook leaves the record to the transport, which sends it with the
+    message (PUBLISH_LUA): a message never exists without its record."""
+    import threading
+
+    queue = f"tests-onecall-{uuid.uuid4().hex}"
+    client = redis.Redis(port=redis_server.port, decode_responses=True)
+    seen: list[dict] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        with client.monitor() as monitor:
+            ready.set()
+            for command in monitor.listen():
+                seen.append(command)
+                if "tests-onecall-stop" in command["command"]:
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert ready.wait(5)
+    result = celery_app.send_task("tests.record", args=["x"], queue=queue)
+    client.ping()
+    client.get("tests-onecall-stop")
+    watcher.join(5)
+    try:
+        top_level = [c["command"] for c in seen if c.get("client_type") != "lua"]
+        # Besides the client's result subscription and the task-sent event:
+        writes = [c for c in top_level if result.id in c and c.split()[0] not in READS]
+        # (EVALSHA twice when the script had to be loaded first.)
+        assert writes and {c.split()[0] for c in writes} == {"EVALSHA"}, writes
+        assert not [c for c in top_level if c.startswith("LPUSH") and queue in c]
+        assert client.hget(task_key(result.id), "state") == "PENDING"
+        assert sum(client.llen(k) for k in client.scan_iter(f"{queue}*")) == 1
+    finally:
+        client.delete(task_key(result.id), *client.scan_iter(f"{queue}*"))
+        client.close()
