@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import gc
 from collections.abc import AsyncIterator
@@ -46,12 +48,17 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     client = async_redis(settings)
     app[redis_key] = client
-    app[task_store_key] = TaskStore(client, ttl=settings.task_history_ttl)
+    store = TaskStore(client, ttl=settings.task_history_ttl)
+    app[task_store_key] = store
+    refusals = asyncio.get_running_loop().create_task(store.retry_refusals())
     waiter = ResultWaiter(client)
     await waiter.start()
     app[waiter_key] = waiter
     app[sessions_key] = SessionStore(client, settings.session_ttl)
     yield
+    refusals.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refusals
     await waiter.close()
     await client.aclose()
 

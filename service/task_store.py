@@ -6,12 +6,14 @@ history, so they cost the same at a thousand tasks or a million.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
+import redis.exceptions
 
 from workers.task_index import (
     DEFAULT_TTL,
@@ -43,6 +45,17 @@ if r[1] == 'STARTED' or r[2] == '1' then return 'RUNNING' end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1')
 return 'OK'
 """
+
+# A submission the client was told failed: if its record exists after all (the script ran
+# but its reply was lost), the task is cancelled so it never runs. Returns 1 when it was.
+REFUSE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+return 1
+"""
+NOT_ACCEPTED = {"type": "NotAccepted", "message": "the broker did not take the task"}
+REFUSAL_RETRY = 0.25
+REFUSAL_KEEP = 3600.0
 
 # Link a task to its retry, once. Returns the existing link or ''.
 LINK_RETRY_LUA = """
@@ -125,6 +138,9 @@ class TaskStore:
         self._record = client.register_script(RECORD_LUA)
         self._cancel = client.register_script(CANCEL_LUA)
         self._link = client.register_script(LINK_RETRY_LUA)
+        self._refuse = client.register_script(REFUSE_LUA)
+        # Refusals not written yet (Redis was down): task id -> when it was refused.
+        self.unwritten_refusals: dict[str, float] = {}
         self._page = client.register_script(PAGE_LUA)
         self._status = client.register_script(STATUS_LUA)
 
@@ -149,6 +165,40 @@ class TaskStore:
 
     async def request_cancel(self, task_id: str) -> str:
         return await self._cancel(keys=[task_key(task_id)])
+
+    async def refuse(self, task_id: str) -> None:
+        """The client was told its submission failed: make sure the task never runs.
+
+        A publish that failed on a lost connection may have reached Redis all the same.
+        When Redis cannot be asked now, `retry_refusals` asks as soon as it is back, ahead
+        of the workers, which reconnect more slowly.
+        """
+        try:
+            await self._write_refusal(task_id)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            self.unwritten_refusals[task_id] = time.monotonic()
+
+    async def _write_refusal(self, task_id: str) -> None:
+        if await self._refuse(keys=[task_key(task_id)]):
+            await self.record(
+                task_id, "REVOKED", event={"error": NOT_ACCEPTED},
+                error_type=NOT_ACCEPTED["type"], error_message=NOT_ACCEPTED["message"],
+            )  # fmt: skip
+
+    async def retry_refusals(self) -> None:
+        """Runs for the gateway's lifetime: writes the refusals Redis missed."""
+        while True:
+            await asyncio.sleep(REFUSAL_RETRY)
+            now = time.monotonic()
+            for task_id, refused_at in list(self.unwritten_refusals.items()):
+                if refused_at < now - REFUSAL_KEEP:
+                    self.unwritten_refusals.pop(task_id, None)
+                    continue
+                try:
+                    await self._write_refusal(task_id)
+                except (redis.exceptions.RedisError, OSError):
+                    break  # still down: all of them wait for the next round
+                self.unwritten_refusals.pop(task_id, None)
 
     async def link_retry(self, task_id: str, new_id: str) -> str | None:
         existing = await self._link(keys=[task_key(task_id)], args=[new_id])

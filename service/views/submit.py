@@ -30,7 +30,7 @@ from workers import queues
 from workers.priority import DEFAULT_PRIORITY
 from workers.queues import TASK_QUEUES
 from workers.signals import OWNER_HEADER, submission_fields
-from workers.task_index import TERMINAL_STATES, task_key
+from workers.task_index import TERMINAL_STATES
 
 OPTIONS = ("priority", "countdown", "eta")
 IDEMPOTENCY_TTL = 24 * 3600
@@ -96,14 +96,9 @@ async def submit(
             )  # fmt: skip
         except Exception:
             # The client is told it failed: should the message have reached Redis
-            # anyway, the cancel keeps it from running.
+            # anyway, the cancel keeps it from running (written later if Redis is down).
             with contextlib.suppress(Exception):
-                await store.client.hset(task_key(task_id), "cancel_requested", "1")
-                error = {"type": "NotAccepted", "message": "the broker did not take the task"}
-                await store.record(
-                    task_id, "REVOKED", event={"error": error},
-                    error_type=error["type"], error_message=error["message"],
-                )  # fmt: skip
+                await store.refuse(task_id)
             if idem_key is not None:
                 with contextlib.suppress(Exception):
                     await request.app[redis_key].delete(idem_key)
