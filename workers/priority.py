@@ -41,12 +41,8 @@ class _HighestFirst:
     pool, so a pool kombu replaces after a reconnect gets a new one.
     """
 
-    _shared_client: tuple[Any, Any] = (None, None)
-    _publish_scripts: dict[int, Any]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._publish_scripts = {}
-        super().__init__(*args, **kwargs)
+    # (connection pool, client on it, PUBLISH_LUA registered on that client)
+    _shared: tuple[Any, Any, Any] = (None, None, None)
 
     def _get_message_priority(self, message: Any, reverse: bool = False) -> int:
         return super()._get_message_priority(message, reverse=not reverse)  # type: ignore[misc]
@@ -67,27 +63,26 @@ class _HighestFirst:
         key = self._q_for_pri(  # type: ignore[attr-defined]
             queue, self._get_message_priority(message, reverse=False)
         )
-        with self.conn_or_acquire() as client:
-            script = self._publish_scripts.get(id(client))
-            if script is None:
-                script = self._publish_scripts[id(client)] = client.register_script(PUBLISH_LUA)
-            script(
-                keys=[task_key(task_id), key],
-                args=[len(rargs), *rargs, "lpush", key, json_dumps(message)],
-            )
+        _, publish = self._shared_client()
+        publish(
+            keys=[task_key(task_id), key],
+            args=[len(rargs), *rargs, "lpush", key, json_dumps(message)],
+        )
         pop_pending_record(task_id)
+
+    def _shared_client(self) -> tuple[Any, Any]:
+        """The client of the current connection pool, and PUBLISH_LUA on it."""
+        pool = self.pool  # type: ignore[attr-defined]
+        owner, client, publish = self._shared
+        if owner is not pool:
+            client = self._create_client()  # type: ignore[attr-defined]
+            publish = client.register_script(PUBLISH_LUA)
+            self._shared = (pool, client, publish)
+        return client, publish
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
-        if client:
-            yield client
-            return
-        pool = self.pool  # type: ignore[attr-defined]
-        owner, shared = self._shared_client
-        if owner is not pool:
-            shared = self._create_client()  # type: ignore[attr-defined]
-            self._shared_client = (pool, shared)
-        yield shared
+        yield client or self._shared_client()[0]
 
 
 class PriorityChannel(_HighestFirst, kombu_redis.Channel):
