@@ -116,10 +116,14 @@ def test_gateway_in_two_processes_closes_every_websocket_and_stops_on_sigterm(
                 with gateway.served_by(pid):
                     sockets.append(await http.ws_connect(f"{gateway.base_url}/api/v1/tasks/ws"))
             os.kill(gateway.pid, signal.SIGTERM)  # to the master only, as Docker does
-            for ws in sockets:
+
+            async def until_closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
                 while (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
                     pass
-            return [ws.close_code for ws in sockets]
+                return ws.close_code
+
+            # Both at once: each process waits (1 s) for the answer to its close frame.
+            return list(await asyncio.gather(*(until_closed(ws) for ws in sockets)))
 
     assert asyncio.run(close_codes_after_sigterm()) == [1001, 1001]
     assert gateway.process.wait(15) == 0
