@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError
 from service.errors import BadRequest, ServiceUnavailable
 from workers.queues import TASK_QUEUES
 from workers.signals import INDEXED_HEADER
-from workers.task_index import PUBLISH_COMMANDS, PUBLISH_LUA, record_args, task_key
+from workers.task_index import PUBLISH_COMMANDS, PUBLISH_LUA, publish_call, record_args
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +149,7 @@ class TaskPublisher:
             time_limit=time_limit, soft_time_limit=soft_time_limit,
         )  # fmt: skip
         rargs = record_args(task_id, "PENDING", 0, self._ttl, event, record)
-        keys = [task_key(task_id), *(c[1] for c in commands if c[0] == "lpush")]
-        argv = [len(rargs), *rargs, *(part for c in commands for part in c)]
+        keys, argv = publish_call(rargs, commands)
         try:
             await self._script(keys=keys, args=argv)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:

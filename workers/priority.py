@@ -23,7 +23,7 @@ from workers.task_index import (
     PUBLISH_LUA,
     peek_pending_record,
     pop_pending_record,
-    task_key,
+    publish_call,
 )
 
 MIN_PRIORITY = 0
@@ -64,10 +64,8 @@ class _HighestFirst:
             queue, self._get_message_priority(message, reverse=False)
         )
         _, publish = self._shared_client()
-        publish(
-            keys=[task_key(task_id), key],
-            args=[len(rargs), *rargs, "lpush", key, json_dumps(message)],
-        )
+        keys, args = publish_call(rargs, [("lpush", key, json_dumps(message))])
+        publish(keys=keys, args=args)
         pop_pending_record(task_id)
 
     def _shared_client(self) -> tuple[Any, Any]:

@@ -179,6 +179,13 @@ return out
 """)
 
 
+def publish_call(rargs: list[Any], commands: list[tuple[Any, ...]]) -> tuple[list, list]:
+    """PUBLISH_LUA's KEYS and ARGV: the record (RECORD_LUA's arguments, task id second)
+    and kombu's (command, target, value) triples."""
+    keys = [task_key(rargs[1]), *(c[1] for c in commands if c[0] == "lpush")]
+    return keys, [len(rargs), *rargs, *(part for c in commands for part in c)]
+
+
 # Store a task's result meta the way Celery's Redis backend does (SET with expiry, PUBLISH
 # on the key for waiting clients; never over a SUCCESS) and apply the state to the index
 # in the same call. KEYS[1] = task hash, KEYS[2] = result key. ARGV[1] = meta (JSON),
@@ -391,7 +398,6 @@ class TaskIndex:
         self.client = client
         self.ttl = ttl
         self._record = client.register_script(RECORD_LUA)
-        self._claim = client.register_script(CLAIM_LUA)
         self._refresh = client.register_script(REFRESH_LUA)
         self._feed = client.register_script(FEED_LUA)
         self._prune = client.register_script(PRUNE_LUA)
@@ -425,11 +431,6 @@ class TaskIndex:
             args=[PREFIX, kind, task_id, time.time(), event_json(payload), chunk],
         )
         return int(index), event_id
-
-    def claim(self, task_id: str, token: str, fresh_for: float = CLAIM_FRESH) -> int:
-        """Take the task for one delivery right before running it; see CLAIM_LUA."""
-        args = [PREFIX, token, time.time(), fresh_for]
-        return int(self._claim(keys=[task_key(task_id)], args=args))
 
     def refresh(self, claims: list[tuple[str, str]]) -> None:
         """Keep the claims (task id, token) of running tasks fresh."""

@@ -76,25 +76,6 @@ def test_a_worker_update_before_the_publish_record_keeps_the_later_state(index) 
     assert counts(index, owner="bob") == {"STARTED": 1}
 
 
-def test_claims_refuse_cancelled_finished_and_freshly_held_tasks(index) -> None:
-    from workers.task_index import CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE, CLAIM_RUN
-
-    cancelled, done, held = new_id(), new_id(), new_id()
-    for tid in (cancelled, done, held):
-        index.record(tid, "PENDING", 0, name="t")
-    index.client.hset(task_key(cancelled), "cancel_requested", "1")
-    index.record(done, "SUCCESS", 0)
-    assert index.claim(cancelled, "a") == CLAIM_CANCELLED
-    assert index.claim(done, "a") == CLAIM_DONE
-    assert index.claim(held, "first") == CLAIM_RUN
-    assert index.claim(held, "first") == CLAIM_RUN  # the same delivery asking again
-    assert index.claim(held, "second") == CLAIM_DUPLICATE
-    # a claim nobody refreshed goes stale: the other delivery may run it then
-    assert index.claim(held, "second", fresh_for=0) == CLAIM_RUN
-    assert index.client.hget(task_key(held), "claimed_by") == "second"
-    assert index.client.hget(task_key(held), "deliveries") == "3"
-
-
 def test_prune_removes_records_and_every_index_entry(index) -> None:
     old, young = new_id(), new_id()
     index.record(old, "PENDING", 0, name="n", queue="q", owner="o", now=time.time() - 120)
@@ -111,16 +92,23 @@ def test_prune_removes_records_and_every_index_entry(index) -> None:
     assert counts(index, owner="o") == {"PENDING": 1}
 
 
-def test_the_result_backend_stores_publishes_and_indexes_in_one_call(redis_server) -> None:
+@pytest.fixture
+def backend(index):
+    """The indexed result backend, writing where `index` reads."""
     from celery import Celery
 
     from workers.backend import backend_url
 
-    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
-    app = Celery("store-test", backend=backend_url(url), broker=url)
+    port = index.client.connection_pool.connection_kwargs["port"]
+    url = f"redis://127.0.0.1:{port}/{DB}"
+    app = Celery("backend-test", backend=backend_url(url), broker=url)
     app.conf.update(result_expires=120, result_extended=True)
-    backend = app.backend
-    client = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
+    yield app.backend
+    app.close()
+
+
+def test_the_result_backend_stores_publishes_and_indexes_in_one_call(index, backend) -> None:
+    client = index.client
     tid = new_id()
     waiting = client.pubsub(ignore_subscribe_messages=True)
     waiting.subscribe(backend.get_key_for_task(tid))
@@ -145,55 +133,46 @@ def test_the_result_backend_stores_publishes_and_indexes_in_one_call(redis_serve
         assert ['"STARTED"' in published[0], '"SUCCESS"' in published[1]] == [True, True]
     finally:
         waiting.close()
-        client.flushdb()
-        client.close()
-        app.close()
 
 
-def test_started_claims_the_task_for_one_delivery_and_stores_nothing_when_it_loses(
-    redis_server,
+def test_started_claims_for_one_delivery_and_stores_nothing_when_the_claim_is_lost(
+    index, backend
 ) -> None:
-    from celery import Celery
+    """The claim is taken with the STARTED write (CLAIM_START_LUA), right before a task
+    runs: cancelled, finished and freshly held tasks are refused."""
     from celery.app.task import Context
 
-    from workers.backend import CLAIM_FIELD, CLAIM_OUTCOME_FIELD, backend_url
-    from workers.task_index import CLAIM_CANCELLED, CLAIM_DUPLICATE, CLAIM_RUN
+    from workers.backend import CLAIM_FIELD, CLAIM_OUTCOME_FIELD
+    from workers.task_index import CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE, CLAIM_RUN
 
-    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
-    app = Celery("claim-test", backend=backend_url(url), broker=url)
-    backend = app.backend
-    client = redis.Redis(port=redis_server.port, db=DB, decode_responses=True)
-    index = TaskIndex(client, ttl=60)
-    try:
-        held, cancelled = new_id(), new_id()
+    client = index.client
 
-        def start(task_id: str, token: str) -> int:
-            request = Context(id=task_id, retries=0, **{CLAIM_FIELD: token})
-            backend.store_result(task_id, None, "STARTED", request=request)
-            return getattr(request, CLAIM_OUTCOME_FIELD)
+    def start(task_id: str, token: str) -> int:
+        request = Context(id=task_id, retries=0, **{CLAIM_FIELD: token})
+        backend.store_result(task_id, None, "STARTED", request=request)
+        return getattr(request, CLAIM_OUTCOME_FIELD)
 
-        index.record(held, "PENDING", 0, name="t")
-        assert start(held, "first") == CLAIM_RUN
-        assert client.hget(task_key(held), "state") == "STARTED"
-        # A second delivery while the first is fresh: no STARTED of its own.
-        backend.store_result(held, {"done": 1}, "SUCCESS")
-        assert start(held, "second") != CLAIM_RUN
-        assert backend.get_task_meta(held)["status"] == "SUCCESS"
+    cancelled, done, held = new_id(), new_id(), new_id()
+    for tid in (cancelled, done, held):
+        index.record(tid, "PENDING", 0, name="t")
+    client.hset(task_key(cancelled), "cancel_requested", "1")
+    backend.store_result(done, {"done": 1}, "SUCCESS")
 
-        index.record(cancelled, "PENDING", 0, name="t")
-        client.hset(task_key(cancelled), "cancel_requested", "1")
-        assert start(cancelled, "only") == CLAIM_CANCELLED
-        assert client.hget(task_key(cancelled), "state") == "PENDING"
-        assert backend.get_task_meta(cancelled)["status"] == "PENDING"
+    assert start(cancelled, "a") == CLAIM_CANCELLED
+    assert client.hget(task_key(cancelled), "state") == "PENDING"
+    assert backend.get_task_meta(cancelled)["status"] == "PENDING"
+    assert start(done, "a") == CLAIM_DONE
+    assert backend.get_task_meta(done)["status"] == "SUCCESS"
 
-        running = new_id()
-        index.record(running, "PENDING", 0, name="t")
-        assert start(running, "a") == CLAIM_RUN
-        assert start(running, "b") == CLAIM_DUPLICATE
-    finally:
-        client.flushdb()
-        client.close()
-        app.close()
+    assert start(held, "first") == CLAIM_RUN
+    assert client.hget(task_key(held), "state") == "STARTED"
+    assert start(held, "first") == CLAIM_RUN  # the same delivery asking again
+    assert start(held, "second") == CLAIM_DUPLICATE
+    # A claim nobody refreshed goes stale: the other delivery may run it then.
+    client.hset(task_key(held), "claimed_at", time.time() - 60)
+    assert start(held, "second") == CLAIM_RUN
+    assert client.hget(task_key(held), "claimed_by") == "second"
+    assert client.hget(task_key(held), "deliveries") == "3"
 
 
 # Commands that could write a task's record or message (reads by a running gateway and
