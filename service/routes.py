@@ -25,6 +25,8 @@ class Route:
     status: int = 200
     tags: tuple[str, ...] = ("tasks",)
     public: bool = False
+    # Operators' data or control: an admin key is required (service/middlewares.py).
+    admin: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -64,7 +66,7 @@ ROUTES: list[Route] = [
     Route("POST", f"{API}/retry/{{task_id}}", tasks.task_retry,
           "Submit a failed or cancelled task again", response=schemas.RetryResponse, status=202),
     Route("GET", f"{API}/health", tasks.health_report, "The last task-system health report",
-          tags=("operations",)),
+          tags=("operations",), admin=True),
     # Knowledge base
     Route("GET", "/api/v1/knowledge/{kb_id}/search", knowledge.knowledge_search,
           "The chunks of a knowledge base best matching a query",
@@ -84,18 +86,22 @@ ROUTES: list[Route] = [
     Route("DELETE", "/api/v1/session", session.logout, "Log out", tags=("session",)),
     # Workers (admin)
     Route("GET", f"{API}/workers", workers.list_workers, "Workers and what they are doing",
-          response=schemas.WorkersResponse, tags=("workers",)),
+          response=schemas.WorkersResponse, tags=("workers",), admin=True),
     Route("POST", f"{API}/workers/pool/restart", workers.pool_restart,
           "Restart a worker's pool", query=schemas.PoolRestartQuery,
-          response=schemas.WorkerControlResponse, tags=("workers",)),
+          response=schemas.WorkerControlResponse, tags=("workers",), admin=True),
     Route("POST", f"{API}/workers/shutdown", workers.shutdown, "Shut a worker (or all) down",
           body=schemas.WorkerTarget, query=schemas.WorkerTarget,
-          response=schemas.WorkerControlResponse, tags=("workers",)),
+          response=schemas.WorkerControlResponse, tags=("workers",), admin=True),
 ]  # fmt: skip
 
 
 def public_paths() -> frozenset[str]:
     return frozenset(r.path for r in ROUTES if r.public)
+
+
+def admin_paths() -> frozenset[str]:
+    return frozenset(r.path for r in ROUTES if r.admin)
 
 
 def setup_routes(app: web.Application) -> None:
