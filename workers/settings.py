@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     ws_heartbeat: float = Field(20.0, gt=0)
     ws_buffer: int = Field(1000, ge=10)
     ws_stats_interval: float = Field(5.0, gt=0)
+    # What one websocket may subscribe to: task ids, and task names and queues (each).
+    ws_max_task_ids: int = Field(1000, ge=1)
+    ws_max_names: int = Field(100, ge=1)
+    # A bearer token for Prometheus scrapers: it reads /metrics and nothing else. Without
+    # it, /metrics needs an admin API key.
+    metrics_token: SecretStr | None = None
 
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("admin")
