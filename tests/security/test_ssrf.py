@@ -14,6 +14,7 @@ The one allowed receiver is a redirector on 127.0.0.2 (`WEBHOOK_ALLOWED_NETWORKS
 from __future__ import annotations
 
 import functools
+import ipaddress
 import socket
 import socketserver
 import threading
@@ -26,7 +27,14 @@ import pytest
 
 from tests.support.waiting import wait_for_state, wait_until
 from workers import queues
-from workers.notify.targets import TargetPolicy, TargetRefused, check_literal, resolve
+from workers.notify.targets import (
+    TargetPolicy,
+    TargetRefused,
+    check_literal,
+    embedded_ipv4,
+    literal_address,
+    resolve,
+)
 from workers.task_index import task_key
 
 pytestmark = pytest.mark.slow
@@ -147,6 +155,29 @@ REMOTE_TARGETS = [
     "http://192.0.0.1/", "http://198.18.0.1/",
 ]  # fmt: skip
 
+# IPv6 addresses that carry a forbidden IPv4 address (a NAT64 translator, 6to4 or Teredo
+# relay on the path delivers them there), and site-local. Python's `is_global` calls every
+# one of the first six global: the guard must decode them itself.
+EMBEDDED_TARGETS = [
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 of 169.254.169.254
+    "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+    "http://[64:ff9b::10.0.0.1]/",
+    "http://[64:ff9b:1::a9fe:a9fe]/",  # local-use NAT64 prefix (/96 layout)
+    "http://[64:ff9b:1:a9fe:a9:fe00::]/",  # local-use NAT64 prefix (/48 layout)
+    "http://[2002:a9fe:a9fe::1]/",  # 6to4 of 169.254.169.254
+    "http://[2002:0a00:0001::]/",  # 6to4 of 10.0.0.1
+    "http://[2002:7f00:1::1]/",  # 6to4 of 127.0.0.1
+    "http://[::127.0.0.1]/",  # IPv4-compatible
+    "http://[::a9fe:a9fe]/", "http://[::10.0.0.1]/",
+    "http://[::ffff:0:a00:1]/",  # IPv4-translated (RFC 2765) of 10.0.0.1
+    "http://[::ffff:0:7f00:1]/", "http://[::ffff:0:169.254.169.254]/",
+    "http://[2001:0:a9fe:a9fe::]/",  # Teredo, server 169.254.169.254
+    "http://[2001:0:808:808::f5ff:fffe]/",  # Teredo, public server, client 10.0.0.1
+    "http://[2001:0:808:808::80ff:fffe]/",  # Teredo, client 127.0.0.1
+    "http://[fec0::1]/", "http://[fec0::a9fe:a9fe]/", "http://[feff::1]/",  # site-local
+    "http://[2001:db8::1]/", "http://[100::1]/",  # documentation, discard
+]  # fmt: skip
+
 
 def redirect_targets(port: int, redirector: int) -> list[str]:
     """An allowed receiver that answers 307 to a forbidden target."""
@@ -154,7 +185,9 @@ def redirect_targets(port: int, redirector: int) -> list[str]:
         f"http://127.0.0.1:{port}/", f"http://localhost:{port}/", f"http://0x7f000001:{port}/",
         f"http://2130706433:{port}/", f"http://[::1]:{port}/", f"http://0177.0.0.1:{port}/",
         "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://[fd00::1]/",
-        "http://192.168.1.1/", "http://172.16.0.1/",
+        "http://192.168.1.1/", "http://172.16.0.1/", "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[2002:a9fe:a9fe::1]/", "http://[::127.0.0.1]/", "http://[::ffff:0:a00:1]/",
+        "http://[fec0::1]/",
     ]  # fmt: skip
     return [f"http://{ALLOWED}:{redirector}/r?to={quote(t, safe='')}" for t in forbidden]
 
@@ -171,16 +204,53 @@ def _port(listeners: dict[str, _Counting], name: str) -> int:
 def test_the_guard_refuses_every_form_without_a_worker(listeners) -> None:
     """The same matrix against the guard itself: literals refused before DNS, names after."""
     policy = TargetPolicy.from_settings(False, f"{ALLOWED}/32")
-    for url in loopback_targets(_port(listeners, "v4")) + REMOTE_TARGETS:
+    for url in loopback_targets(_port(listeners, "v4")) + REMOTE_TARGETS + EMBEDDED_TARGETS:
         with pytest.raises(TargetRefused):
-            check_literal(url, policy)
             resolve(url, policy)
+        if literal_address(urlsplit(url).hostname or "") is not None:
+            with pytest.raises(TargetRefused):
+                check_literal(url, policy)
     assert listeners["v4"].accepts == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "carried"),
+    [
+        ("::ffff:169.254.169.254", ["169.254.169.254"]),  # IPv4-mapped
+        ("::ffff:0:a00:1", ["10.0.0.1"]),  # IPv4-translated
+        ("::127.0.0.1", ["127.0.0.1"]),  # IPv4-compatible
+        ("64:ff9b::a9fe:a9fe", ["169.254.169.254"]),  # NAT64
+        ("64:ff9b:1::a9fe:a9fe", ["0.0.0.0", "0.0.0.0", "0.0.0.169", "169.254.169.254"]),
+        ("2002:a9fe:a9fe::1", ["169.254.169.254"]),  # 6to4
+        # Teredo, RFC 4380's example: server 65.54.227.120, client 192.0.2.45 (inverted).
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", ["65.54.227.120", "192.0.2.45"]),
+        ("2606:4700::1111", []),  # a plain IPv6 address carries none
+        ("fec0::1", []),
+    ],
+)
+def test_the_ipv4_carried_in_an_ipv6_address_is_decoded(address: str, carried: list) -> None:
+    assert [str(a) for a in embedded_ipv4(ipaddress.IPv6Address(address))] == carried
+
+
+def test_the_policy_judges_an_ipv6_address_by_the_ipv4_it_carries() -> None:
+    policy = TargetPolicy()
+    for url in EMBEDDED_TARGETS:
+        host = urlsplit(url).hostname
+        assert not policy.permits(ipaddress.ip_address(host)), url
+    # The same forms carrying a public address, and plain public addresses, are let
+    # through: the refusals above are about what is carried, not the form.
+    for public in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "8.8.8.8",
+                   "2001:0:808:808::f7f7:f7f7", "2606:4700::1111"):  # fmt: skip
+        assert policy.permits(ipaddress.ip_address(public)), public
+    # An allowed network counts for the carried address as for the plain one.
+    allowed = TargetPolicy.from_settings(False, "10.0.0.0/8")
+    assert allowed.permits(ipaddress.ip_address("64:ff9b::a00:1"))
+    assert not allowed.permits(ipaddress.ip_address("64:ff9b::a9fe:a9fe"))
 
 
 def test_no_forbidden_address_is_ever_connected(ssrf_worker, listeners, celery_app, rclient):
     port, redirector = _port(listeners, "v4"), _port(listeners, "redirector")
-    direct = loopback_targets(port) + REMOTE_TARGETS
+    direct = loopback_targets(port) + REMOTE_TARGETS + EMBEDDED_TARGETS
     redirects = redirect_targets(port, redirector)
     sent = {}
     for url in direct + redirects:

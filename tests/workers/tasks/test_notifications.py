@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from urllib.parse import quote
 
 import pytest
 
@@ -92,14 +93,42 @@ def test_webhook_5xx_and_timeouts_are_retried(notify_worker, webhooks, celery_ap
         "http://2852039166/",  # the same, as one decimal number
         "http://10.0.0.7/hook",  # private
         "http://[::1]:80/hook",  # IPv6 loopback
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 of the metadata address
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4 of it
+        "http://[::10.0.0.7]/hook",  # IPv4-compatible private
+        "http://[::ffff:0:a00:1]/hook",  # IPv4-translated 10.0.0.1
+        "http://[fec0::1]/hook",  # site-local
     ],
 )
 def test_webhook_to_private_or_metadata_targets_is_refused(
-    notify_worker, celery_app, target
+    notify_worker, celery_app, rclient, target
 ) -> None:
     done = run_task(celery_app, SEND, QUEUE, channel="webhook", recipient=target, message="m")
     assert done.state == "FAILURE"
     assert "private or reserved" in str(done.result)
+    # Refused before any connection: a connection attempt would fail as "unreachable"
+    # (a transient error) and be retried.
+    assert rclient.hget(task_key(done.id), "retries") in (None, "0")
+
+
+def test_webhook_redirect_to_an_ipv4_carrying_ipv6_target_is_refused(
+    notify_worker, webhooks, celery_app, rclient
+) -> None:
+    for to in ("http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a00:1::1]/",
+               "http://[::ffff:0:a00:1]/", "http://[fec0::1]/"):  # fmt: skip
+        url = f"{webhooks.base_url}/redirect?to={quote(to, safe='')}"
+        done = run_task(celery_app, SEND, QUEUE, channel="webhook", recipient=url, message="m")
+        assert done.state == "FAILURE" and "private or reserved" in str(done.result), to
+        assert rclient.hget(task_key(done.id), "retries") in (None, "0"), to
+
+
+def test_a_refused_name_does_not_reveal_what_it_resolves_to(notify_worker, celery_app) -> None:
+    done = run_task(celery_app, SEND, QUEUE, channel="webhook",
+                    recipient="http://localhost:9/hook", message="m")  # fmt: skip
+    assert done.state == "FAILURE"
+    error = str(done.result)
+    assert "localhost" in error and "refused" in error
+    assert "127.0.0.1" not in error and "::1" not in error
 
 
 def test_webhook_redirect_to_a_private_target_is_refused(
