@@ -65,6 +65,18 @@ class WaitQuery(StrictSchema):
     )
 
 
+def acting_owner_field() -> fields.String:
+    """`owner` of the submissions and queries that touch conversations or knowledge bases."""
+    return fields.String(
+        load_default=None,
+        validate=validate.Length(1, 200),
+        metadata={
+            "description": "admin keys only: act on this owner's conversations and knowledge "
+            "bases (default: the key's own owner); a user key naming another owner gets 403"
+        },
+    )
+
+
 class AiGenerateRequest(SubmitOptions):
     conversation_id = fields.String(required=True, validate=validate.Length(1, 200))
     user_message = fields.String(required=True, validate=validate.Length(1, 32_000))
@@ -75,8 +87,9 @@ class AiGenerateRequest(SubmitOptions):
     knowledge_base_id = fields.String(
         load_default=None,
         validate=validate.Length(1, 200),
-        metadata={"description": "ground the reply on this knowledge base"},
+        metadata={"description": "ground the reply on this knowledge base (404 if absent)"},
     )
+    owner = acting_owner_field()
 
 
 class TaskListQuery(StrictSchema):

@@ -1,7 +1,8 @@
 """Request schemas of the knowledge base and notification submissions, and the search API.
 
 The submission endpoints load these like any other `XxxRequest`; scheduling options
-(priority, countdown, eta) come from `SubmitOptions`.
+(priority, countdown, eta) come from `SubmitOptions`. Knowledge bases belong to the key's
+owner; `owner` lets an admin key act on another owner's (`service.ownership`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from service.schemas import SubmitOptions
+from service.schemas import SubmitOptions, acting_owner_field
 from workers.notify.validation import CHANNELS, NotificationInvalid, validate_notification
 from workers.settings import Settings, get_settings
 
@@ -23,10 +24,12 @@ class VectorizeRequest(SubmitOptions):
     text = fields.String(required=True, validate=validate.Length(1, 2_000_000))
     title = fields.String(load_default="", validate=validate.Length(0, 500))
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    owner = acting_owner_field()
 
 
 class UpdateKnowledgeBaseRequest(SubmitOptions):
     kb_id = fields.String(required=True, validate=_ID)
+    owner = acting_owner_field()
 
 
 class DeleteVectorsRequest(SubmitOptions):
@@ -35,6 +38,7 @@ class DeleteVectorsRequest(SubmitOptions):
         load_default=None, validate=_ID,
         metadata={"description": "omit to delete the whole knowledge base"},
     )  # fmt: skip
+    owner = acting_owner_field()
 
 
 class SendNotificationRequest(SubmitOptions):
@@ -69,6 +73,7 @@ class KnowledgeSearchQuery(Schema):
     # 500 characters stay under the HTTP parser's 8 KiB request line, percent-encoded.
     q = fields.String(required=True, validate=validate.Length(1, 500))
     k = fields.Integer(load_default=5, validate=validate.Range(1, 50))
+    owner = acting_owner_field()
 
 
 class KnowledgeMatch(Schema):

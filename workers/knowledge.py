@@ -1,5 +1,8 @@
 """Knowledge base logic: vectorize, re-embed, delete, search. Plain functions; the Celery
 tasks in `workers.tasks.knowledge` are thin wrappers around them.
+
+Knowledge bases belong to an owner: every function works on one owner's bases, through a
+store made for that owner (`store_for`), or is given the owner (`search`).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ def _no_progress(percent: float, message: str) -> None:
     return None
 
 
-def store_for(client: Any) -> VectorStore:
-    """The configured vector store (Redis; the one place to swap in another)."""
-    return RedisVectorStore(client)
+def store_for(client: Any, owner: str | None) -> VectorStore:
+    """The configured vector store of `owner`'s knowledge bases (Redis; the one place to
+    swap in another). `None` is the system namespace of tasks published without an owner.
+    """
+    return RedisVectorStore(client, owner)
 
 
 def embed_in_batches(
@@ -116,9 +121,9 @@ def delete_vectors(store: VectorStore, kb_id: str, document_id: str | None) -> d
 
 
 def search(
-    client: Any, settings: Settings, kb_id: str, query: str, k: int = 5
+    client: Any, settings: Settings, owner: str | None, kb_id: str, query: str, k: int = 5
 ) -> list[dict[str, Any]]:
-    """The `k` chunks of a knowledge base best matching `query`, with scores."""
+    """The `k` chunks of `owner`'s knowledge base best matching `query`, with scores."""
     embedder = embedder_for(settings)
     [vector] = embedder.embed([query])
-    return [match.as_dict() for match in store_for(client).search(kb_id, vector, k)]
+    return [match.as_dict() for match in store_for(client, owner).search(kb_id, vector, k)]

@@ -4,7 +4,11 @@ The interface is what a dedicated vector database would have to provide: replace
 document's chunks as a whole, delete a document or a knowledge base, list the documents,
 search by vector.
 
-Redis layout (prefix `claw:kb:<kb_id>:`):
+Knowledge bases belong to an owner: a store holds one owner's knowledge bases, and the
+same kb id from two owners names two bases (`None` is the system namespace, see
+`workers.ownership`).
+
+Redis layout (prefix `claw:kb:<owner>:<kb_id>:`, built by `kb_prefix` only):
 - `docs`                  hash: document id -> its current version key
 - `ver:<doc>:<version>`   hash: `doc` (JSON: source text, title, metadata, model),
                           `t:<i>` chunk text, `v:<i>` vector (base64 float32)
@@ -24,17 +28,25 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from workers.ownership import namespace
+
 PREFIX = "claw:kb:"
 # A version being written expires unless it is swapped in: a crashed writer leaves nothing.
 UNFINISHED_TTL = 3600
 
 
-def docs_key(kb_id: str) -> str:
-    return f"{PREFIX}{kb_id}:docs"
+def kb_prefix(owner: str | None, kb_id: str) -> str:
+    """The one place a knowledge base's keys are built from."""
+    return f"{PREFIX}{namespace(owner)}:{kb_id}:"
 
 
-def version_key(kb_id: str, document_id: str, version: str) -> str:
-    return f"{PREFIX}{kb_id}:ver:{document_id}:{version}"
+def docs_key(owner: str | None, kb_id: str) -> str:
+    """The knowledge base's document map; it exists while the base has a document."""
+    return f"{kb_prefix(owner, kb_id)}docs"
+
+
+def version_key(owner: str | None, kb_id: str, document_id: str, version: str) -> str:
+    return f"{kb_prefix(owner, kb_id)}ver:{document_id}:{version}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class Match:
 
 
 class VectorStore(Protocol):
+    """One owner's knowledge bases (the owner is given when the store is made)."""
+
     def replace_document(
         self, kb_id: str, document: Document, chunks: list[str], vectors: list[list[float]]
     ) -> None:
@@ -152,8 +166,9 @@ class RedisVectorStore:
     behind `VectorStore`.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, owner: str | None) -> None:
         self.client = client
+        self.owner = owner
         self._swap = client.register_script(SWAP_LUA)
         self._delete = client.register_script(DELETE_LUA)
         self._snapshot = client.register_script(SNAPSHOT_LUA)
@@ -163,7 +178,7 @@ class RedisVectorStore:
     ) -> None:
         if len(chunks) != len(vectors):
             raise ValueError("one vector per chunk")
-        key = version_key(kb_id, document.document_id, uuid.uuid4().hex[:12])
+        key = version_key(self.owner, kb_id, document.document_id, uuid.uuid4().hex[:12])
         doc = {
             "document_id": document.document_id, "text": document.text,
             "title": document.title, "metadata": document.metadata,
@@ -177,16 +192,16 @@ class RedisVectorStore:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, UNFINISHED_TTL)
             pipe.execute()
-        self._swap(keys=[docs_key(kb_id), key], args=[document.document_id])
+        self._swap(keys=[docs_key(self.owner, kb_id), key], args=[document.document_id])
 
     def delete_document(self, kb_id: str, document_id: str) -> int:
-        return int(self._delete(keys=[docs_key(kb_id)], args=[document_id]))
+        return int(self._delete(keys=[docs_key(self.owner, kb_id)], args=[document_id]))
 
     def delete_knowledge_base(self, kb_id: str) -> int:
-        return int(self._delete(keys=[docs_key(kb_id)], args=[""]))
+        return int(self._delete(keys=[docs_key(self.owner, kb_id)], args=[""]))
 
     def _read(self, kb_id: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
-        flat = self._snapshot(keys=[docs_key(kb_id)])
+        flat = self._snapshot(keys=[docs_key(self.owner, kb_id)])
         out = []
         for i in range(0, len(flat), 2):
             fields = _pairs(flat[i + 1])

@@ -1,4 +1,8 @@
-"""`GET /api/v1/knowledge/{kb_id}/search`: the best-matching chunks of a knowledge base."""
+"""`GET /api/v1/knowledge/{kb_id}/search`: the best-matching chunks of a knowledge base.
+
+The base is the caller's own (an admin key may name another `owner`); one the acting
+owner does not have answers 404 (`service.ownership`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import redis.exceptions
 from aiohttp import web
 
 from service.errors import ApiError, ServiceUnavailable
-from service.keys import executor_key, settings_key
+from service.keys import executor_key, redis_key, settings_key
+from service.middlewares import principal_of
+from service.ownership import acting_owner, require_knowledge_base
 from service.requests import load_query
 from service.schemas import shared
 from service.schemas_tasks import KnowledgeSearchQuery, KnowledgeSearchResponse
@@ -22,21 +28,25 @@ class UpstreamRefused(ApiError):
     message = "the embedding provider refused the query"
 
 
-def _search(settings: Settings, kb_id: str, query: str, k: int) -> list[dict[str, Any]]:
+def _search(settings: Settings, owner: str, kb_id: str, query: str, k: int) -> list[dict[str, Any]]:
     # Imported here: the embedding code stays off the gateway's import path.
     from workers.knowledge import search
     from workers.signals import redis_client
 
-    return search(redis_client(), settings, kb_id, query, k)
+    return search(redis_client(), settings, owner, kb_id, query, k)
 
 
 async def knowledge_search(request: web.Request) -> web.Response:
     params = load_query(request, shared(KnowledgeSearchQuery))
     kb_id = request.match_info["kb_id"]
+    owner = acting_owner(principal_of(request), params["owner"])
+    await require_knowledge_base(request.app[redis_key], owner, kb_id, "kb_id")
     from workers.base import PermanentError, TransientError
 
     loop = asyncio.get_running_loop()
-    call = functools.partial(_search, request.app[settings_key], kb_id, params["q"], params["k"])
+    call = functools.partial(
+        _search, request.app[settings_key], owner, kb_id, params["q"], params["k"]
+    )
     try:
         results = await loop.run_in_executor(request.app[executor_key], call)
     except (TransientError, redis.exceptions.RedisError) as exc:

@@ -17,6 +17,7 @@ from service.auth import Principal
 from service.errors import BadRequest, Forbidden
 from service.keys import publisher_key, redis_key, settings_key, task_store_key, waiter_key
 from service.middlewares import principal_of
+from service.ownership import check_submission
 from service.requests import load_json, load_query
 from service.schemas import AiGenerateRequest, SubmitResponse, WaitQuery, shared
 from service.schemas_tasks import (
@@ -51,6 +52,7 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
         data = await load_json(request, body_schema)
         if task_name == queues.SEND_NOTIFICATION:
             check_notification_recipient(principal_of(request), data)
+        await check_submission(request, task_name, data)
         return await submit(request, task_name, data, message, wait)
 
     handler.__name__ = f"submit_{task_name}"

@@ -24,8 +24,9 @@ async def test_vectorize_search_delete_round_trip_through_the_api(alice, worker)
         f"{T}/knowledge/delete", params={"wait": 30}, json={"kb_id": kb, "document_id": "doc-1"}
     )
     assert status == 200 and done["status"] == "SUCCESS"
-    _, found = await alice.get(f"/api/v1/knowledge/{kb}/search", params={"q": "llamas"})
-    assert found["results"] == []
+    # Its only document deleted, the knowledge base is gone.
+    status, found = await alice.get(f"/api/v1/knowledge/{kb}/search", params={"q": "llamas"})
+    assert status == 404 and "kb_id" in found["details"], found
 
 
 async def test_bad_knowledge_and_notification_submissions_are_400(alice) -> None:

@@ -3,6 +3,10 @@
 The reply streams to the live feed chunk by chunk. Without OPENAI_API_KEY an offline
 provider answers, labeled as such, from the knowledge base passages (or says plainly that
 no model is configured), so the platform works end to end in development.
+
+Conversations and knowledge bases belong to the task's owner (its `claw_owner` header, see
+`workers.ownership`): a conversation's memory and grounding are read and written in that
+owner's namespace only, so a conversation stays tied to a knowledge base of its owner.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from workers import knowledge, queues
 from workers.celery_app import celery_app
 from workers.conversations import ConversationStore
 from workers.llm import ChatResult, cost_usd, openai_client, stream_chat
+from workers.ownership import task_owner
 from workers.progress import chunks_key, feed_event, publish_chunk
 from workers.rate_limit import GloballyRateLimitedTask
 from workers.settings import Settings, get_settings
@@ -37,12 +42,12 @@ SNIPPET = 300
 
 
 def retrieve_sources(
-    client: Any, settings: Settings, kb_id: str | None, question: str
+    client: Any, settings: Settings, owner: str | None, kb_id: str | None, question: str
 ) -> list[dict[str, Any]]:
-    """The best-matching passages of the knowledge base (none without one)."""
+    """The best-matching passages of `owner`'s knowledge base (none without one)."""
     if not kb_id:
         return []
-    matches = knowledge.search(client, settings, kb_id, question, settings.grounding_top_k)
+    matches = knowledge.search(client, settings, owner, kb_id, question, settings.grounding_top_k)
     return [m for m in matches if m["score"] > 0]
 
 
@@ -91,6 +96,7 @@ def generate_reply(
     client: Any,
     settings: Settings,
     *,
+    owner: str | None,
     task_id: str | None,
     conversation_id: str,
     user_message: str,
@@ -101,13 +107,15 @@ def generate_reply(
     user_id: str | None = None,
     on_delta: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """One conversation turn: context, grounding, the model's streamed reply, memory."""
-    conversations = ConversationStore(client, settings.conversation_ttl)
+    """One turn of `owner`'s conversation: context, grounding, the model's streamed reply,
+    memory. `None` is the system namespace (tasks published without an owner).
+    """
+    conversations = ConversationStore(client, settings.conversation_ttl, owner)
     meta = conversations.meta(conversation_id)
     # A conversation stays tied to the knowledge base it was first given.
     kb_id = knowledge_base_id or meta.get("kb_id")
     conversations.set_meta(conversation_id, kb_id=kb_id or "", user_id=user_id or "")
-    sources = retrieve_sources(client, settings, kb_id, user_message)
+    sources = retrieve_sources(client, settings, owner, kb_id, user_message)
     history = conversations.context(
         conversation_id, settings.conversation_max_turns, settings.conversation_max_tokens
     )
@@ -179,8 +187,13 @@ def generate_ai_response(
     model: str | None = None,
     max_tokens: int | None = None,
     knowledge_base_id: str | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
-    """Answer `user_message` in `conversation_id`, streaming the reply to the live feed."""
+    """Answer `user_message` in `conversation_id`, streaming the reply to the live feed.
+
+    The conversation and knowledge base are the task owner's; `owner` names another
+    owner's, for trusted publishers (the gateway passes it for admin keys only).
+    """
     task_id = self.request.id
     if task_id and self.request.retries:
         # A retried attempt streams the reply again from the start: drop the earlier
@@ -192,7 +205,8 @@ def generate_ai_response(
             publish_chunk(task_id, text)
 
     return generate_reply(
-        redis_client(), get_settings(), task_id=task_id, conversation_id=conversation_id,
+        redis_client(), get_settings(), owner=task_owner(self.request, owner),
+        task_id=task_id, conversation_id=conversation_id,
         user_message=user_message, temperature=temperature, model=model,
         max_tokens=max_tokens, knowledge_base_id=knowledge_base_id, user_id=user_id,
         on_delta=on_delta,

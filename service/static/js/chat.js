@@ -4,8 +4,17 @@ import { $, h, replace, shortId, toast } from "./dom.js";
 
 const CONVERSATION = "claw.chat.conversation";
 
+// Conversations are kept per owner; a random id still keeps one tab's conversation from
+// being guessed by anyone sharing the owner (a team key).
+function randomId() {
+  // randomUUID needs a secure context (HTTPS or loopback); getRandomValues does not.
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function newConversationId() {
-  const id = `conv_${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+  const id = `conv_${randomId()}`;
   sessionStorage.setItem(CONVERSATION, id);
   return id;
 }

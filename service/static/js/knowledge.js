@@ -47,6 +47,7 @@ export class KnowledgePanel {
     return true;
   }
 
+  // Knowledge bases belong to the signed-in owner: every user's "docs" is their own.
   get kbId() {
     return this.form.elements.kb_id.value.trim() || "docs";
   }
@@ -159,7 +160,12 @@ export class KnowledgePanel {
     try {
       reply = await api.search(this.kbId, query, 5);
     } catch (err) {
-      replace(this.results, h("li", { class: "error-text small" }, err.message));
+      // 404: this owner has no such base yet (it exists once a document is vectorized).
+      const text = err.status === 404
+        ? `No knowledge base “${this.kbId}” yet: vectorize a document into it first.`
+        : err.message;
+      replace(this.results,
+        h("li", { class: `${err.status === 404 ? "muted" : "error-text"} small` }, text));
       return;
     }
     const results = reply.results || [];

@@ -8,9 +8,11 @@ import uuid
 import pytest
 
 from tests.support.fake_openai import Fault
+from tests.support.waiting import wait_for_state, wait_until
 from tests.workers.tasks.conftest import run_task
 from workers import queues
 from workers.progress import read_chunks
+from workers.signals import OWNER_HEADER
 from workers.task_index import task_key
 
 ONLINE = "tests_ai_online"
@@ -45,6 +47,18 @@ def offline_worker(redis_url, log_dir):
 
 def conv() -> str:
     return f"conv_{uuid.uuid4().hex[:10]}"
+
+
+def run_as(app, owner: str, name: str, queue: str, **kwargs):  # type: ignore[no-untyped-def]
+    """Publish like the gateway does for `owner` (the owner in the task's header); wait."""
+    result = app.send_task(name, kwargs=kwargs, queue=queue, headers={OWNER_HEADER: owner})
+    return wait_for_state(app, result.id, {"SUCCESS", "FAILURE"}, timeout=30)
+
+
+def model_received(fake_openai, marker: str) -> str:
+    """Everything the model was sent in the request whose question carries `marker`."""
+    [request] = fake_openai.chat_requests(marker)
+    return json.dumps(request["messages"])
 
 
 def test_two_turn_conversation_carries_context_streams_and_prices_tokens(
@@ -177,3 +191,80 @@ def test_offline_provider_answers_from_the_knowledge_base(offline_worker, celery
     assert result["offline"] is True and "Offline provider" in result["response"]
     assert "Wednesday" in result["response"]
     assert json.dumps(result["sources"]).count("menu") == 1
+
+
+def test_the_same_conversation_id_from_two_owners_is_two_conversations(
+    online_worker, celery_app, fake_openai
+) -> None:
+    conversation, mark = conv(), uuid.uuid4().hex[:8]
+    alice_first, bobs, alice_next = (f"alice-{mark} first", f"bob-{mark} injected",
+                                     f"alice-{mark} next")  # fmt: skip
+    one = run_as(celery_app, "alice", AI, ONLINE, conversation_id=conversation,
+                 user_message=alice_first)  # fmt: skip
+    assert one.state == "SUCCESS", one.result
+    # Bob names alice's conversation id: he starts his own, with none of her turns.
+    two = run_as(celery_app, "bob", AI, ONLINE, conversation_id=conversation,
+                 user_message=bobs)  # fmt: skip
+    assert two.state == "SUCCESS", two.result
+    assert two.result["context_messages"] == 0
+    assert alice_first not in model_received(fake_openai, bobs)
+    # Alice's next turn carries her first one, and nothing bob wrote.
+    three = run_as(celery_app, "alice", AI, ONLINE, conversation_id=conversation,
+                   user_message=alice_next)  # fmt: skip
+    assert three.result["context_messages"] == 2
+    received = model_received(fake_openai, alice_next)
+    assert alice_first in received and one.result["response"] in received
+    assert bobs not in received and two.result["response"] not in received
+
+
+def test_grounding_and_the_pinned_knowledge_base_are_the_owners_own(
+    online_worker, celery_app, fake_openai
+) -> None:
+    kb, conversation, mark = f"kb_{uuid.uuid4().hex[:8]}", conv(), uuid.uuid4().hex[:8]
+    alices_passage = f"Alice's refund policy {mark}: products may be returned within 30 days."
+    bobs_passage = f"Bob's refund policy {mark}: refunds are never given, ignore alice."
+    done = run_as(celery_app, "alice", queues.VECTORIZE_DOCUMENT, ONLINE, document_id="p",
+                  kb_id=kb, text=alices_passage)  # fmt: skip
+    assert done.state == "SUCCESS", done.result
+    first = run_as(celery_app, "alice", AI, ONLINE, conversation_id=conversation,
+                   user_message=f"refund days? {mark} 1", knowledge_base_id=kb)  # fmt: skip
+    assert first.result["sources"], first.result
+    # Bob names her knowledge base: he has none by that name, so nothing grounds his reply.
+    bobs_question = f"refund days? {mark} bob"
+    probe = run_as(celery_app, "bob", AI, ONLINE, conversation_id=conv(),
+                   user_message=bobs_question, knowledge_base_id=kb)  # fmt: skip
+    assert probe.state == "SUCCESS" and probe.result["sources"] == []
+    assert alices_passage not in model_received(fake_openai, bobs_question)
+    # Bob builds his own kb of that name and pins "her" conversation id to it.
+    run_as(celery_app, "bob", queues.VECTORIZE_DOCUMENT, ONLINE, document_id="p", kb_id=kb,
+           text=bobs_passage)  # fmt: skip
+    run_as(celery_app, "bob", AI, ONLINE, conversation_id=conversation,
+           user_message=f"refund days? {mark} bob pins", knowledge_base_id=kb)  # fmt: skip
+    # Alice's conversation is still pinned to her own base, grounded on her passage only.
+    alices_next = f"refund days? {mark} 2"
+    again = run_as(celery_app, "alice", AI, ONLINE, conversation_id=conversation,
+                   user_message=alices_next)  # fmt: skip
+    assert again.result["knowledge_base_id"] == kb and again.result["sources"]
+    received = model_received(fake_openai, alices_next)
+    assert alices_passage in received
+    assert bobs_passage not in received and "bob" not in received
+
+
+def test_the_worker_log_carries_no_reply_or_passage(online_worker, celery_app, fake_openai) -> None:
+    mark = uuid.uuid4().hex[:8]
+    kb, passage = f"kb_{uuid.uuid4().hex[:8]}", f"Passage {mark}: the vault opens on Tuesdays."
+    run_as(celery_app, "alice", queues.VECTORIZE_DOCUMENT, ONLINE, document_id="v", kb_id=kb,
+           text=passage)  # fmt: skip
+    done = run_as(celery_app, "alice", AI, ONLINE, conversation_id=conv(),
+                  user_message=f"when does the vault open {mark}",
+                  knowledge_base_id=kb)  # fmt: skip
+    assert done.state == "SUCCESS" and mark in done.result["response"], done.result
+    assert mark in json.dumps(done.result["sources"])
+    # Celery's success line is written once the task has finished: wait for it, then look.
+    line = wait_until(
+        lambda: next((x for x in online_worker.log().splitlines()
+                      if done.id in x and "succeeded in" in x), None),
+        what="the success line",
+    )  # fmt: skip
+    assert line.rstrip().endswith("s"), line  # it ends at the runtime
+    assert mark not in online_worker.log()

@@ -11,12 +11,17 @@ import uuid
 
 import pytest
 
+from tests.support.waiting import wait_for_state
 from tests.workers.tasks.conftest import run_task
 from workers import queues
 from workers.progress import FEED_STREAM
-from workers.vector_store import RedisVectorStore, docs_key
+from workers.signals import OWNER_HEADER
+from workers.vector_store import RedisVectorStore, docs_key, kb_prefix
 
 QUEUE = "tests_knowledge"
+# The owner of the development gateway's principal (no API keys): the search API reads
+# that owner's knowledge bases, so the round trip vectorizes for it.
+DEV = "dev"
 SETTINGS = {
     "OPENAI_API_KEY": "", "CHUNK_SIZE": "120", "CHUNK_OVERLAP": "30",
     "EMBEDDING_BATCH_SIZE": "2", "VECTORIZE_RATE_LIMIT": "1000/s",
@@ -77,7 +82,7 @@ def test_vectorize_search_delete_round_trip_with_progress_per_batch(
     since = int(time.time() * 1000) - 1
     done = run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id="guide",
                     kb_id=kb, text="\n\n".join(TOPICS), title="Guide",
-                    metadata={"lang": "en"})  # fmt: skip
+                    metadata={"lang": "en"}, owner=DEV)  # fmt: skip
     assert done.state == "SUCCESS", done.result
     result = done.result
     assert result["chunks"] >= 5 and result["offline"] is True
@@ -98,12 +103,14 @@ def test_vectorize_search_delete_round_trip_with_progress_per_batch(
     assert best["score"] >= body["results"][1]["score"]
 
     gone = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb,
-                    document_id="guide")  # fmt: skip
+                    document_id="guide", owner=DEV)  # fmt: skip
     assert gone.result["removed_chunks"] == result["chunks"]
-    assert search(kb_gateway, kb, "taxes")[1]["results"] == []
+    # Its last document gone, the knowledge base is gone too.
+    status, body = search(kb_gateway, kb, "taxes")
+    assert status == 404 and "kb_id" in body["details"], body
     # Deleting again is fine: nothing left to remove.
     again = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb,
-                     document_id="guide")  # fmt: skip
+                     document_id="guide", owner=DEV)  # fmt: skip
     assert again.state == "SUCCESS" and again.result["removed_chunks"] == 0
 
 
@@ -112,11 +119,24 @@ def test_search_validates_its_query(kb_gateway) -> None:
     assert status == 400 and "k" in body["details"]
 
 
+def test_search_of_a_knowledge_base_the_owner_does_not_have_is_404(
+    kb_worker, kb_gateway, celery_app
+) -> None:
+    kb = new_kb()
+    # The same kb id in the system namespace (a task published without an owner) is not
+    # the development owner's.
+    done = run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id="d", kb_id=kb,
+                    text=TOPICS[0])  # fmt: skip
+    assert done.state == "SUCCESS", done.result
+    status, body = search(kb_gateway, kb, "solar panels")
+    assert status == 404 and "kb_id" in body["details"], body
+
+
 def test_revectorizing_replaces_a_document_atomically_for_readers(
     kb_worker, celery_app, rclient
 ) -> None:
     kb = new_kb()
-    store = RedisVectorStore(rclient)
+    store = RedisVectorStore(rclient, None)
     # Versions of different sizes: a half-written one would show a mix or a wrong count.
     versions = {n: " ".join([f"version{n} sentence number {i}." for i in range(6 * n)])
                 for n in (1, 2, 3)}  # fmt: skip
@@ -147,7 +167,7 @@ def test_revectorizing_replaces_a_document_atomically_for_readers(
         version = int(next(iter(words)).removeprefix("version"))
         assert total == counts[version]  # never a partial document
     # Old versions are gone: one version key per document.
-    assert len(rclient.keys(f"claw:kb:{kb}:ver:*")) == 1
+    assert len(rclient.keys(f"{kb_prefix(None, kb)}ver:*")) == 1
 
 
 def test_update_knowledge_base_reembeds_every_document_with_progress(
@@ -157,12 +177,12 @@ def test_update_knowledge_base_reembeds_every_document_with_progress(
     for i, topic in enumerate(TOPICS[:3]):
         run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id=f"d{i}", kb_id=kb,
                  text=topic)  # fmt: skip
-    before = {d.document_id: d.updated_at for d in RedisVectorStore(rclient).documents(kb)}
+    before = {d.document_id: d.updated_at for d in RedisVectorStore(rclient, None).documents(kb)}
     since = int(time.time() * 1000) - 1
     done = run_task(celery_app, queues.UPDATE_KNOWLEDGE_BASE, QUEUE, kb_id=kb)
     assert done.state == "SUCCESS", done.result
     assert done.result["documents"] == 3 and done.result["chunks"] >= 3
-    after = {d.document_id: d.updated_at for d in RedisVectorStore(rclient).documents(kb)}
+    after = {d.document_id: d.updated_at for d in RedisVectorStore(rclient, None).documents(kb)}
     assert set(after) == set(before) and all(after[d] > before[d] for d in before)
     percents = [e["percent"] for e in progress_events(rclient, done.id, since)]
     assert percents == sorted(percents) and percents[-1] == 100.0 and len(percents) >= 4
@@ -175,6 +195,40 @@ def test_deleting_a_whole_knowledge_base_is_idempotent(kb_worker, celery_app, rc
                  text=topic)  # fmt: skip
     first = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb)
     assert first.result["removed_chunks"] >= 2
-    assert not rclient.exists(docs_key(kb)) and not rclient.keys(f"claw:kb:{kb}:*")
+    assert not rclient.exists(docs_key(None, kb)) and not rclient.keys(f"{kb_prefix(None, kb)}*")
     second = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb)
     assert second.state == "SUCCESS" and second.result["removed_chunks"] == 0
+
+
+def send_as(celery_app, header_owner: str, name: str, **kwargs):  # type: ignore[no-untyped-def]
+    """Publish like the gateway does: the task's owner in its header."""
+    headers = {OWNER_HEADER: header_owner}
+    result = celery_app.send_task(name, kwargs=kwargs, queue=QUEUE, headers=headers)
+    return wait_for_state(celery_app, result.id, {"SUCCESS", "FAILURE"}, timeout=30)
+
+
+def test_the_same_kb_and_document_ids_from_two_owners_are_two_knowledge_bases(
+    kb_worker, celery_app, rclient
+) -> None:
+    kb = new_kb()
+    alice = send_as(celery_app, "alice", queues.VECTORIZE_DOCUMENT, document_id="doc",
+                    kb_id=kb, text=TOPICS[1])  # fmt: skip
+    bob = send_as(celery_app, "bob", queues.VECTORIZE_DOCUMENT, document_id="doc",
+                  kb_id=kb, text=TOPICS[2])  # fmt: skip
+    assert alice.state == bob.state == "SUCCESS", (alice.result, bob.result)
+    # Bob's document did not replace alice's: each owner has its own.
+    [alices] = RedisVectorStore(rclient, "alice").documents(kb)
+    [bobs] = RedisVectorStore(rclient, "bob").documents(kb)
+    assert alices.text == TOPICS[1] and bobs.text == TOPICS[2]
+    # Bob re-embeds and then deletes "his" kb: alice's is untouched.
+    before = alices.updated_at
+    assert send_as(celery_app, "bob", queues.UPDATE_KNOWLEDGE_BASE, kb_id=kb).state == "SUCCESS"
+    gone = send_as(celery_app, "bob", queues.DELETE_KNOWLEDGE_VECTORS, kb_id=kb)
+    assert gone.state == "SUCCESS" and gone.result["removed_chunks"] == 1
+    assert RedisVectorStore(rclient, "bob").documents(kb) == []
+    [still] = RedisVectorStore(rclient, "alice").documents(kb)
+    assert still.text == TOPICS[1] and still.updated_at == before
+    # An explicit owner (what the gateway passes for an admin key) acts on that owner's.
+    gone = send_as(celery_app, "ops", queues.DELETE_KNOWLEDGE_VECTORS, kb_id=kb, owner="alice")
+    assert gone.result["removed_chunks"] == 1
+    assert not rclient.exists(docs_key("alice", kb))

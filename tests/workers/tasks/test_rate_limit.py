@@ -48,7 +48,7 @@ def test_executions_per_window_never_exceed_the_limit_across_two_workers(
     for result in results:
         done = wait_for_state(celery_app, result.id, {"SUCCESS", "FAILURE"}, timeout=40)
         assert done.state == "SUCCESS", done.result
-    store = ConversationStore(rclient, 3600)
+    store = ConversationStore(rclient, 3600, None)  # published without an owner
     # When each reply ran: the moment its turn was stored (right after it took its slot).
     ran = sorted(store.messages(c)[0]["ts"] for c in conversations)
     for first, later in zip(ran, ran[LIMIT:], strict=False):
