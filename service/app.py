@@ -37,6 +37,7 @@ from service.views import pages
 from service.views.tasks import compute_stats
 from service.waiter import ResultWaiter
 from workers.celery_app import create_celery_app
+from workers.internals import check_internals
 from workers.redis_client import async_redis
 from workers.settings import Settings
 
@@ -121,6 +122,8 @@ async def freeze_heap(app: web.Application) -> None:
 def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.Application:
     """The gateway; `metrics_dir` is where its processes share metrics when it runs in several
     (see service/server.py)."""
+    # The publisher relies on kombu internals: refuse to serve without them.
+    check_internals()
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=MAX_BODY_BYTES,

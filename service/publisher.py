@@ -3,10 +3,10 @@
 Celery builds every message (`send_task`: routing, headers, the `task-sent` event) and
 kombu decides the Redis commands that deliver it (the queue's priority list, the event
 topic), exactly as for any other client. Only the last step differs: instead of running
-those commands through kombu's blocking client, the publisher keeps them and runs them
-with the index record in one script (`PUBLISH_LUA`) on the gateway's asyncio client. So a
-submission costs one round trip, needs no thread, and no message exists without its
-record.
+those commands through kombu's blocking client, the publisher keeps them (kombu's private
+publish batch: `workers.internals.PublishCapture`) and runs them with the index record in
+one script (`PUBLISH_LUA`) on the gateway's asyncio client. So a submission costs one round
+trip, needs no thread, and no message exists without its record.
 """
 
 from __future__ import annotations
@@ -23,24 +23,12 @@ from kombu.common import maybe_declare
 from kombu.exceptions import OperationalError
 
 from service.errors import BadRequest, ServiceUnavailable
+from workers.internals import PublishCapture
 from workers.queues import TASK_QUEUES
 from workers.signals import INDEXED_HEADER
 from workers.task_index import PUBLISH_COMMANDS, PUBLISH_LUA, publish_call, record_args
 
 logger = logging.getLogger(__name__)
-
-
-class _CommandRecorder:
-    """Receives the final Redis commands of kombu's Redis channel (its publish-batch
-    hook: `add(command, *args)` for LPUSH, PUBLISH, PEXPIRE) instead of running them."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[Any, ...]] = []
-
-    def add(self, name: str, *args: Any) -> None:
-        if name not in PUBLISH_COMMANDS:
-            raise RuntimeError(f"unexpected publish command from kombu: {name}")
-        self.commands.append((name, *args))
 
 
 class TaskPublisher:
@@ -54,7 +42,7 @@ class TaskPublisher:
         self._connection: Any = None
         self._producer: Any = None
         self._events: Any = None
-        self._recorder: _CommandRecorder | None = None
+        self._capture: PublishCapture | None = None
         self._executor: Any = None
         self._opening = asyncio.Lock()
 
@@ -88,11 +76,7 @@ class TaskPublisher:
         except BaseException:
             connection.release()
             raise
-        # Every message this channel delivers goes to the current recorder.
-        deliver = channel.basic_publish
-        channel.basic_publish = lambda message, **kw: deliver(
-            message, _publish_batch=self._recorder, **kw
-        )
+        self._capture = PublishCapture(channel, PUBLISH_COMMANDS)
         # Task-sent events through a dispatcher whose exchange is bound once: kombu
         # re-binds an unbound one (a copy) for every event.
         events = self._celery.events.Dispatcher(channel=channel, enabled=False)
@@ -107,19 +91,17 @@ class TaskPublisher:
 
     def _commands(self, name: str, task_id: str, **options: Any) -> list[tuple[Any, ...]]:
         """The Redis commands that deliver the task's message and its task-sent event."""
-        self._recorder = recorder = _CommandRecorder()
-        try:
+        assert self._capture is not None  # opened with the producer
+        with self._capture.capturing() as commands:
             # The queues were declared when the channel opened.
             # Nothing here can fail over to a retry: no I/O happens.
             self._celery.send_task(
                 name, task_id=task_id, producer=self._producer, declare=[], retry=False,
                 event_dispatcher=self._events, **options,
             )  # fmt: skip
-        finally:
-            self._recorder = None
-        if not any(c[0] == "lpush" for c in recorder.commands):
+        if not any(c[0] == "lpush" for c in commands):
             raise RuntimeError(f"kombu did not route {name} to a queue")
-        return recorder.commands
+        return commands
 
     async def publish(
         self,

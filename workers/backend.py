@@ -88,6 +88,9 @@ class _IndexedMixin:
     Celery's own `_store_result` reads the stored meta (to never overwrite a SUCCESS),
     then writes and publishes it: two round trips, and the index update made a third.
     `STORE_LUA` does all of it in one, atomically.
+
+    `_store_result` and what it calls are Celery internals: workers/internals.py lists
+    them and checks them at start-up.
     """
 
     _MAX_STR_VALUE_SIZE: int

@@ -19,6 +19,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps as json_dumps
 
+from workers.internals import PUBLISH_BATCH
 from workers.task_index import (
     PUBLISH_LUA,
     peek_pending_record,
@@ -39,6 +40,9 @@ class _HighestFirst:
     unacked bookkeeping of every delivery and ack): kombu builds a new `redis.Redis` for
     each, which costs more than the command in a busy worker. Clients are per connection
     pool, so a pool kombu replaces after a reconnect gets a new one.
+
+    Overrides and uses private methods of kombu's channel: workers/internals.py lists
+    them and checks them at start-up.
     """
 
     # (connection pool, client on it, PUBLISH_LUA registered on that client)
@@ -53,11 +57,7 @@ class _HighestFirst:
         task_id = (message.get("headers") or {}).get("id")
         rargs = peek_pending_record(task_id) if task_id else None
         expires = getattr(self, "_expires", None)
-        if (
-            rargs is None
-            or kwargs.get("_publish_batch") is not None
-            or (expires and queue in expires)
-        ):
+        if rargs is None or kwargs.get(PUBLISH_BATCH) is not None or (expires and queue in expires):
             super()._put(queue, message, **kwargs)  # type: ignore[misc]
             return
         key = self._q_for_pri(  # type: ignore[attr-defined]

@@ -12,7 +12,9 @@ from typing import Any
 import redis
 from celery.signals import (
     after_task_publish,
+    beat_init,
     before_task_publish,
+    celeryd_init,
     heartbeat_sent,
     worker_before_create_process,
     worker_ready,
@@ -24,6 +26,7 @@ from celery.worker import state as worker_state
 import workers.logs
 import workers.queue_selection  # noqa: F401
 from workers import registry
+from workers.internals import exit_unless_internals_hold
 from workers.redis_client import sync_redis
 from workers.settings import get_settings
 from workers.task_index import (
@@ -149,6 +152,11 @@ def check_eviction_policy(client: Any) -> str | None:
             policy,
         )
     return policy
+
+
+# A worker or Beat refuses to start without the Celery/kombu internals it relies on.
+celeryd_init.connect(exit_unless_internals_hold)
+beat_init.connect(exit_unless_internals_hold)
 
 
 @worker_ready.connect
