@@ -11,6 +11,7 @@ from tests.support.fake_openai import Fault
 from tests.support.waiting import wait_for_state, wait_until
 from tests.workers.tasks.conftest import run_task
 from workers import queues
+from workers.conversations import ConversationStore
 from workers.progress import read_chunks
 from workers.signals import OWNER_HEADER
 from workers.task_index import task_key
@@ -215,6 +216,20 @@ def test_the_same_conversation_id_from_two_owners_is_two_conversations(
     received = model_received(fake_openai, alice_next)
     assert alice_first in received and one.result["response"] in received
     assert bobs not in received and two.result["response"] not in received
+
+
+def test_a_retried_reply_stays_in_its_owners_conversation(
+    online_worker, celery_app, fake_openai, rclient
+) -> None:
+    conversation, marker = conv(), f"m{uuid.uuid4().hex[:8]}"
+    fake_openai.fail(marker, Fault(500))
+    done = run_as(celery_app, "alice", AI, ONLINE, conversation_id=conversation,
+                  user_message=marker)  # fmt: skip
+    assert done.state == "SUCCESS" and len(fake_openai.chat_requests(marker)) == 2
+    # The retry was published again by the worker: the owner went with it.
+    stored = ConversationStore(rclient, 60, "alice").messages(conversation)
+    assert stored[0]["content"] == marker and stored[1]["content"] == done.result["response"]
+    assert ConversationStore(rclient, 60, None).messages(conversation) == []
 
 
 def test_grounding_and_the_pinned_knowledge_base_are_the_owners_own(
