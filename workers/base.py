@@ -1,4 +1,5 @@
-"""`BaseTaskWithRetry`: the retry policy of every built-in task, declared once."""
+"""The task classes: `PlatformTask`, the delivery contract of every task on the app, and
+`BaseTaskWithRetry`, the retry policy of the built-in tasks on top of it."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import logging
 import random
 import socket
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import redis.exceptions
 from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Ignore, Reject
+from celery.signals import worker_ready
 from celery.worker.request import Request, task_ready
 
 from workers.backend import CLAIM_FIELD, CLAIM_OUTCOME_FIELD
@@ -75,7 +78,7 @@ class ClawRequest(Request):
       task run for 300 s. When the soft limit is not below the hard one, it is set to
       90% of it.
     - A claim token per delivery, for the claim made right before the task runs (see
-      `BaseTaskWithRetry.before_start`); the worker keeps it fresh every heartbeat.
+      `PlatformTask.before_start`); the worker keeps it fresh every heartbeat.
     - Poison messages: with `task_reject_on_worker_lost` a task whose process dies is
       requeued forever. After `MAX_WORKER_LOSSES` deaths it ends FAILURE instead.
     """
@@ -122,10 +125,12 @@ class ClawRequest(Request):
         self.acknowledge()
 
 
-class BaseTaskWithRetry(Task):
-    """Retries transient faults with exponential backoff; anything else fails at once.
+class PlatformTask(Task):
+    """The platform's delivery contract, for every task on the app.
 
-    After `max_retries` retries the task ends FAILURE with the last error.
+    It is the app's default task class (`task_cls` in `workers/celery_app.py`), so a
+    plain `@celery_app.task` or `@shared_task` gets it too; a task declared with
+    `base=celery.Task` opts out, and the worker names it in a warning at start-up.
 
     Claim before running: the STARTED write also claims the task for this delivery in
     the index (`CLAIM_START_LUA`, one Redis call). Cancels recorded in the index are
@@ -133,13 +138,12 @@ class BaseTaskWithRetry(Task):
     in each worker's memory only); a duplicate delivery of a finished task is dropped,
     and one of a task running under another live delivery (Redis redelivers
     unacknowledged messages after the visibility timeout, ETA tasks included) is put
-    back to be checked later. Neither runs the task body.
+    back to be checked later. Neither runs the task body. A task whose worker process
+    dies `MAX_WORKER_LOSSES` times fails (`ClawRequest`).
     """
 
     abstract = True
     Request = ClawRequest
-    max_retries = 3
-    transient_errors = TRANSIENT_ERRORS
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         outcome = getattr(self.request, CLAIM_OUTCOME_FIELD, CLAIM_RUN)
@@ -171,14 +175,6 @@ class BaseTaskWithRetry(Task):
         options = {"countdown": DUPLICATE_RECHECK, "headers": {DEFERRED_HEADER: "1"}}
         self.signature_from_request(self.request, **options).apply_async()
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().__call__(*args, **kwargs)
-        except self.transient_errors as exc:
-            if self.request.called_directly:
-                raise
-            raise self.retry(exc=exc, countdown=self.retry_countdown(exc)) from exc
-
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, except that a retry it cannot publish keeps the task.
 
@@ -194,6 +190,26 @@ class BaseTaskWithRetry(Task):
             logger.warning("retry of %s could not be published; requeued", self.request.id)
             raise Reject(exc.reason, requeue=True) from None
 
+
+class BaseTaskWithRetry(PlatformTask):
+    """Retries transient faults with exponential backoff; anything else fails at once.
+
+    After `max_retries` retries the task ends FAILURE with the last error. The delivery
+    guarantees come from `PlatformTask`; this class adds the retry policy only.
+    """
+
+    abstract = True
+    max_retries = 3
+    transient_errors = TRANSIENT_ERRORS
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except self.transient_errors as exc:
+            if self.request.called_directly:
+                raise
+            raise self.retry(exc=exc, countdown=self.retry_countdown(exc)) from exc
+
     def failed_attempts(self) -> int:
         """Retries caused by failures so far: the exponent of the next backoff."""
         return int(self.request.retries or 0)
@@ -208,4 +224,38 @@ class BaseTaskWithRetry(Task):
             base=settings.retry_backoff_base,
             maximum=settings.retry_backoff_max,
             jitter=settings.retry_jitter,
+        )
+
+
+def tasks_outside_the_contract(tasks: Mapping[str, Task]) -> tuple[list[str], list[str]]:
+    """Registered tasks the delivery guarantees do not cover, by name: those whose class
+    does not derive from `PlatformTask` (declared with `base=celery.Task`), and those
+    that never store STARTED (`ignore_result`, `track_started=False`), which is when the
+    claim is made. Celery's own tasks (`celery.*`: chords, groups) are left out."""
+    opted_out: list[str] = []
+    unclaimed: list[str] = []
+    for name, task in sorted(tasks.items()):
+        if name.startswith("celery."):
+            continue
+        if not isinstance(task, PlatformTask):
+            opted_out.append(name)
+        elif task.ignore_result or not task.track_started:
+            unclaimed.append(name)
+    return opted_out, unclaimed
+
+
+@worker_ready.connect
+def _warn_tasks_outside_the_contract(sender: Any = None, **_: Any) -> None:
+    opted_out, unclaimed = tasks_outside_the_contract(sender.app.tasks)
+    if opted_out:
+        logger.warning(
+            "tasks without the platform's delivery guarantees (durable cancel, duplicate "
+            "drop, poison cap), their class does not derive from %s.PlatformTask: %s",
+            __name__, ", ".join(opted_out),
+        )  # fmt: skip
+    if unclaimed:
+        logger.warning(
+            "tasks that skip the claim before running (ignore_result or track_started "
+            "off), so cancels and duplicate deliveries are not checked: %s",
+            ", ".join(unclaimed),
         )

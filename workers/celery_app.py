@@ -155,7 +155,9 @@ def _split_password(url: str) -> tuple[str, dict]:
 
 
 def create_celery_app(settings: Settings) -> Celery:
-    app = Celery("claw_ai", include=TASK_MODULES)
+    # Every task on the app gets the delivery contract, plain `@app.task` and
+    # `@shared_task` too. A path, resolved when the first task is made: no import here.
+    app = Celery("claw_ai", include=TASK_MODULES, task_cls="workers.base:PlatformTask")
     app.conf.update(celery_config(settings))
     return app
 

@@ -1,7 +1,9 @@
 """Tasks that exist only for tests, loaded into test workers with `-I tests.support.tasks`.
 
 They record what happened in Redis (keys under `tests:`) so a test can observe order,
-timing and attempts from outside the worker.
+timing and attempts from outside the worker. The `tests.plain_*` and `tests.shared_*`
+tasks are declared the way Celery's docs teach (no `base=`): the platform's delivery
+guarantees must hold for them as for the built-in tasks.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import time
 from typing import Any
 
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from workers.base import BaseTaskWithRetry, PermanentError, TransientError
@@ -84,8 +87,38 @@ def stream(self: Any, chunks: int, hold_key: str | None = None, hold_after: int 
 
 
 @celery_app.task(name="tests.poison", base=BaseTaskWithRetry)
-def poison() -> None:
-    """Kill the worker process that runs it, every time."""
+def poison(attempts_key: str | None = None) -> None:
+    """Kill the worker process that runs it, every time (after counting the attempt)."""
+    _die(attempts_key)
+
+
+def _die(attempts_key: str | None) -> None:
     import signal
 
+    if attempts_key:
+        redis_client().rpush(attempts_key, os.getpid())
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@celery_app.task(name="tests.plain_record")
+def plain_record(list_key: str, label: str) -> str:
+    redis_client().rpush(list_key, label)
+    return label
+
+
+@shared_task(name="tests.shared_record")
+def shared_record(list_key: str, label: str) -> str:
+    redis_client().rpush(list_key, label)
+    return label
+
+
+@celery_app.task(name="tests.plain_poison")
+def plain_poison(attempts_key: str | None = None) -> None:
+    _die(attempts_key)
+
+
+@celery_app.task(name="tests.plain_transient")
+def plain_transient(key: str) -> None:
+    """A transient fault in a task without the retry policy: it fails, no retry."""
+    redis_client().rpush(f"{key}:attempts", time.time())
+    raise TransientError("upstream busy")

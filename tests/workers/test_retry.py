@@ -59,3 +59,15 @@ def test_permanent_errors_fail_at_once(retry_worker, celery_app, rclient, key) -
     assert done.state == "FAILURE"
     assert "retrying cannot help" in str(done.result)
     assert len(attempt_times(rclient, key)) == 1
+
+
+def test_a_plain_task_has_the_delivery_contract_but_no_retry_policy(
+    retry_worker, celery_app, rclient, key
+) -> None:
+    """The retry policy is `BaseTaskWithRetry`'s alone: a plain `@celery_app.task` (on
+    `PlatformTask`) fails at once on a transient fault, as Celery's own tasks do."""
+    result = celery_app.send_task("tests.plain_transient", args=[key], queue=QUEUE)
+    done = wait_for_state(celery_app, result.id, {"SUCCESS", "FAILURE"}, timeout=20)
+    assert done.state == "FAILURE"
+    assert "upstream busy" in str(done.result)
+    assert len(attempt_times(rclient, key)) == 1
