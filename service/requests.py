@@ -10,6 +10,9 @@ from marshmallow import Schema, ValidationError
 
 from service.errors import ApiError, BadRequest
 
+# A JSON body nests at most this deep: every schema is a flat object with small values.
+MAX_JSON_DEPTH = 32
+
 
 class UnsupportedMediaType(ApiError):
     status = 415
@@ -28,7 +31,36 @@ async def load_json(request: web.Request, schema: Schema) -> dict[str, Any]:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
+        except RecursionError:  # nested past the parser's own limit
+            raise _too_deep() from None
+        if nesting_depth(data) > MAX_JSON_DEPTH:
+            raise _too_deep()
     return validate(schema, data)
+
+
+def _too_deep() -> BadRequest:
+    return BadRequest(
+        "request body nested too deeply",
+        details={"body": [f"JSON nested deeper than {MAX_JSON_DEPTH} levels"]},
+    )
+
+
+def nesting_depth(data: Any) -> int:
+    """How deep objects and arrays nest in `data` (a scalar is 0), without recursion.
+
+    No schema needs more than a few levels; deeper values would only reach code that
+    recurses over them (JSON encoders, validators) and fail there with a RecursionError.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (dict, list)) else []
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
 
 
 def load_query(request: web.Request, schema: Schema) -> dict[str, Any]:

@@ -82,8 +82,16 @@ class AiGenerateRequest(SubmitOptions):
     user_message = fields.String(required=True, validate=validate.Length(1, 32_000))
     temperature = fields.Float(load_default=0.7, validate=validate.Range(0, 2))
     user_id = fields.String(load_default=None, validate=validate.Length(1, 200))
-    model = fields.String(load_default=None, validate=validate.Length(1, 200))
-    max_tokens = fields.Integer(load_default=None, validate=validate.Range(1, 128_000))
+    model = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 200),
+        metadata={"description": "one of OPENAI_ALLOWED_MODELS; default OPENAI_MODEL"},
+    )
+    max_tokens = fields.Integer(
+        load_default=None,
+        validate=validate.Range(1, 128_000),
+        metadata={"description": "at most MAX_TOKENS_USER, or MAX_TOKENS_ADMIN for admin keys"},
+    )
     knowledge_base_id = fields.String(
         load_default=None,
         validate=validate.Length(1, 200),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,10 @@ from workers.task_index import (
 )
 
 RESULT_KEY = "celery-task-meta-{}"
+# What a task id may look like: the gateway's UUIDs, Celery's (uuid4), or a Python
+# publisher's own id in the same charset. Never a ':', which would let an id name another
+# key of a task (`claw:task:<id>:chunks` is the reply stream of <id>, not a task).
+TASK_ID = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 SUMMARY_FIELDS = (
     "task_id", "name", "queue", "state", "priority", "owner", "submitted_at", "started_at",
     "finished_at", "retries", "worker", "error_type", "error_message", "result_preview", "seq",
@@ -131,6 +136,10 @@ def decode_record(raw: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def is_task_id(value: str) -> bool:
+    return TASK_ID.fullmatch(value) is not None
+
+
 class TaskStore:
     def __init__(self, client: redis.asyncio.Redis, ttl: int = DEFAULT_TTL) -> None:
         self.client = client
@@ -145,12 +154,17 @@ class TaskStore:
         self._status = client.register_script(STATUS_LUA)
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
+        """The task's record; None for an unknown id or one no task can have."""
+        if not is_task_id(task_id):
+            return None
         raw = await self.client.hgetall(task_key(task_id))
         return decode_record(raw) if raw else None
 
     async def get_with_result(self, task_id: str) -> tuple[dict[str, Any] | None, Any]:
         """The record, and Celery's result meta unless the task failed or was revoked (the
         record has all a failure needs; the meta would add its traceback again)."""
+        if not is_task_id(task_id):
+            return None, None
         flat, meta = await self._status(keys=[task_key(task_id), RESULT_KEY.format(task_id)])
         if not flat:
             return None, None
@@ -164,6 +178,8 @@ class TaskStore:
         return await self._record(keys=[task_key(task_id)], args=args)
 
     async def request_cancel(self, task_id: str) -> str:
+        if not is_task_id(task_id):
+            return "MISSING"
         return await self._cancel(keys=[task_key(task_id)])
 
     async def refuse(self, task_id: str) -> None:

@@ -3,6 +3,11 @@
 Provider faults are sorted once, here: rate limits, 5xx, timeouts and connection errors
 become `TransientError` (with the server's Retry-After), refusals (400/401/403/404/422)
 become `PermanentError` with a message that says what to fix.
+
+What a request may ask of the provider is limited here too, for every publisher: the
+gateway refuses other models and larger `max_tokens` per role (400), and a task from a
+Python publisher that bypasses it fails on a model outside the allow-list and has its
+`max_tokens` clamped to the largest cap.
 """
 
 from __future__ import annotations
@@ -24,10 +29,44 @@ logger = logging.getLogger(__name__)
 TRANSIENT_STATUS = frozenset({408, 409, 429})
 
 
-def openai_client(settings: Settings) -> openai.OpenAI:
+@dataclass(frozen=True)
+class ChatLimits:
+    """The models a chat request may name and the most output it may ask for."""
+
+    models: frozenset[str]
+    max_tokens: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChatLimits:
+        return cls(settings.allowed_models, settings.max_tokens_for(None))
+
+    def apply(self, model: str, max_tokens: int | None) -> int | None:
+        """The `max_tokens` to send (clamped); PermanentError for a model not allowed."""
+        if model not in self.models:
+            raise PermanentError(
+                f"model {model!r} is not allowed here; one of {', '.join(sorted(self.models))} "
+                "(OPENAI_ALLOWED_MODELS)"
+            )
+        if max_tokens is not None and max_tokens > self.max_tokens:
+            logger.info("max_tokens %d clamped to %d", max_tokens, self.max_tokens)
+            return self.max_tokens
+        return max_tokens
+
+
+class PlatformOpenAI(openai.OpenAI):
+    """The SDK client the settings make; it carries their `ChatLimits`, which `stream_chat`
+    applies to every request, whoever published the task."""
+
+    def __init__(self, *, limits: ChatLimits, **options: Any) -> None:
+        super().__init__(**options)
+        self.chat_limits = limits
+
+
+def openai_client(settings: Settings) -> PlatformOpenAI:
     """An SDK client from the settings. The SDK does not retry: Celery does, with backoff."""
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return openai.OpenAI(
+    return PlatformOpenAI(
+        limits=ChatLimits.from_settings(settings),
         api_key=key,
         base_url=settings.openai_base_url or None,
         timeout=settings.openai_timeout,
@@ -119,6 +158,8 @@ def stream_chat(
     finish = "stop"
     answered_model = model
     stream = None
+    if isinstance(client, PlatformOpenAI):
+        max_tokens = client.chat_limits.apply(model, max_tokens)
     options: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
     try:
         with provider_errors():

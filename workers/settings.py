@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout: float = Field(60.0, gt=0)
+    # The models a request may name (comma-separated). Empty: OPENAI_MODEL and every model
+    # priced in MODEL_PRICES. The gateway answers 400 to others; workers fail such tasks.
+    openai_allowed_models: str = ""
+    # The largest max_tokens a request may ask for, by the role of its API key. Workers
+    # clamp tasks from Python publishers (no role) to the larger of the two.
+    max_tokens_user: int = Field(4096, ge=1)
+    max_tokens_admin: int = Field(16384, ge=1)
 
     result_expires: int = Field(3600, ge=1)
     # How long the task index keeps a task's record (history), in seconds.
@@ -189,6 +196,19 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def allowed_models(self) -> frozenset[str]:
+        names = {m.strip() for m in self.openai_allowed_models.split(",") if m.strip()}
+        return frozenset(names or {self.openai_model, *self.model_prices})
+
+    def max_tokens_for(self, role: str | None) -> int:
+        """The max_tokens cap of an API key's role; None (no role): the larger cap."""
+        if role == "user":
+            return self.max_tokens_user
+        if role == "admin":
+            return self.max_tokens_admin
+        return max(self.max_tokens_user, self.max_tokens_admin)
 
     @property
     def redis_url_redacted(self) -> str:

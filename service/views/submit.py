@@ -30,6 +30,7 @@ from service.views.tasks import status_body
 from workers import queues
 from workers.priority import DEFAULT_PRIORITY
 from workers.queues import TASK_QUEUES
+from workers.settings import Settings
 from workers.signals import OWNER_HEADER, submission_fields
 from workers.task_index import TERMINAL_STATES
 
@@ -52,6 +53,8 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
         data = await load_json(request, body_schema)
         if task_name == queues.SEND_NOTIFICATION:
             check_notification_recipient(principal_of(request), data)
+        elif task_name == queues.GENERATE_AI_RESPONSE:
+            check_model_request(principal_of(request), request.app[settings_key], data)
         await check_submission(request, task_name, data)
         return await submit(request, task_name, data, message, wait)
 
@@ -138,6 +141,18 @@ def check_notification_recipient(principal: Principal, data: dict[str, Any]) -> 
     if data["channel"] == "in_app" and not principal.is_admin:
         if data["recipient"] != principal.owner:
             raise Forbidden("user keys may only notify their own in-app inbox")
+
+
+def check_model_request(principal: Principal, settings: Settings, data: dict[str, Any]) -> None:
+    """Only allowed models, and no more output than the key's role may ask for."""
+    errors = {}
+    if data.get("model") is not None and data["model"] not in settings.allowed_models:
+        errors["model"] = [f"not allowed; one of {', '.join(sorted(settings.allowed_models))}"]
+    cap = settings.max_tokens_for(principal.role)
+    if data.get("max_tokens") is not None and data["max_tokens"] > cap:
+        errors["max_tokens"] = [f"at most {cap} for a {principal.role} key"]
+    if errors:
+        raise BadRequest("invalid request", details=errors)
 
 
 def _idempotency_key(request: web.Request, owner: str) -> str | None:

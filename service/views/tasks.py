@@ -27,7 +27,7 @@ from service.schemas import (
     TaskSummary,
     shared,
 )
-from service.task_store import ListQuery, TaskStore
+from service.task_store import ListQuery, TaskStore, is_task_id
 from workers import registry
 from workers.queue_depth import priority_keys
 from workers.queues import QUEUES
@@ -67,6 +67,14 @@ def status_body(record: dict[str, Any], meta: dict | None, principal: Principal)
     return shared(TaskStatusResponse).dump(body)
 
 
+def task_id_of(request: web.Request) -> str:
+    """The `{task_id}` of the path; 404 (as for an unknown task) when no task can have it."""
+    task_id = request.match_info["task_id"]
+    if not is_task_id(task_id):
+        raise NotFound("no such task")
+    return task_id
+
+
 async def visible_task(request: web.Request, task_id: str) -> dict[str, Any]:
     """The task's record if this caller may see it; 404 alike for unknown and foreign."""
     record = await request.app[task_store_key].get(task_id)
@@ -80,7 +88,7 @@ def _check_visible(record: dict[str, Any] | None, principal: Principal) -> dict[
 
 
 async def task_status(request: web.Request) -> web.Response:
-    task_id = request.match_info["task_id"]
+    task_id = task_id_of(request)
     record, meta = await request.app[task_store_key].get_with_result(task_id)
     principal = principal_of(request)
     record = _check_visible(record, principal)
@@ -135,7 +143,7 @@ async def task_stats(request: web.Request) -> web.Response:
 
 
 async def task_cancel(request: web.Request) -> web.Response:
-    task_id = request.match_info["task_id"]
+    task_id = task_id_of(request)
     query = load_query(request, shared(CancelQuery))
     principal = principal_of(request)
     record = await visible_task(request, task_id)
@@ -176,7 +184,7 @@ async def _broadcast_revoke(request: web.Request, task_id: str, *, terminate: bo
 
 
 async def task_retry(request: web.Request) -> web.Response:
-    task_id = request.match_info["task_id"]
+    task_id = task_id_of(request)
     record = await visible_task(request, task_id)
     state = record.get("state")
     if state not in ("FAILURE", "REVOKED"):
