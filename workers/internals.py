@@ -127,7 +127,8 @@ class PublishCapture:
     @contextmanager
     def capturing(self) -> Iterator[list[tuple[Any, ...]]]:
         """The commands of every message published in the block, in order."""
-        self._commands = commands = []
+        commands: list[tuple[Any, ...]] = []
+        self._commands = commands
         try:
             yield commands
         finally:
