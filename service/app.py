@@ -27,10 +27,15 @@ from service.keys import (
     waiter_key,
 )
 from service.metrics import Metrics, metrics_key, metrics_middleware, metrics_view
-from service.middlewares import auth_middleware, error_middleware
+from service.middlewares import (
+    METRICS_PATH,
+    admin_paths_key,
+    auth_middleware,
+    error_middleware,
+)
 from service.openapi import setup_openapi
 from service.publisher import TaskPublisher
-from service.routes import setup_routes
+from service.routes import admin_paths, setup_routes
 from service.sessions import SessionStore
 from service.task_store import TaskStore
 from service.views import pages
@@ -74,6 +79,12 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
         buffer=settings.ws_buffer,
         stats_interval=settings.ws_stats_interval,
         stats=functools.partial(compute_stats, app),
+        sessions=app[sessions_key],
+        limits={
+            "task_ids": settings.ws_max_task_ids,
+            "queues": settings.ws_max_names,
+            "names": settings.ws_max_names,
+        },
     )
     await hub.start()
     app[feed_key] = hub
@@ -131,12 +142,13 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     app[settings_key] = settings
     app[metrics_key] = Metrics(multiprocess_dir=metrics_dir)
     app[keyring_key] = KeyRing(settings.api_keys.get_secret_value())
+    app[admin_paths_key] = admin_paths() | {METRICS_PATH}
     app.cleanup_ctx.extend([redis_ctx, celery_ctx, feed_ctx])
     app.on_startup.append(freeze_heap)
     app.on_shutdown.append(close_websockets)
     setup_routes(app)
     setup_openapi(app)
-    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get(METRICS_PATH, metrics_view)
     app.router.add_get("/", pages.index)
     app.router.add_get("/login", pages.login_page)
     app.router.add_static("/static/", pages.STATIC, append_version=True)

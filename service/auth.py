@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["user", "admin"]
@@ -13,6 +14,11 @@ Role = Literal["user", "admin"]
 class Principal:
     owner: str
     role: Role
+    # Where the caller's rights come from: the fingerprint of its API key, and the digest
+    # of the browser session it came through, if any. Sessions and websockets are checked
+    # against them again later (a removed key or a logout ends them).
+    key_id: str | None = field(default=None, compare=False)
+    session_id: str | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -21,6 +27,11 @@ class Principal:
 
 # Without configured keys (development on loopback only) every caller is this principal.
 DEVELOPMENT_PRINCIPAL = Principal(owner="dev", role="admin")
+
+
+def key_fingerprint(token: str) -> str:
+    """What sessions and tickets store to name their key: never the key itself."""
+    return hashlib.sha256(f"claw:api-key:{token}".encode()).hexdigest()
 
 
 class KeyRing:
@@ -33,7 +44,12 @@ class KeyRing:
             if len(parts) != 3 or not all(parts) or parts[2] not in ("user", "admin"):
                 raise ValueError("each entry must be token:owner:role with role user or admin")
             token, owner, role = parts
-            self._keys[token] = Principal(owner=owner, role=role)  # type: ignore[arg-type]
+            self._keys[token] = Principal(
+                owner=owner,
+                role=role,  # type: ignore[arg-type]
+                key_id=key_fingerprint(token),
+            )
+        self._by_key_id = {p.key_id: p for p in self._keys.values()}
 
     @property
     def enabled(self) -> bool:
@@ -47,3 +63,8 @@ class KeyRing:
             if hmac.compare_digest(candidate.encode(), token.encode()):
                 found = principal
         return found
+
+    def resolve(self, key_id: str | None) -> Principal | None:
+        """The current principal of a key named by its fingerprint (a session's, a ticket's):
+        None once the key is gone, its present role if that changed."""
+        return self._by_key_id.get(key_id) if key_id else None

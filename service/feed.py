@@ -6,6 +6,10 @@ Two sources (see docs/websocket.md):
 - Celery events over Redis pub/sub (worker online/heartbeat/offline, task-received), for
   live worker status; these are not replayed.
 
+Browser sessions that end (logout, a removed key) are announced on a pub/sub channel read
+by the same connection, and every process closes their websockets with code 4001; a
+periodic check catches sessions that expired or whose announcement was missed.
+
 Each client has a bounded queue drained by its own writer task, so a slow client delays
 nobody: on overflow its queue is dropped for a `resync` message, and a second overflow
 before it read that closes it with code 4008.
@@ -27,11 +31,13 @@ import redis.exceptions
 from aiohttp import WSCloseCode, web
 
 from service.auth import Principal
+from service.sessions import SESSION_ENDED_CHANNEL, SessionStore
 from workers.progress import FEED_STREAM
 from workers.task_index import task_key
 
 logger = logging.getLogger(__name__)
 
+SESSION_ENDED = 4001
 SLOW_CONSUMER = 4008
 READ_BLOCK_MS = 2000
 READ_COUNT = 500
@@ -50,6 +56,11 @@ def message(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 SUBSCRIPTION_KINDS = ("task_ids", "queues", "names")
+# How much one connection may subscribe to (WS_MAX_TASK_IDS, WS_MAX_NAMES).
+DEFAULT_LIMITS = {"task_ids": 1000, "queues": 100, "names": 100}
+# A stats message shows a user its own counts only: live workers, queue depths and the
+# throughput of every owner are the operators' (admin) view.
+OPERATOR_STATS = ("workers", "queues", "tasks_per_minute")
 # The event field each kind of subscription matches.
 EVENT_FIELD = {"task_ids": "task_id", "queues": "queue", "names": "name"}
 
@@ -90,8 +101,18 @@ class SubscriptionIndex:
         return found
 
 
+class SubscriptionLimitExceeded(Exception):
+    """A subscribe would pass a cap; nothing of it was applied."""
+
+    def __init__(self, kind: str, limit: int) -> None:
+        super().__init__(f"at most {limit} {kind} per connection")
+        self.kind = kind
+        self.limit = limit
+
+
 class Subscription:
-    def __init__(self) -> None:
+    def __init__(self, limits: dict[str, int] | None = None) -> None:
+        self.limits = limits or DEFAULT_LIMITS
         self.task_ids: set[str] = set()
         self.queues: set[str] = set()
         self.names: set[str] = set()
@@ -100,10 +121,17 @@ class Subscription:
         self.index: tuple[SubscriptionIndex, Client] | None = None
 
     def update(self, data: dict[str, Any], add: bool) -> None:
+        """Add or remove; raises SubscriptionLimitExceeded, changing nothing, when an add
+        would leave more than a cap allows."""
+        changes: dict[str, set[str]] = {}
         for attr in SUBSCRIPTION_KINDS:
             values = {str(v) for v in data.get(attr) or () if v}
             target: set[str] = getattr(self, attr)
-            changed = values - target if add else values & target
+            changes[attr] = values - target if add else values & target
+            if add and len(target) + len(changes[attr]) > self.limits[attr]:
+                raise SubscriptionLimitExceeded(attr, self.limits[attr])
+        for attr, changed in changes.items():
+            target = getattr(self, attr)
             if add:
                 target |= changed
             else:
@@ -138,24 +166,31 @@ class Client:
         principal: Principal,
         buffer: int,
         transport: asyncio.BaseTransport | None = None,
+        limits: dict[str, int] | None = None,
     ) -> None:
         self.ws = ws
         self.transport = transport
         self.principal = principal
-        self.subscription = Subscription()
+        self.subscription = Subscription(limits)
         # Items are (text, is_resync).
         self.queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue(maxsize=buffer)
         self.resync_pending = False
         self.holding: list[tuple[str | None, str]] | None = None
         self.closing = False
         self.writer: asyncio.Task[None] | None = None
+        # A close started from outside the connection's handler (session ended, slow
+        # consumer); the handler waits for it before it lets the connection go.
+        self.closer: asyncio.Task[None] | None = None
 
     def may_see(self, event: dict[str, Any]) -> bool:
         if self.principal.is_admin:
             return True
-        owner = event.get("owner")
-        if event.get("type") in ("worker", "stats", "resync"):
+        kind = event.get("type")
+        if kind == "worker":
+            return False  # hostnames and fleet status are operators' data
+        if kind in ("stats", "resync"):
             return True
+        owner = event.get("owner")
         return owner is not None and owner == self.principal.owner
 
     def wants(self, event: dict[str, Any]) -> bool:
@@ -183,8 +218,7 @@ class Client:
 
     def _overflow(self) -> None:
         if self.resync_pending:
-            self.closing = True
-            asyncio.get_running_loop().create_task(self.close(SLOW_CONSUMER, b"slow consumer"))
+            self.close_soon(SLOW_CONSUMER, b"slow consumer")
             return
         while not self.queue.empty():
             self.queue.get_nowait()
@@ -197,6 +231,11 @@ class Client:
             await self.ws.send_str(text)
             if is_resync:
                 self.resync_pending = False
+
+    def close_soon(self, code: int, reason: bytes) -> None:
+        if self.closer is None:
+            self.closing = True
+            self.closer = asyncio.get_running_loop().create_task(self.close(code, reason))
 
     async def close(self, code: int, reason: bytes) -> None:
         self.closing = True
@@ -229,12 +268,16 @@ class FeedHub:
         buffer: int,
         stats_interval: float,
         stats: StatsFn,
+        sessions: SessionStore | None = None,
+        limits: dict[str, int] | None = None,
     ) -> None:
         self.redis = client
         self.db = db
         self.buffer = buffer
         self.stats_interval = stats_interval
         self.stats = stats
+        self.sessions = sessions
+        self.limits = limits or DEFAULT_LIMITS
         self.clients: set[Client] = set()
         self.last_id: str | None = None
         self._owners: dict[str, str | None] = {}
@@ -248,7 +291,7 @@ class FeedHub:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._guard(self._read_stream), name="feed-stream"),
-            loop.create_task(self._guard(self._read_celery_events), name="feed-celery"),
+            loop.create_task(self._guard(self._read_pubsub), name="feed-pubsub"),
             loop.create_task(self._guard(self._tick), name="feed-tick"),
         ]
 
@@ -296,6 +339,25 @@ class FeedHub:
         self.clients.discard(client)
         self._index.drop(client)
         client.subscription.index = None
+
+    # --- sessions --------------------------------------------------------------------
+
+    def end_session(self, session_id: str) -> None:
+        """Close the websockets opened through this browser session (logged out, its key
+        removed, expired): 4001, the client must log in again."""
+        for client in list(self.clients):
+            if client.principal.session_id == session_id and not client.closing:
+                client.close_soon(SESSION_ENDED, b"session ended")
+
+    async def check_sessions(self) -> None:
+        """End the sockets whose session is gone without an announcement reaching us
+        (expired in Redis, or ended while the pub/sub reader was reconnecting)."""
+        opened = {c.principal.session_id for c in self.clients if c.principal.session_id}
+        if not opened or self.sessions is None:
+            return
+        alive = await self.sessions.alive(opened)
+        for session_id in opened - alive:
+            self.end_session(session_id)
 
     async def replay(self, client: Client, after: str) -> bool:
         """Send `client` what matched after `after`; False when that is out of the window."""
@@ -372,17 +434,22 @@ class FeedHub:
 
     # --- Celery events ---------------------------------------------------------------
 
-    async def _read_celery_events(self) -> None:
+    async def _read_pubsub(self) -> None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             # Only what the feed uses: every gateway would otherwise also decode every
             # task-sent, task-started, ... event of the platform.
             await pubsub.psubscribe(*(f"/{self.db}.celeryev/{t}" for t in CELERY_EVENT_TOPICS))
+            await pubsub.subscribe(SESSION_ENDED_CHANNEL)
+            # Sessions that ended while this reader was away.
+            await self.check_sessions()
             while True:
                 msg = await pubsub.get_message(timeout=READ_BLOCK_MS / 1000)
                 if msg and msg["type"] == "pmessage":
                     for event in decode_celery_events(msg["data"]):
                         self._on_celery_event(event)
+                elif msg and msg["type"] == "message" and msg["channel"] == SESSION_ENDED_CHANNEL:
+                    self.end_session(msg["data"])
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
@@ -421,6 +488,7 @@ class FeedHub:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.stats_interval)
+            await self.check_sessions()
             now = time.time()
             for hostname, seen in list(self._workers.items()):
                 if now - seen > WORKER_TIMEOUT:
@@ -429,6 +497,8 @@ class FeedHub:
             scopes = {None if c.principal.is_admin else c.principal.owner for c in self.clients}
             for scope in scopes:
                 stats = await self.stats(scope)
+                if scope is not None:
+                    stats = {k: v for k, v in stats.items() if k not in OPERATOR_STATS}
                 text = json.dumps(message("stats", stats=stats))
                 for client in list(self.clients):
                     mine = None if client.principal.is_admin else client.principal.owner

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -13,18 +16,23 @@ from service.auth import DEVELOPMENT_PRINCIPAL, Principal
 from service.errors import ApiError, Forbidden, ServiceUnavailable, Unauthorized
 from service.keys import keyring_key, sessions_key, settings_key
 from service.publisher import is_out_of_memory
-from service.sessions import SESSION_COOKIE
+from service.sessions import SESSION_COOKIE, Grant
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 principal_key = "principal"
-# Health, the login page and its assets, and the login call itself.
+# The canonical paths of the routes only admins may call (the route table's `admin` flag,
+# and /metrics, which a METRICS_TOKEN also opens).
+admin_paths_key = web.AppKey("admin_paths", frozenset)
+METRICS_PATH = "/metrics"
+# Health, the dashboard's pages and their assets (they hold no data).
 PUBLIC_PATHS = frozenset({"/healthz", "/login", "/"})
 PUBLIC_PREFIXES = ("/static/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WEBSOCKET_PATH = "/api/v1/tasks/ws"
+LOGIN_PATH = "/api/v1/session"
 
 
 def _json_error(status: int, body: dict, headers: dict[str, str] | None = None) -> web.Response:
@@ -62,17 +70,34 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
-    if request.path == "/api/v1/session" and request.method == "POST":
+    if request.path == LOGIN_PATH and request.method == "POST":
+        # Logging in sets the cookie: never on behalf of another site's page.
+        if not origin_allowed(request):
+            raise Forbidden("cross-origin request refused")
         return await handler(request)
-    request[principal_key] = await authenticate(request)
+    if request.path == METRICS_PATH and metrics_token_presented(request):
+        return await handler(request)
+    principal = await authenticate(request)
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical in request.app[admin_paths_key]:
+        if not principal.is_admin:
+            raise Forbidden("admin key required")
+    request[principal_key] = principal
     return await handler(request)
 
 
 async def authenticate(request: web.Request) -> Principal:
-    """Bearer key, else session cookie, else (websocket only) a one-time ticket."""
+    """Bearer key, else session cookie, else (websocket only) a one-time ticket.
+
+    Sessions and tickets name the key they came from: the principal is that key's as the
+    key ring has it now, so a removed key ends them and a changed role applies at once.
+    """
+    if request.path == WEBSOCKET_PATH and not origin_allowed(request):
+        # Browsers send cookies with a cross-site websocket handshake (hijacking).
+        raise Forbidden("origin not allowed")
     keyring = request.app[keyring_key]
     if not keyring.enabled:
-        return DEVELOPMENT_PRINCIPAL
+        return _development_principal(request)
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
@@ -83,18 +108,64 @@ async def authenticate(request: web.Request) -> Principal:
     sessions = request.app[sessions_key]
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        principal = await sessions.lookup(cookie)
-        if principal is not None:
+        grant = await sessions.lookup(cookie)
+        if grant is not None:
             # A cookie rides along on cross-site requests: changes need our own origin.
             if request.method not in SAFE_METHODS and not origin_allowed(request, True):
                 raise Forbidden("cross-origin request refused")
-            return principal
+            return await _granted(request, grant)
     ticket = request.query.get("ticket")
     if ticket and request.path == WEBSOCKET_PATH:
-        principal = await sessions.redeem_ticket(ticket)
-        if principal is not None:
-            return principal
+        grant = await sessions.redeem_ticket(ticket)
+        if grant is not None:
+            return await _granted(request, grant)
     raise Unauthorized()
+
+
+async def _granted(request: web.Request, grant: Grant) -> Principal:
+    principal = request.app[keyring_key].resolve(grant.key_id)
+    if principal is None:
+        if grant.session_id is not None:
+            await request.app[sessions_key].end(grant.session_id)
+        raise Unauthorized("session ended: its API key is no longer valid")
+    return dataclasses.replace(principal, session_id=grant.session_id)
+
+
+def _development_principal(request: web.Request) -> Principal:
+    """No keys: every caller is an admin, so what a browser can be made to send counts.
+    A page on another site must not change anything (a `text/plain` POST needs no CORS
+    preflight), nor read anything through a name of its own that resolves to us (DNS
+    rebinding: Host and Origin are both the attacker's name then)."""
+    if not host_allowed(request):
+        raise Forbidden(
+            "development mode answers loopback names only (127.0.0.1, localhost, ::1) "
+            "and the hosts of ALLOWED_ORIGINS"
+        )
+    if request.method not in SAFE_METHODS and not origin_allowed(request):
+        raise Forbidden("cross-origin request refused")
+    return DEVELOPMENT_PRINCIPAL
+
+
+def host_allowed(request: web.Request) -> bool:
+    """The Host header names us: a loopback name, or the host of an allowed origin."""
+    hostname = urlsplit(f"//{request.host}").hostname
+    if hostname is None:
+        return False
+    if hostname == "localhost" or hostname in _allowed_hosts(request):
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _allowed_origins(request: web.Request) -> set[str]:
+    allowed = request.app[settings_key].allowed_origins
+    return {o.strip().rstrip("/").lower() for o in allowed.split(",") if o.strip()}
+
+
+def _allowed_hosts(request: web.Request) -> set[str]:
+    return {h for h in (urlsplit(o).hostname for o in _allowed_origins(request)) if h}
 
 
 def origin_allowed(request: web.Request, required: bool = False) -> bool:
@@ -102,10 +173,20 @@ def origin_allowed(request: web.Request, required: bool = False) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return not required
-    if urlsplit(origin).netloc == request.host:
+    origin = origin.strip().rstrip("/").lower()
+    if urlsplit(origin).netloc == request.host.lower():
         return True
-    allowed = request.app[settings_key].allowed_origins
-    return origin.rstrip("/") in {o.strip().rstrip("/") for o in allowed.split(",") if o.strip()}
+    return origin in _allowed_origins(request)
+
+
+def metrics_token_presented(request: web.Request) -> bool:
+    """`Authorization: Bearer <METRICS_TOKEN>`: a scraper's credential, for /metrics only."""
+    configured = request.app[settings_key].metrics_token
+    expected = configured.get_secret_value() if configured is not None else ""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(expected.encode(), token.strip().encode())
 
 
 def principal_of(request: web.Request) -> Principal:

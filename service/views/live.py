@@ -8,17 +8,43 @@ import json
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from service.errors import Forbidden
-from service.feed import Client, FeedHub, message
+from service.feed import Client, FeedHub, SubscriptionLimitExceeded, message
 from service.keys import feed_key, redis_key, sessions_key, settings_key, task_store_key
 from service.metrics import metrics_key
-from service.middlewares import origin_allowed, principal_of
+from service.middlewares import principal_of
 from service.sessions import TICKET_TTL
 from service.views.tasks import status_body
 from workers.progress import chunks_key
 
-MAX_SUBSCRIBED_IDS = 1000
+# A bigger frame closes the socket with 1009 (message too big) before it is parsed.
+MAX_FRAME_BYTES = 64 * 1024
+MAX_VALUE_LENGTH = 255
+
+
+def _values() -> fields.List:
+    return fields.List(
+        fields.String(validate=validate.Length(1, MAX_VALUE_LENGTH)),
+        load_default=list,
+        allow_none=True,
+    )
+
+
+class SubscriptionMessage(Schema):
+    """The subscription part of a `subscribe` or `unsubscribe` message, or of the upgrade
+    URL's query; how many values a connection may hold is the hub's limit."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    task_ids = _values()
+    queues = _values()
+    names = _values()
+    all = fields.Boolean()
+
+
+SUBSCRIPTION_MESSAGE = SubscriptionMessage()
 
 
 async def ticket(request: web.Request) -> web.Response:
@@ -31,14 +57,13 @@ def _split(value: str | None) -> list[str]:
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    if not origin_allowed(request):
-        raise Forbidden("origin not allowed")
+    # The Origin was checked with the credentials (service/middlewares.py).
     principal = principal_of(request)
     settings = request.app[settings_key]
     hub: FeedHub = request.app[feed_key]
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, max_msg_size=64 * 1024)
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
-    client = Client(ws, principal, settings.ws_buffer, request.transport)
+    client = Client(ws, principal, settings.ws_buffer, request.transport, hub.limits)
     client.writer = asyncio.get_running_loop().create_task(client.run_writer())
     hub.add(client)
     request.app[metrics_key].websocket_clients.inc()
@@ -69,6 +94,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     finally:
         hub.remove(client)
         request.app[metrics_key].websocket_clients.dec()
+        if client.closer is not None:
+            with contextlib.suppress(Exception):
+                await client.closer
         if client.writer is not None:
             client.writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -84,12 +112,14 @@ async def handle(request: web.Request, client: Client, text: str) -> None:
     try:
         data = json.loads(text)
         action = data.get("action") if isinstance(data, dict) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         data, action = {}, None
     if action == "subscribe":
         await subscribe(request, client, data)
     elif action == "unsubscribe":
-        client.subscription.update(data, add=False)
+        wanted = _load_subscription(client, data)
+        if wanted is not None:
+            client.subscription.update(wanted, add=False)
     elif action == "resume" and isinstance(data.get("last_event_id"), str):
         await resume(request, client, data["last_event_id"])
     elif action == "ping":
@@ -98,10 +128,34 @@ async def handle(request: web.Request, client: Client, text: str) -> None:
         client.enqueue(json.dumps(message("error", error="unknown or malformed action")))
 
 
+def _load_subscription(client: Client, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The validated subscription fields, or None after telling the client what is wrong."""
+    try:
+        wanted = SUBSCRIPTION_MESSAGE.load(data)
+    except ValidationError as exc:
+        error = message("error", error="invalid subscription", details=exc.messages)
+        client.enqueue(json.dumps(error))
+        return None
+    return {k: (v if v is not None else []) for k, v in wanted.items()}
+
+
 async def subscribe(request: web.Request, client: Client, data: dict[str, Any]) -> None:
-    new_ids = [str(t) for t in data.get("task_ids") or []][:MAX_SUBSCRIBED_IDS]
-    new_ids = [t for t in new_ids if t not in client.subscription.task_ids]
-    client.subscription.update({**data, "task_ids": new_ids}, add=True)
+    """Add to the subscription and send a snapshot of each newly named task. Past a cap
+    (WS_MAX_TASK_IDS, WS_MAX_NAMES) nothing is added: an `error` names the cap."""
+    wanted = _load_subscription(client, data)
+    if wanted is None:
+        return
+    known = client.subscription.task_ids
+    new_ids = [t for t in dict.fromkeys(wanted["task_ids"]) if t not in known]
+    try:
+        client.subscription.update(wanted, add=True)
+    except SubscriptionLimitExceeded as exc:
+        error = message(
+            "error", error=f"subscription refused: {exc}", details={exc.kind: [str(exc)]},
+            limit={exc.kind: exc.limit},
+        )  # fmt: skip
+        client.enqueue(json.dumps(error))
+        return
     for task_id in new_ids:
         await send_snapshot(request, client, task_id)
 
