@@ -121,7 +121,7 @@ class _IndexedMixin:
         token = getattr(request, CLAIM_FIELD, None) if state == states.STARTED else None
         if token:
             # Right before the task runs (`track_started`): the claim goes with it; the
-            # task itself reads the outcome (`BaseTaskWithRetry.before_start`).
+            # task itself reads the outcome (`PlatformTask.before_start`).
             claim = [PREFIX, token, time.time(), CLAIM_FRESH]
             (outcome,) = self.ensure(  # type: ignore[attr-defined]
                 self._run_script, (self._claim_start, keys, [*claim, *args])

@@ -19,7 +19,7 @@ from celery.worker.request import Request, task_ready
 
 from workers.backend import CLAIM_FIELD, CLAIM_OUTCOME_FIELD
 from workers.settings import get_settings
-from workers.signals import DEFERRED_HEADER, task_index
+from workers.signals import DEFERRED_HEADER, OWNER_HEADER, task_index
 from workers.task_index import (
     CLAIM_CANCELLED,
     CLAIM_DONE,
@@ -172,7 +172,7 @@ class PlatformTask(Task):
             "%s[%s] is running under another delivery; checking again in %ss",
             self.name, self.request.id, DUPLICATE_RECHECK,
         )  # fmt: skip
-        options = {"countdown": DUPLICATE_RECHECK, "headers": {DEFERRED_HEADER: "1"}}
+        options = {"countdown": DUPLICATE_RECHECK, "headers": deferred_headers(self.request)}
         self.signature_from_request(self.request, **options).apply_async()
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
@@ -189,6 +189,16 @@ class PlatformTask(Task):
                 raise
             logger.warning("retry of %s could not be published; requeued", self.request.id)
             raise Reject(exc.reason, requeue=True) from None
+
+
+def deferred_headers(request: Any) -> dict[str, Any]:
+    """The headers of a duplicate put back to be checked later: the task's own (its owner
+    above all; Celery replaces the message's headers with the ones given, it does not
+    merge them), marked as deferred."""
+    headers = {**(request.headers or {}), DEFERRED_HEADER: "1"}
+    if request.get(OWNER_HEADER):
+        headers[OWNER_HEADER] = request.get(OWNER_HEADER)
+    return headers
 
 
 class BaseTaskWithRetry(PlatformTask):

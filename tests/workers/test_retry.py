@@ -71,3 +71,19 @@ def test_a_plain_task_has_the_delivery_contract_but_no_retry_policy(
     assert done.state == "FAILURE"
     assert "upstream busy" in str(done.result)
     assert len(attempt_times(rclient, key)) == 1
+
+
+def test_a_deferred_duplicate_keeps_its_owner_and_headers() -> None:
+    """Celery replaces a message's headers with the ones given when it republishes: the
+    copy of a duplicate put back for later must still name its owner (conversations and
+    knowledge bases are looked up under it)."""
+    from celery.app.task import Context
+
+    from workers.base import deferred_headers
+    from workers.signals import DEFERRED_HEADER, OWNER_HEADER
+
+    # Protocol 2 puts custom headers on the request itself, not under `headers`.
+    request = Context({"id": "t1", OWNER_HEADER: "alice", "headers": None})
+    assert deferred_headers(request) == {OWNER_HEADER: "alice", DEFERRED_HEADER: "1"}
+    request = Context({"id": "t2", "headers": {"x": "1"}})
+    assert deferred_headers(request) == {"x": "1", DEFERRED_HEADER: "1"}
