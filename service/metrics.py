@@ -4,6 +4,9 @@ Task counts and queue depths are read from Redis at scrape time (they are shared
 replica). Request latencies and the websocket count are kept by each process; with several
 gateway processes (WEB_CONCURRENCY > 1) they are written to prometheus_client's
 multiprocess files and every scrape adds up those of all the processes.
+
+The page shows every owner's counts and the queues: it is operators' data, read with an
+admin key or with METRICS_TOKEN, the scrapers' token (checked in service/middlewares.py).
 """
 
 from __future__ import annotations

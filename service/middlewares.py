@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import ipaddress
 import logging
@@ -148,10 +149,12 @@ def _development_principal(request: web.Request) -> Principal:
 
 def host_allowed(request: web.Request) -> bool:
     """The Host header names us: a loopback name, or the host of an allowed origin."""
-    hostname = urlsplit(f"//{request.host}").hostname
+    host = request.host
+    hostname = None if "@" in host else urlsplit(f"//{host}").hostname
     if hostname is None:
         return False
-    if hostname == "localhost" or hostname in _allowed_hosts(request):
+    allowed = request.app[settings_key].allowed_origins
+    if hostname == "localhost" or hostname in _allowed_hosts(allowed):
         return True
     try:
         return ipaddress.ip_address(hostname).is_loopback
@@ -159,13 +162,14 @@ def host_allowed(request: web.Request) -> bool:
         return False
 
 
-def _allowed_origins(request: web.Request) -> set[str]:
-    allowed = request.app[settings_key].allowed_origins
-    return {o.strip().rstrip("/").lower() for o in allowed.split(",") if o.strip()}
+@functools.cache
+def _allowed_origins(setting: str) -> frozenset[str]:
+    return frozenset(o.strip().rstrip("/").lower() for o in setting.split(",") if o.strip())
 
 
-def _allowed_hosts(request: web.Request) -> set[str]:
-    return {h for h in (urlsplit(o).hostname for o in _allowed_origins(request)) if h}
+@functools.cache
+def _allowed_hosts(setting: str) -> frozenset[str]:
+    return frozenset(h for h in (urlsplit(o).hostname for o in _allowed_origins(setting)) if h)
 
 
 def origin_allowed(request: web.Request, required: bool = False) -> bool:
@@ -176,7 +180,7 @@ def origin_allowed(request: web.Request, required: bool = False) -> bool:
     origin = origin.strip().rstrip("/").lower()
     if urlsplit(origin).netloc == request.host.lower():
         return True
-    return origin in _allowed_origins(request)
+    return origin in _allowed_origins(request.app[settings_key].allowed_origins)
 
 
 def metrics_token_presented(request: web.Request) -> bool:

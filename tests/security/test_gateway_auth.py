@@ -37,6 +37,7 @@ WS = f"{T}/ws"
 SESSION = "/api/v1/session"
 METRICS_TOKEN = "metrics-token-0123456789"
 CAROL = "carol-token-0123456789"
+ALLOWED_ORIGIN = "http://dashboard.example.test"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def db_url(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def dev_gateway(db_url: str, log_dir) -> Iterator[Gateway]:
-    g = start_gateway(db_url, log_dir)  # API_KEYS is empty in the suite: development
+    # API_KEYS is empty in the suite: development.
+    g = start_gateway(db_url, log_dir, env={"ALLOWED_ORIGINS": ALLOWED_ORIGIN})
     yield g
     g.stop()
 
@@ -192,6 +194,12 @@ async def test_development_mode_answers_only_its_own_loopback_host_names(
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
         status, body = await call(http, "GET", f"{base}{T}/list", headers={"Host": host})
         assert status == 200, (host, status, body)
+    # A name the operator configured (ALLOWED_ORIGINS) is ours too.
+    status, body = await call(
+        http, "GET", f"{base}{T}/list",
+        headers={"Host": f"dashboard.example.test:{port}", "Origin": ALLOWED_ORIGIN},
+    )  # fmt: skip
+    assert status == 200, body
 
 
 # --- hole 5: sessions follow their key -------------------------------------------------
