@@ -1,12 +1,20 @@
-"""The platform-wide rate limit holds across workers; deferred tasks are not failed."""
+"""The platform-wide rate limit holds across workers; deferred tasks are not failed; under
+contention each owner gets its share of the limit, alone an owner gets all of it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
 
+import aiohttp
 import pytest
+import redis
 
-from tests.support.waiting import wait_for_state
+from tests.security.conftest import database_url
+from tests.support.api import ALICE, API_KEYS, BOB, Api
+from tests.support.waiting import async_wait_until, wait_for_state
 from workers import queues
 from workers.conversations import ConversationStore
 from workers.rate_limit import Rate, parse_rate
@@ -57,3 +65,87 @@ def test_executions_per_window_never_exceed_the_limit_across_two_workers(
     assert len({r["worker"] for r in records}) == 2  # both workers took part
     # Deferrals do not use up max_retries (3): tasks deferred more often still succeeded.
     assert max(int(r["retries"]) for r in records) > 3
+
+
+# --- fair shares between owners ---------------------------------------------------------
+
+FAIR_DB = 15  # no other test's worker consumes here
+FAIR_LIMIT, FAIR_WINDOW = 4, 2.0
+FLOOD, FEW = 24, 4
+AI = "/api/v1/tasks/ai/generate"
+
+
+@pytest.fixture(scope="module")
+def two_owners(redis_url, log_dir) -> Iterator[SimpleNamespace]:
+    """A gateway with alice's and bob's keys, and a worker with a small AI limit."""
+    from tests.support.processes import start_gateway, start_worker
+
+    url = database_url(redis_url, FAIR_DB)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    env = {"OPENAI_API_KEY": "", "AI_RATE_LIMIT": f"{FAIR_LIMIT}/{FAIR_WINDOW:g}s",
+           "API_KEYS": API_KEYS}  # fmt: skip
+    worker = start_worker(url, log_dir, queues="ai_high_priority", concurrency=2,
+                          name="fair", env=env)  # fmt: skip
+    try:
+        gateway = start_gateway(url, log_dir, env=env)
+    except BaseException:
+        worker.stop()
+        raise
+    yield SimpleNamespace(gateway=gateway)
+    gateway.stop()
+    worker.stop()
+
+
+async def _submit(api: Api, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        body = {"conversation_id": f"conv-{uuid.uuid4().hex[:8]}", "user_message": "hi"}
+        status, answer = await api.post(AI, json=body)
+        assert status == 202, answer
+        ids.append(answer["task_id"])
+    return ids
+
+
+async def _finished_at(api: Api, task_id: str) -> float | None:
+    status, body = await api.get(f"/api/v1/tasks/status/{task_id}")
+    assert status == 200 and body["status"] != "FAILURE", body
+    return body["finished_at"] if body["status"] == "SUCCESS" else None
+
+
+async def test_an_owner_flooding_first_does_not_hold_back_another_owners_tasks(
+    two_owners,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        alice = Api(http, two_owners.gateway.base_url, ALICE)
+        bob = Api(http, two_owners.gateway.base_url, BOB)
+        flood = await _submit(alice, FLOOD)
+        _, first = await alice.get(f"/api/v1/tasks/status/{flood[0]}")
+        few = await _submit(bob, FEW)
+        began = first["submitted_at"]
+
+        async def bob_done() -> list[float] | None:
+            times = await asyncio.gather(*(_finished_at(bob, t) for t in few))
+            return None if None in times else times  # type: ignore[return-value]
+
+        bob_times = await async_wait_until(bob_done, 40, 0.2, "bob's tasks done")
+        alice_times = [
+            t for t in await asyncio.gather(*(_finished_at(alice, t) for t in flood)) if t
+        ]
+    alice_times.sort()
+    # Alone at first, alice had the whole limit: her first LIMIT ran in one window.
+    assert alice_times[FAIR_LIMIT - 1] - alice_times[0] < FAIR_WINDOW, alice_times
+    # Then, while bob waited, each window was shared half and half: bob's FEW tasks ran in
+    # the next FEW / (LIMIT / 2) windows, alice's share of those windows beside them, not
+    # after her flood (FLOOD / LIMIT windows). Counted, not timed: load cannot blur it.
+    windows = FEW // (FAIR_LIMIT // 2)
+    before_bobs_last = [t for t in alice_times if t < max(bob_times)]
+    assert len(before_bobs_last) <= FAIR_LIMIT + windows * (FAIR_LIMIT // 2), (
+        [round(t - began, 2) for t in alice_times],
+        [round(t - began, 2) for t in sorted(bob_times)],
+    )
+    # ... while the global ceiling held over both owners.
+    ran = sorted(alice_times + bob_times)
+    for first_run, later in zip(ran, ran[FAIR_LIMIT:], strict=False):
+        assert later - first_run >= FAIR_WINDOW - 0.15, ran
