@@ -1,11 +1,13 @@
 """Webhook SSRF matrix through a real worker: 0 connections to any forbidden address.
 
-Each target is a forbidden address in some spelling, or a name resolving to one, or an
-allowed receiver that redirects to one. A TCP listener on 127.0.0.1 (and ::1) counts
-every connection it accepts: loopback targets aim at it, so a guard that let one through
-would show up as an accept. Non-loopback targets (private ranges, metadata, ULA) are
-never contacted for real: the task must fail with the refusal error at once (well under
-the webhook timeout a connection attempt would take), without retrying.
+Each target is a forbidden address in some spelling (IPv4 literal forms, IPv6, an IPv6
+address carrying a forbidden IPv4 one: NAT64, 6to4, Teredo, IPv4-compatible/-translated),
+or a name resolving to one, or an allowed receiver that redirects to one. A TCP listener
+on 127.0.0.1 (and ::1) counts every connection it accepts: loopback targets aim at it, so
+a guard that let one through would show up as an accept. Non-loopback targets (private
+ranges, metadata, ULA, IPv4-carrying IPv6) are never contacted for real: the task must
+fail with the refusal error at once (well under the webhook timeout a connection attempt
+would take), without retrying.
 
 The one allowed receiver is a redirector on 127.0.0.2 (`WEBHOOK_ALLOWED_NETWORKS`), so
 "allowed" and "forbidden" are both on loopback and nothing leaves the machine.
