@@ -111,6 +111,9 @@ async def task_list(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+USER_HIDDEN_STATS = ("queues", "tasks_per_minute")
+
+
 async def compute_stats(app: web.Application, owner: str | None) -> dict[str, Any]:
     """The stats body for one owner (None: everyone). Shared with the live feed."""
     store = app[task_store_key]
@@ -138,8 +141,12 @@ async def compute_stats(app: web.Application, owner: str | None) -> dict[str, An
 
 async def task_stats(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    owner = None if principal.is_admin else principal.owner
-    return web.json_response(await compute_stats(request.app, owner))
+    if principal.is_admin:
+        return web.json_response(await compute_stats(request.app, None))
+    # A user sees its own counts; queue depths and everyone's throughput are the
+    # operators'. The live worker count stays: it is one of the seed's fields.
+    body = await compute_stats(request.app, principal.owner)
+    return web.json_response({k: v for k, v in body.items() if k not in USER_HIDDEN_STATS})
 
 
 async def task_cancel(request: web.Request) -> web.Response:
