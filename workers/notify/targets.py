@@ -194,15 +194,22 @@ def resolve(url: str, policy: TargetPolicy) -> Target:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise TargetRefused(f"webhook host {host} does not resolve: {exc}") from None
+        logger.debug("webhook target %s refused: does not resolve: %s", host, exc)
+        raise TargetRefused(_unreachable(host)) from None
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     refused = [str(a) for a in addresses if not policy.permits(a)]
     if refused or not addresses:
         # The addresses stay out of the error: it is stored with the task and shown to its
         # owner, and would map the internal network name by name.
         logger.debug("webhook target %s refused: resolves to %s", host, refused or "nothing")
-        raise TargetRefused(
-            f"webhook target {host} resolves to a private or reserved address; "
-            "refused to prevent SSRF"
-        )
+        raise TargetRefused(_unreachable(host))
     return Target(scheme, host, port, path, str(addresses[0]))
+
+
+def _unreachable(host: str) -> str:
+    # One message whether the name does not resolve or resolves to a private address:
+    # two would let a user probe which internal names exist.
+    return (
+        f"webhook target {host} does not resolve to a public address (it does not resolve, "
+        "or resolves to a private or reserved one); refused to prevent SSRF"
+    )

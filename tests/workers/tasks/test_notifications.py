@@ -146,6 +146,16 @@ def test_dns_names_are_resolved_and_every_address_checked() -> None:
     assert resolve("http://localhost:9/x?y=1", allowed).path == "/x?y=1"
 
 
+def test_a_name_that_does_not_resolve_is_refused_like_a_private_one() -> None:
+    """One error for both: a user cannot probe which internal names exist."""
+    errors = []
+    for host in ("localhost", f"no-such-host-{uuid.uuid4().hex[:8]}.invalid"):
+        with pytest.raises(TargetRefused) as refused:
+            resolve(f"http://{host}:9/", TargetPolicy())
+        errors.append(str(refused.value).replace(host, "HOST"))
+    assert errors[0] == errors[1]
+
+
 def test_email_goes_through_smtp_with_login(notify_worker, smtp, celery_app) -> None:
     subject = f"Report {name()}"
     done = run_task(celery_app, SEND, QUEUE, channel="email", recipient="alice@example.com",
