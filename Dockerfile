@@ -6,7 +6,7 @@ COPY requirements.lock setup.cfg pyproject.toml README.md ./
 COPY service ./service
 COPY workers ./workers
 # Every dependency at its version in requirements.lock, the set the suite ran against
-# (workers/internals.py relies on private Celery/kombu API of exactly those releases).
+# (workers/runtime/internals.py relies on private Celery/kombu API of exactly those releases).
 # A constraint, not `-r`: the lock also pins the test tools, which stay out of the image.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.lock .
 

@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 ## run: the whole platform in the foreground (gateway :8000, worker, beat, Flower :5555)
 run: $(STAMP)
-	$(BIN)/python -m workers.devstack
+	$(BIN)/python -m workers.dev.devstack
 
 ## test: lint, then the whole suite against real Redis, workers and gateway
 test: $(STAMP) lint browser

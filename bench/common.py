@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from tests.support.processes import ManagedProcess
-from workers.embedded_redis import EmbeddedRedis, free_port
+from workers.dev.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ("tiny", "small", "full")

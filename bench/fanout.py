@@ -30,7 +30,7 @@ WARMUP = 0.5
 
 
 def produce(stack: Stack, rate: float, seconds: float, targets: int, stop: threading.Event) -> int:
-    from workers.task_index import TaskIndex
+    from workers.taskindex.index import TaskIndex
 
     index = TaskIndex(stack.redis)
     interval = 1.0 / rate

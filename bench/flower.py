@@ -16,7 +16,7 @@ import aiohttp
 
 from bench.common import QUEUE, Row, Stack, pct, proc_stats, sequential_latencies, wait_until
 from bench.main import cli
-from workers.embedded_redis import free_port
+from workers.dev.embedded_redis import free_port
 
 SIZES = {"tiny": (50, 10), "small": (3_000, 50), "full": (20_000, 100)}
 AUTH = aiohttp.BasicAuth("admin", "admin")

@@ -1,7 +1,7 @@
 """4. History scale: `list`, `status` and `stats` latency and the gateway's memory with a
 small and a large task history (10 thousand and 1 million records at full size).
 
-Records are written straight into the task index in its layout (workers/task_index.py:
+Records are written straight into the task index in its layout (workers/taskindex/index.py:
 record hashes, sorted-set indexes, counts, expiry), with pipelines, far faster than
 running the tasks; the gateway reads them exactly as it reads real ones.
 
@@ -20,7 +20,7 @@ import redis
 
 from bench.common import Row, Stack, pct, proc_stats, sequential_latencies
 from bench.main import cli
-from workers.task_index import PREFIX, counts_key, index_key, owner_state_key, task_key
+from workers.taskindex.index import PREFIX, counts_key, index_key, owner_state_key, task_key
 
 SIZES = {"tiny": (1_000, 5_000, 30), "small": (10_000, 100_000, 200),
          "full": (10_000, 1_000_000, 500)}  # fmt: skip

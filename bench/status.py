@@ -21,7 +21,7 @@ SIZES = {"tiny": (16, 0.5), "small": (32, 5.0), "full": (32, 10.0)}
 
 
 def seed_task(stack: Stack) -> str:
-    from workers.task_index import TaskIndex
+    from workers.taskindex.index import TaskIndex
 
     task_id = str(uuid.uuid4())
     index = TaskIndex(stack.redis)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from bench.common import QUEUE
-from workers.base import BaseTaskWithRetry
 from workers.celery_app import celery_app
+from workers.runtime.base import BaseTaskWithRetry
 
 __all__ = ["QUEUE", "noop"]
 

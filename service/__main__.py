@@ -12,8 +12,8 @@ import sys
 
 from service.auth import KeyRing
 from service.server import serve
-from workers.logging_setup import configure_logging
-from workers.settings import Settings, SettingsError, get_settings
+from workers.core.logging_setup import configure_logging
+from workers.core.settings import Settings, SettingsError, get_settings
 
 logger = logging.getLogger("service")
 

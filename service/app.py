@@ -41,10 +41,10 @@ from service.task_store import TaskStore
 from service.views import pages
 from service.views.tasks import compute_stats
 from service.waiter import ResultWaiter
-from workers.celery_app import create_celery_app
-from workers.internals import check_internals
-from workers.redis_client import async_redis
-from workers.settings import Settings
+from workers.core.redis_client import async_redis
+from workers.core.settings import Settings
+from workers.runtime.celery_config import create_celery_app
+from workers.runtime.internals import check_internals
 
 MAX_BODY_BYTES = 1024 * 1024
 BLOCKING_THREADS = 16

@@ -32,8 +32,8 @@ from aiohttp import WSCloseCode, web
 
 from service.auth import Principal
 from service.sessions import SESSION_ENDED_CHANNEL, SessionStore
-from workers.progress import FEED_STREAM
-from workers.task_index import task_key
+from workers.runtime.progress import FEED_STREAM
+from workers.taskindex.index import task_key
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from service.publisher import TaskPublisher
 from service.sessions import SessionStore
 from service.task_store import TaskStore
 from service.waiter import ResultWaiter
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 settings_key = web.AppKey("settings", Settings)
 redis_key = web.AppKey("redis", redis.asyncio.Redis)

@@ -21,8 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.keys import redis_key, task_store_key
-from workers.queue_depth import priority_keys
-from workers.queues import QUEUES
+from workers.core.queues import QUEUES
+from workers.runtime.queue_depth import priority_keys
 
 metrics_key = web.AppKey("metrics", "Metrics")
 

@@ -1,6 +1,6 @@
 """Whose conversations and knowledge bases a request acts on, checked before anything runs.
 
-They belong to the owner of the API key (`workers.ownership`): the worker reads the owner
+They belong to the owner of the API key (`workers.core.ownership`): the worker reads the owner
 from the task's header, so the same id from two owners names two resources. An admin key
 may act on another owner's by naming `owner` (query parameter or body field); a user key
 naming another owner is refused with 403. A knowledge base the acting owner does not have
@@ -19,8 +19,8 @@ from service.auth import Principal
 from service.errors import Forbidden, NotFound
 from service.keys import redis_key
 from service.middlewares import principal_of
-from workers import queues
-from workers.vector_store import docs_key
+from workers.core import queues
+from workers.knowledge.vector_store import docs_key
 
 # The body field naming an existing knowledge base, per task. Vectorize is not here: it
 # creates (or updates) a base of the acting owner.

@@ -4,7 +4,7 @@ Celery builds every message (`send_task`: routing, headers, the `task-sent` even
 kombu decides the Redis commands that deliver it (the queue's priority list, the event
 topic), exactly as for any other client. Only the last step differs: instead of running
 those commands through kombu's blocking client, the publisher keeps them (kombu's private
-publish batch: `workers.internals.PublishCapture`) and runs them with the index record in
+publish batch: `workers.runtime.internals.PublishCapture`) and runs them with the index record in
 one script (`PUBLISH_LUA`) on the gateway's asyncio client. So a submission costs one round
 trip, needs no thread, and no message exists without its record.
 """
@@ -23,10 +23,10 @@ from kombu.common import maybe_declare
 from kombu.exceptions import OperationalError
 
 from service.errors import BadRequest, ServiceUnavailable
-from workers.internals import PublishCapture
-from workers.queues import TASK_QUEUES
-from workers.signals import INDEXED_HEADER
-from workers.task_index import PUBLISH_COMMANDS, PUBLISH_LUA, publish_call, record_args
+from workers.core.headers import INDEXED_HEADER
+from workers.core.queues import TASK_QUEUES
+from workers.runtime.internals import PublishCapture
+from workers.taskindex.index import PUBLISH_COMMANDS, PUBLISH_LUA, publish_call, record_args
 
 logger = logging.getLogger(__name__)
 

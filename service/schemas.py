@@ -11,9 +11,9 @@ from typing import TypeVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from workers.priority import MAX_PRIORITY, MIN_PRIORITY
-from workers.queues import QUEUES
-from workers.task_index import STATES
+from workers.core.queues import QUEUES
+from workers.runtime.priority import MAX_PRIORITY, MIN_PRIORITY
+from workers.taskindex.index import STATES
 
 MAX_WAIT = 60
 

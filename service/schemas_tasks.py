@@ -12,8 +12,8 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.schemas import SubmitOptions, acting_owner_field
+from workers.core.settings import Settings, get_settings
 from workers.notify.validation import CHANNELS, NotificationInvalid, validate_notification
-from workers.settings import Settings, get_settings
 
 _ID = validate.Length(1, 200)
 

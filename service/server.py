@@ -28,7 +28,7 @@ from aiohttp import web
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 logger = logging.getLogger("service")
 

@@ -1,4 +1,4 @@
-"""The gateway's view of the task index (`workers.task_index`): reads, cancel, retry links.
+"""The gateway's view of the task index (`workers.taskindex.index`): reads, cancel, retry links.
 
 All reads are index lookups (sorted-set ranges and hash reads), never scans of the
 history, so they cost the same at a thousand tasks or a million.
@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from workers.task_index import (
+from workers.taskindex.index import (
     DEFAULT_TTL,
     PREFIX,
     RECORD_LUA,

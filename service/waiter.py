@@ -19,7 +19,7 @@ import redis.asyncio
 import redis.exceptions
 
 from service.task_store import RESULT_KEY
-from workers.task_index import TERMINAL_STATES
+from workers.taskindex.index import TERMINAL_STATES
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from workers.embedded_redis import EmbeddedRedis
+from workers.dev.embedded_redis import EmbeddedRedis
 
 _server: EmbeddedRedis | None = None
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_until
-from workers.embedded_redis import free_port
+from workers.dev.embedded_redis import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_make_run_serves_health_and_flower_then_stops_everything(tmp_path: Path)
     )  # fmt: skip
     log = open(tmp_path / "devstack.log", "wb")
     stack = subprocess.Popen(
-        [sys.executable, "-m", "workers.devstack"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "workers.dev.devstack"], cwd=ROOT, env=env,
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:

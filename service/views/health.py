@@ -8,7 +8,7 @@ import redis.exceptions
 from aiohttp import web
 
 from service.keys import redis_key
-from workers import registry
+from workers.runtime import registry
 
 
 async def healthz(request: web.Request) -> web.Response:

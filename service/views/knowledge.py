@@ -20,7 +20,7 @@ from service.ownership import acting_owner, require_knowledge_base
 from service.requests import load_query
 from service.schemas import shared
 from service.schemas_tasks import KnowledgeSearchQuery, KnowledgeSearchResponse
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 
 class UpstreamRefused(ApiError):
@@ -30,8 +30,8 @@ class UpstreamRefused(ApiError):
 
 def _search(settings: Settings, owner: str, kb_id: str, query: str, k: int) -> list[dict[str, Any]]:
     # Imported here: the embedding code stays off the gateway's import path.
-    from workers.knowledge import search
-    from workers.signals import redis_client
+    from workers.knowledge.indexing import search
+    from workers.runtime.clients import redis_client
 
     return search(redis_client(), settings, owner, kb_id, query, k)
 
@@ -41,7 +41,7 @@ async def knowledge_search(request: web.Request) -> web.Response:
     kb_id = request.match_info["kb_id"]
     owner = acting_owner(principal_of(request), params["owner"])
     await require_knowledge_base(request.app[redis_key], owner, kb_id, "kb_id")
-    from workers.base import PermanentError, TransientError
+    from workers.runtime.base import PermanentError, TransientError
 
     loop = asyncio.get_running_loop()
     call = functools.partial(

@@ -27,12 +27,13 @@ from service.schemas_tasks import (
     VectorizeRequest,
 )
 from service.views.tasks import status_body
-from workers import queues
-from workers.priority import DEFAULT_PRIORITY
-from workers.queues import TASK_QUEUES
-from workers.settings import Settings
-from workers.signals import OWNER_HEADER, submission_fields
-from workers.task_index import TERMINAL_STATES
+from workers.core import queues
+from workers.core.headers import OWNER_HEADER
+from workers.core.queues import TASK_QUEUES
+from workers.core.settings import Settings
+from workers.runtime.priority import DEFAULT_PRIORITY
+from workers.taskindex.index import TERMINAL_STATES
+from workers.taskindex.record import submission_fields
 
 OPTIONS = ("priority", "countdown", "eta")
 IDEMPOTENCY_TTL = 24 * 3600

@@ -28,11 +28,12 @@ from service.schemas import (
     shared,
 )
 from service.task_store import ListQuery, TaskStore, is_task_id
-from workers import registry
-from workers.queue_depth import priority_keys
-from workers.queues import QUEUES
-from workers.signals import OWNER_HEADER, RETRIED_FROM_HEADER, submission_fields
-from workers.task_index import TERMINAL_STATES, task_key
+from workers.core.headers import OWNER_HEADER, RETRIED_FROM_HEADER
+from workers.core.queues import QUEUES
+from workers.runtime import registry
+from workers.runtime.queue_depth import priority_keys
+from workers.taskindex.index import TERMINAL_STATES, task_key
+from workers.taskindex.record import submission_fields
 
 logger = logging.getLogger(__name__)
 HEALTH_REPORT_KEY = "claw:health:report"

@@ -20,7 +20,7 @@ from service.schemas import (
     WorkerTarget,
     shared,
 )
-from workers import registry
+from workers.runtime import registry
 
 INSPECT_TIMEOUT = 1.0
 CONTROL_TIMEOUT = 5.0

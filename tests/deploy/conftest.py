@@ -15,9 +15,9 @@ import redis
 
 from tests.support.processes import ROOT, TEST_TASKS, ManagedProcess, base_env
 from tests.support.waiting import wait_until
-from workers import registry
-from workers.embedded_redis import EmbeddedRedis
-from workers.queues import QUEUES
+from workers.core.queues import QUEUES
+from workers.dev.embedded_redis import EmbeddedRedis
+from workers.runtime import registry
 
 BIN = Path(sys.executable).parent
 P = TypeVar("P", bound=ManagedProcess)

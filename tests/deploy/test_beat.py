@@ -17,9 +17,9 @@ from redbeat import RedBeatSchedulerEntry
 
 from tests.deploy.conftest import Processes, deploy_env
 from tests.support.waiting import wait_until
-from workers import queues
-from workers.celery_app import create_celery_app
-from workers.settings import load_settings
+from workers.core import queues
+from workers.core.settings import load_settings
+from workers.runtime.celery_config import create_celery_app
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import yaml
 from honcho.environ import parse_procfile
 
 from tests.support.processes import ROOT
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 APP_SERVICES = ("web", "celery-worker", "celery-beat", "celery-flower")
 PROCFILE_OF = {"web": "web", "celery-worker": "worker", "celery-beat": "beat",

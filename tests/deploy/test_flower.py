@@ -10,13 +10,13 @@ import pytest
 
 from tests.deploy.conftest import deploy_env
 from tests.support.processes import ROOT
-from workers.flower import flower_environment
-from workers.settings import load_settings
+from workers.core.settings import load_settings
+from workers.dev.flower import flower_environment
 
 
 def launch(redis_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.flower"], cwd=ROOT, env=deploy_env(redis_url, **env),
+        [sys.executable, "-m", "workers.dev.flower"], cwd=ROOT, env=deploy_env(redis_url, **env),
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
 

@@ -9,7 +9,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.support.processes import ROOT
-from workers.internals import TESTED_RELEASES
+from workers.runtime.internals import TESTED_RELEASES
 
 
 def install_requires() -> dict[str, Requirement]:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from workers.logging_setup import Redactor, configure_logging, secret_values
-from workers.settings import load_settings
+from workers.core.logging_setup import Redactor, configure_logging, secret_values
+from workers.core.settings import load_settings
 
 
 @pytest.fixture

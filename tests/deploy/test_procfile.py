@@ -15,10 +15,11 @@ from celery.result import AsyncResult
 
 from tests.deploy.conftest import Processes, deploy_env, honcho_argv
 from tests.support.waiting import wait_until
-from workers import queues, registry
-from workers.celery_app import create_celery_app
-from workers.embedded_redis import free_port
-from workers.settings import load_settings
+from workers.core import queues
+from workers.core.settings import load_settings
+from workers.dev.embedded_redis import free_port
+from workers.runtime import registry
+from workers.runtime.celery_config import create_celery_app
 
 pytestmark = pytest.mark.slow
 

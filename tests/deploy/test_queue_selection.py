@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.queue_selection import queues_given
-from workers.settings import SettingsError, load_settings
+from workers.core.settings import SettingsError, load_settings
+from workers.runtime.queue_selection import queues_given
 
 
 @pytest.mark.parametrize(

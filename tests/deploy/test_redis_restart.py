@@ -14,9 +14,9 @@ import redis
 from tests.deploy.conftest import Processes, deploy_env, http, wait_worker_ready, worker_argv
 from tests.support.processes import start_gateway
 from tests.support.waiting import wait_for_state, wait_until
-from workers import queues
-from workers.celery_app import create_celery_app
-from workers.settings import load_settings
+from workers.core import queues
+from workers.core.settings import load_settings
+from workers.runtime.celery_config import create_celery_app
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,10 @@ import redis
 from tests.deploy.conftest import Processes, deploy_env, http, wait_worker_ready, worker_argv
 from tests.support.processes import start_gateway
 from tests.support.waiting import wait_for_state, wait_until
-from workers import queues
-from workers.celery_app import create_celery_app
-from workers.embedded_redis import free_port
-from workers.settings import load_settings
+from workers.core import queues
+from workers.core.settings import load_settings
+from workers.dev.embedded_redis import free_port
+from workers.runtime.celery_config import create_celery_app
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_no_secret_in_logs_of_gateway_worker_and_flower(
         wait_worker_ready(worker, probe, hostname)
         gateway = processes.register(start_gateway(url, logs, env=secrets))
         flower = processes(
-            [sys.executable, "-m", "workers.flower"],
+            [sys.executable, "-m", "workers.dev.flower"],
             deploy_env(url, **secrets),
             logs / "flower.log",
         )

@@ -14,8 +14,8 @@ import redis
 from tests.deploy.conftest import Processes, deploy_env, http, wait_worker_ready, worker_argv
 from tests.support.processes import start_gateway
 from tests.support.waiting import wait_until
-from workers import registry
-from workers.embedded_redis import find_redis_server, free_port
+from workers.dev.embedded_redis import find_redis_server, free_port
+from workers.runtime import registry
 
 pytestmark = pytest.mark.slow
 

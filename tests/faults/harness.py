@@ -27,7 +27,7 @@ import redis
 from tests.faults.ledger import LEDGER_ENV
 from tests.support.processes import Gateway, Worker, start_gateway, start_worker
 from tests.support.waiting import wait_until
-from workers.embedded_redis import EmbeddedRedis
+from workers.dev.embedded_redis import EmbeddedRedis
 
 INBOX_USER = "dev"
 SEND = "/api/v1/tasks/notifications/send"
@@ -141,8 +141,8 @@ class FaultStack:
 
     def run_recovery(self) -> None:
         """What Beat does every minute: send `recover_lost_tasks` (here more often)."""
-        from workers.celery_app import create_celery_app
-        from workers.settings import load_settings
+        from workers.core.settings import load_settings
+        from workers.runtime.celery_config import create_celery_app
 
         app = create_celery_app(load_settings(redis_url=self.broker.url))
         try:

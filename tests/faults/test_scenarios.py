@@ -81,8 +81,8 @@ async def test_worker_sigkill_loses_nothing_and_reruns_only_what_was_in_flight(s
 
 async def test_poison_task_is_tried_three_times_then_fails_clearly(stacks, celery_app):
     """2. A task that kills its own worker process, among 500 normal ones."""
-    from workers.celery_app import create_celery_app
-    from workers.settings import load_settings
+    from workers.core.settings import load_settings
+    from workers.runtime.celery_config import create_celery_app
 
     stack = await asyncio.to_thread(stacks().start, workers=2, concurrency=2)
     app = create_celery_app(load_settings(redis_url=stack.broker.url))
@@ -186,8 +186,8 @@ async def test_redis_killed_and_restarted_loses_no_accepted_task(stacks):
 
 async def test_result_store_outage_mid_task_reports_no_false_success(stacks):
     """5. Redis (the result store) goes away while tasks run; status stays truthful."""
-    from workers.celery_app import create_celery_app
-    from workers.settings import load_settings
+    from workers.core.settings import load_settings
+    from workers.runtime.celery_config import create_celery_app
 
     stack = await asyncio.to_thread(stacks().start, workers=1, concurrency=4)
     app = create_celery_app(load_settings(redis_url=stack.broker.url))
@@ -251,7 +251,7 @@ async def test_memory_pressure_refuses_with_503_and_evicts_nothing(stacks):
 
 def test_workers_warn_at_start_when_redis_may_evict(tmp_path, log_dir):
     from tests.support.processes import start_worker
-    from workers.embedded_redis import EmbeddedRedis
+    from workers.dev.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path / "lru", appendonly=False,
                            extra_args=("--maxmemory-policy", "allkeys-lru")).start()  # fmt: skip

@@ -28,7 +28,7 @@ from tests.support.fake_openai import FakeOpenAI, Fault
 from tests.support.fake_smtp import FakeSMTP
 from tests.support.processes import ManagedProcess, base_env, start_gateway, start_worker
 from tests.support.waiting import async_wait_until
-from workers.embedded_redis import EmbeddedRedis, free_port
+from workers.dev.embedded_redis import EmbeddedRedis, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def canary_platform(tmp_path: Path, monkeypatch) -> Any:
     try:
         started.append(start_worker(url, logs, concurrency=2, name="canary", env=env))
         started.append(
-            ManagedProcess([sys.executable, "-m", "workers.flower"], base_env(url, **env),
+            ManagedProcess([sys.executable, "-m", "workers.dev.flower"], base_env(url, **env),
                            logs / "flower.log")
         )  # fmt: skip
         gateway = start_gateway(url, logs, env=env)

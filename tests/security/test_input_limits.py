@@ -28,10 +28,10 @@ from tests.security.conftest import database_url
 from tests.support.api import ADMIN, ALICE, API_KEYS, Api
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.waiting import async_wait_until, wait_for_state
-from workers import queues
-from workers.celery_app import create_celery_app
-from workers.progress import chunks_key
-from workers.settings import load_settings
+from workers.core import queues
+from workers.core.settings import load_settings
+from workers.runtime.celery_config import create_celery_app
+from workers.runtime.progress import chunks_key
 
 pytestmark = pytest.mark.slow
 

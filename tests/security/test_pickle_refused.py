@@ -19,9 +19,9 @@ import redis
 from tests.security.conftest import database_url
 from tests.support.processes import start_worker
 from tests.support.waiting import wait_until
-from workers.celery_app import create_celery_app
-from workers.queue_depth import priority_keys
-from workers.settings import load_settings
+from workers.core.settings import load_settings
+from workers.runtime.celery_config import create_celery_app
+from workers.runtime.queue_depth import priority_keys
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from tests.support.waiting import wait_for_state, wait_until
-from workers import queues
+from workers.core import queues
 from workers.notify.targets import (
     TargetPolicy,
     TargetRefused,
@@ -37,7 +37,7 @@ from workers.notify.targets import (
     literal_address,
     resolve,
 )
-from workers.task_index import task_key
+from workers.taskindex.index import task_key
 
 pytestmark = pytest.mark.slow
 

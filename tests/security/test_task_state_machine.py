@@ -38,9 +38,9 @@ from hypothesis.stateful import (
 from tests.security.conftest import database_url
 from tests.support.api import ADMIN, API_KEYS
 from tests.support.waiting import wait_until
-from workers.celery_app import create_celery_app
-from workers.settings import load_settings
-from workers.signals import OWNER_HEADER
+from workers.core.headers import OWNER_HEADER
+from workers.core.settings import load_settings
+from workers.runtime.celery_config import create_celery_app
 
 pytestmark = pytest.mark.slow
 

@@ -123,7 +123,7 @@ async def test_history_survives_a_gateway_restart_and_is_shared_by_replicas(
 async def test_submissions_while_redis_is_down_get_503_with_retry_after(log_dir, http) -> None:
     from tests.support.api import Api
     from tests.support.processes import start_gateway
-    from workers.embedded_redis import EmbeddedRedis
+    from workers.dev.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis(log_dir / f"redis-down-{uuid.uuid4().hex[:6]}", appendonly=False)
     server.start()

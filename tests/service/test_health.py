@@ -17,7 +17,7 @@ async def test_healthz_reports_redis_and_live_workers(gateway, worker) -> None:
 
 
 async def test_healthz_is_503_with_a_reason_when_redis_is_down(log_dir) -> None:
-    from workers.embedded_redis import free_port
+    from workers.dev.embedded_redis import free_port
 
     dead_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     gw = start_gateway(dead_url, log_dir)

@@ -13,10 +13,10 @@ import redis
 import redis.asyncio
 
 from service.publisher import TaskPublisher
-from workers.celery_app import create_celery_app
-from workers.settings import Settings
-from workers.signals import INDEXED_HEADER, OWNER_HEADER
-from workers.task_index import task_key
+from workers.core.headers import INDEXED_HEADER, OWNER_HEADER
+from workers.core.settings import Settings
+from workers.runtime.celery_config import create_celery_app
+from workers.taskindex.index import task_key
 
 # Differ between any two sends of the same task.
 VOLATILE_PROPERTIES = {"delivery_tag"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from tests.support.waiting import wait_for_state
-from workers import queues
+from workers.core import queues
 
 
 async def test_ai_generate_answers_202_with_the_seed_shape_and_runs(

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from workers.embedded_redis import free_port
+from workers.dev.embedded_redis import free_port
 
 
 class BackgroundServer:

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.support.background_server import BackgroundServer
-from workers.embeddings import OfflineEmbedder
+from workers.knowledge.embeddings import OfflineEmbedder
 
 API_KEY = "test-key"
 EMBEDDING_DIMS = 64

@@ -9,7 +9,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from workers.embedded_redis import free_port
+from workers.dev.embedded_redis import free_port
 
 USER = "mailer"
 PASSWORD = "mail-secret"

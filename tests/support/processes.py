@@ -15,8 +15,8 @@ from typing import Any
 import redis
 
 from tests.support.waiting import wait_until
-from workers import registry
-from workers.embedded_redis import free_port
+from workers.dev.embedded_redis import free_port
+from workers.runtime import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_TASKS = "tests.support.tasks"

@@ -15,9 +15,9 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from workers.base import BaseTaskWithRetry, PermanentError, TransientError
 from workers.celery_app import celery_app
-from workers.signals import redis_client
+from workers.runtime.base import BaseTaskWithRetry, PermanentError, TransientError
+from workers.runtime.clients import redis_client
 
 
 @celery_app.task(name="tests.record", base=BaseTaskWithRetry)
@@ -73,7 +73,7 @@ def now() -> float:
 def stream(self: Any, chunks: int, hold_key: str | None = None, hold_after: int = 0) -> dict:
     """Emit `chunks` pieces of output with progress; optionally pause after `hold_after`
     until `hold_key` exists (so a test can subscribe in the middle)."""
-    from workers.progress import publish_chunk, report_progress
+    from workers.runtime.progress import publish_chunk, report_progress
 
     client = redis_client()
     for i in range(chunks):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from workers import queues
-from workers.celery_app import create_celery_app
-from workers.queue_depth import queue_depths
-from workers.settings import load_settings
+from workers.core import queues
+from workers.core.settings import load_settings
+from workers.runtime.celery_config import create_celery_app
+from workers.runtime.queue_depth import queue_depths
 
 ROUTING_DB = 7
 

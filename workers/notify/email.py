@@ -7,8 +7,8 @@ import ssl
 from email.message import EmailMessage
 from typing import Any
 
-from workers.base import PermanentError, TransientError
-from workers.settings import Settings
+from workers.core.settings import Settings
+from workers.runtime.base import PermanentError, TransientError
 
 
 def send_email(

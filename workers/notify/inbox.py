@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from workers.progress import feed_event
+from workers.runtime.progress import feed_event
 
 PREFIX = "claw:inbox:"
 

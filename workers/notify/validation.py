@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
+from workers.core.settings import Settings
 from workers.notify.targets import TargetPolicy, TargetRefused, check_literal
-from workers.settings import Settings
 
 WEBHOOK = "webhook"
 EMAIL = "email"

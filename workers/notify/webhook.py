@@ -12,9 +12,9 @@ import time
 from typing import Any
 from urllib.parse import urljoin
 
-from workers.base import PermanentError, TransientError
-from workers.llm import retry_after
+from workers.ai.llm import retry_after
 from workers.notify.targets import Target, TargetPolicy, TargetRefused, resolve
+from workers.runtime.base import PermanentError, TransientError
 
 SIGNATURE_HEADER = "X-Claw-Signature"
 TIMESTAMP_HEADER = "X-Claw-Timestamp"

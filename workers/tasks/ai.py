@@ -5,7 +5,7 @@ provider answers, labeled as such, from the knowledge base passages (or says pla
 no model is configured), so the platform works end to end in development.
 
 Conversations and knowledge bases belong to the task's owner (its `claw_owner` header, see
-`workers.ownership`): a conversation's memory and grounding are read and written in that
+`workers.core.ownership`): a conversation's memory and grounding are read and written in that
 owner's namespace only, so a conversation stays tied to a knowledge base of its owner.
 """
 
@@ -16,15 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workers import knowledge, queues
+from workers.ai.conversations import ConversationStore
+from workers.ai.llm import ChatResult, cost_usd, openai_client, stream_chat
 from workers.celery_app import celery_app
-from workers.conversations import ConversationStore
-from workers.llm import ChatResult, cost_usd, openai_client, stream_chat
-from workers.ownership import task_owner
-from workers.progress import chunks_key, feed_event, publish_chunk
-from workers.rate_limit import GloballyRateLimitedTask
-from workers.settings import Settings, get_settings
-from workers.signals import redis_client
+from workers.core import queues
+from workers.core.ownership import task_owner
+from workers.core.settings import Settings, get_settings
+from workers.knowledge import indexing as knowledge
+from workers.runtime.clients import redis_client
+from workers.runtime.progress import chunks_key, feed_event, publish_chunk
+from workers.runtime.rate_limit import GloballyRateLimitedTask
 
 logger = logging.getLogger(__name__)
 

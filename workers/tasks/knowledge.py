@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers import queues
-from workers.base import BaseTaskWithRetry
 from workers.celery_app import celery_app
-from workers.embeddings import embedder_for
-from workers.knowledge import delete_vectors, reembed_knowledge_base, store_for, vectorize
-from workers.ownership import task_owner
-from workers.progress import report_progress
-from workers.rate_limit import GloballyRateLimitedTask
-from workers.settings import get_settings
-from workers.signals import redis_client
-from workers.vector_store import Document, VectorStore
+from workers.core import queues
+from workers.core.ownership import task_owner
+from workers.core.settings import get_settings
+from workers.knowledge.embeddings import embedder_for
+from workers.knowledge.indexing import delete_vectors, reembed_knowledge_base, store_for, vectorize
+from workers.knowledge.vector_store import Document, VectorStore
+from workers.runtime.base import BaseTaskWithRetry
+from workers.runtime.clients import redis_client
+from workers.runtime.progress import report_progress
+from workers.runtime.rate_limit import GloballyRateLimitedTask
 
 
 def _progress(task: Any) -> Any:

@@ -7,17 +7,18 @@ import logging
 import time
 from typing import Any
 
-import workers.failure_stats  # noqa: F401 - connects the per-minute failure counter
-from workers import queues, registry
-from workers.base import BaseTaskWithRetry
+import workers.runtime.failure_stats  # noqa: F401 - connects the per-minute failure counter
 from workers.celery_app import celery_app
-from workers.failure_stats import failure_rate
+from workers.core import queues
+from workers.core.settings import Settings, get_settings
 from workers.notify.validation import NotificationInvalid, validate_notification
-from workers.queue_depth import queue_depths
-from workers.recovery import recover_lost
-from workers.settings import Settings, get_settings
-from workers.signals import redis_client, task_index
-from workers.task_index import PREFIX, task_key
+from workers.runtime import registry
+from workers.runtime.base import BaseTaskWithRetry
+from workers.runtime.clients import redis_client, task_index
+from workers.runtime.failure_stats import failure_rate
+from workers.runtime.queue_depth import queue_depths
+from workers.runtime.recovery import recover_lost
+from workers.taskindex.index import PREFIX, task_key
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def check_task_health() -> dict[str, Any]:
 
 @celery_app.task(name=queues.RECOVER_LOST_TASKS, base=BaseTaskWithRetry)
 def recover_lost_tasks() -> dict[str, Any]:
-    """Republish accepted tasks whose message vanished (see workers.recovery)."""
+    """Republish accepted tasks whose message vanished (see workers.runtime.recovery)."""
     settings = get_settings()
     recovered = recover_lost(
         celery_app, redis_client(), settings.task_recovery_grace,

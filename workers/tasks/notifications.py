@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers import queues
-from workers.base import BaseTaskWithRetry, PermanentError
 from workers.celery_app import celery_app
+from workers.core import queues
+from workers.core.settings import Settings, get_settings
 from workers.notify import inbox
 from workers.notify.email import send_email
 from workers.notify.validation import (
@@ -18,8 +18,8 @@ from workers.notify.validation import (
     webhook_policy,
 )
 from workers.notify.webhook import post_json
-from workers.settings import Settings, get_settings
-from workers.signals import redis_client
+from workers.runtime.base import BaseTaskWithRetry, PermanentError
+from workers.runtime.clients import redis_client
 
 
 def deliver(

@@ -10,11 +10,11 @@ import pytest
 from tests.support.fake_openai import Fault
 from tests.support.waiting import wait_for_state, wait_until
 from tests.workers.tasks.conftest import run_task
-from workers import queues
-from workers.conversations import ConversationStore
-from workers.progress import read_chunks
-from workers.signals import OWNER_HEADER
-from workers.task_index import task_key
+from workers.ai.conversations import ConversationStore
+from workers.core import queues
+from workers.core.headers import OWNER_HEADER
+from workers.runtime.progress import read_chunks
+from workers.taskindex.index import task_key
 
 ONLINE = "tests_ai_online"
 OFFLINE = "tests_ai_offline"

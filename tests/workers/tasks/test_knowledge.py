@@ -13,10 +13,10 @@ import pytest
 
 from tests.support.waiting import wait_for_state
 from tests.workers.tasks.conftest import run_task
-from workers import queues
-from workers.progress import FEED_STREAM
-from workers.signals import OWNER_HEADER
-from workers.vector_store import RedisVectorStore, docs_key, kb_prefix
+from workers.core import queues
+from workers.core.headers import OWNER_HEADER
+from workers.knowledge.vector_store import RedisVectorStore, docs_key, kb_prefix
+from workers.runtime.progress import FEED_STREAM
 
 QUEUE = "tests_knowledge"
 # The owner of the development gateway's principal (no API keys): the search API reads

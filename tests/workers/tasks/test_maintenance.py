@@ -11,10 +11,11 @@ import pytest
 
 from tests.support.waiting import wait_until
 from tests.workers.tasks.conftest import run_task
-from workers import queues, registry
-from workers.failure_stats import failure_rate, record_failure
+from workers.core import queues
 from workers.notify.inbox import read_inbox
-from workers.task_index import PREFIX, TaskIndex, done_key, index_key, task_key
+from workers.runtime import registry
+from workers.runtime.failure_stats import failure_rate, record_failure
+from workers.taskindex.index import PREFIX, TaskIndex, done_key, index_key, task_key
 
 QUEUE = "tests_maintenance"
 ORPHAN = f"tests_orphan_{uuid.uuid4().hex[:6]}"

@@ -14,12 +14,12 @@ from tests.support.fake_smtp import FakeSMTP
 from tests.support.waiting import wait_until
 from tests.support.webhook_server import SECRET, WebhookServer
 from tests.workers.tasks.conftest import run_task
-from workers import queues
+from workers.core import queues
+from workers.core.settings import load_settings
 from workers.notify.inbox import read_inbox
 from workers.notify.targets import TargetPolicy, TargetRefused, resolve
-from workers.progress import FEED_STREAM
-from workers.settings import load_settings
-from workers.task_index import task_key
+from workers.runtime.progress import FEED_STREAM
+from workers.taskindex.index import task_key
 
 QUEUE = "tests_notifications"
 SEND = queues.SEND_NOTIFICATION

@@ -15,10 +15,10 @@ import redis
 from tests.security.conftest import database_url
 from tests.support.api import ALICE, API_KEYS, BOB, Api
 from tests.support.waiting import async_wait_until, wait_for_state
-from workers import queues
-from workers.conversations import ConversationStore
-from workers.rate_limit import Rate, parse_rate
-from workers.task_index import task_key
+from workers.ai.conversations import ConversationStore
+from workers.core import queues
+from workers.runtime.rate_limit import Rate, parse_rate
+from workers.taskindex.index import task_key
 
 QUEUE = "tests_rate_limit"
 LIMIT, WINDOW = 2, 1.0

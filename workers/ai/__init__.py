@@ -1,0 +1,1 @@
+"""AI replies: the chat model client and conversation memory."""

@@ -1,0 +1,9 @@
+"""The names of the message headers the platform adds to Celery's, in one place."""
+
+# The API key's owner of a task: the namespace of its conversations and knowledge bases.
+OWNER_HEADER = "claw_owner"
+RETRIED_FROM_HEADER = "claw_retried_from"
+# Set by a publisher that wrote the task's record itself (the gateway), before publishing.
+INDEXED_HEADER = "claw_indexed"
+# Set on a duplicate delivery put back to be checked later (see ClawRequest): not a new task.
+DEFERRED_HEADER = "claw_deferred"

@@ -1,0 +1,158 @@
+"""The Redis result backend, extended to keep the task index in step.
+
+Every state a worker stores (STARTED, RETRY, SUCCESS, FAILURE, REVOKED, and failures from
+time limits or lost workers) passes through `_store_result`; the index is updated in the
+same Redis call as Celery's own write (`STORE_LUA`), from the same request context.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend, SentinelBackend
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
+
+from workers.core.settings import get_settings
+from workers.taskindex.index import (
+    CLAIM_FRESH,
+    CLAIM_START_LUA,
+    PREFIX,
+    PREVIEW_CAP,
+    STORE_LUA,
+    capped_json,
+    preview,
+    record_args,
+    task_key,
+)
+
+EVENT_RESULT_CAP = 64 * 1024
+# A delivery's claim token, in the task's request (set by `ClawRequest`), and the claim's
+# outcome, set on the request when STARTED is stored.
+CLAIM_FIELD = "claw_claim"
+CLAIM_OUTCOME_FIELD = "claw_claim_outcome"
+
+
+def feed_extra(result: Any, state: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """What the live feed's event for this state carries besides the state itself."""
+    extra: dict[str, Any] = {}
+    if fields.get("worker"):
+        extra["worker"] = fields["worker"]
+    if state == states.SUCCESS:
+        _, cut = capped_json(result, EVENT_RESULT_CAP)
+        extra["result"] = None if cut else result
+        if cut:
+            extra["result_truncated"] = True
+    elif "error_type" in fields:
+        extra["error"] = {"type": fields["error_type"], "message": fields["error_message"]}
+    return extra
+
+
+def index_fields(result: Any, state: str, traceback: str | None, request: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if request is not None:
+        delivery = getattr(request, "delivery_info", None) or {}
+        fields["name"] = getattr(request, "task", None) or getattr(request, "name", None)
+        fields["queue"] = delivery.get("routing_key")
+        fields["retries"] = str(getattr(request, "retries", 0) or 0)
+        hostname = getattr(request, "hostname", None)
+        if hostname:
+            fields["worker"] = hostname
+    now = time.time()
+    if state == states.STARTED:
+        fields["started_at"] = repr(now)
+    elif state == states.SUCCESS:
+        fields["result_preview"] = preview(result)
+    elif state == states.RETRY:
+        # Waiting again: a cancel may still stop it, and any worker may run it next.
+        fields["claimed"] = "0"
+        fields["claimed_by"] = ""
+    if state in (states.FAILURE, states.RETRY, states.REVOKED):
+        error = result if isinstance(result, dict) else {}
+        fields["error_type"] = error.get("exc_type") or type(result).__name__
+        message = error.get("exc_message", result)
+        if isinstance(message, list | tuple) and len(message) == 1:
+            message = message[0]
+        fields["error_message"] = str(message)[: PREVIEW_CAP * 4]
+        if traceback:
+            fields["traceback"] = capped_json(traceback, 64 * 1024)[0]
+    return fields
+
+
+class _IndexedMixin:
+    """One Redis call per state: Celery's result write and the index update together.
+
+    Celery's own `_store_result` reads the stored meta (to never overwrite a SUCCESS),
+    then writes and publishes it: two round trips, and the index update made a third.
+    `STORE_LUA` does all of it in one, atomically.
+
+    `_store_result` and what it calls are Celery internals: workers/runtime/internals.py lists
+    them and checks them at start-up.
+    """
+
+    _MAX_STR_VALUE_SIZE: int
+    expires: int | None
+    failure_expires: int | None
+
+    def _store_result(  # type: ignore[no-untyped-def]
+        self, task_id, result, state, traceback=None, request=None, **kwargs
+    ):
+        meta = self._get_result_meta(  # type: ignore[attr-defined]
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)  # type: ignore[attr-defined]
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        attempt = getattr(request, "retries", None) if request is not None else None
+        fields = index_fields(result, state, traceback, request)
+        rargs = record_args(
+            task_id, state, attempt, get_settings().task_history_ttl,
+            feed_extra(result, state, fields), fields,
+        )  # fmt: skip
+        keys = [task_key(task_id), self.get_key_for_task(task_id)]  # type: ignore[attr-defined]
+        args = [value, int(expires or 0), *rargs]
+        token = getattr(request, CLAIM_FIELD, None) if state == states.STARTED else None
+        if token:
+            # Right before the task runs (`track_started`): the claim goes with it; the
+            # task itself reads the outcome (`PlatformTask.before_start`).
+            claim = [PREFIX, token, time.time(), CLAIM_FRESH]
+            (outcome,) = self.ensure(  # type: ignore[attr-defined]
+                self._run_script, (self._claim_start, keys, [*claim, *args])
+            )
+            setattr(request, CLAIM_OUTCOME_FIELD, int(outcome))
+        else:
+            self.ensure(self._run_script, (self._store, keys, args))  # type: ignore[attr-defined]
+        return result
+
+    @functools.cached_property
+    def _store(self) -> Any:
+        return self.client.register_script(STORE_LUA)  # type: ignore[attr-defined]
+
+    @functools.cached_property
+    def _claim_start(self) -> Any:
+        return self.client.register_script(CLAIM_START_LUA)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _run_script(script: Any, keys: list[str], args: list[Any]) -> Any:
+        return script(keys=keys, args=args)
+
+
+class IndexedRedisBackend(_IndexedMixin, RedisBackend):
+    pass
+
+
+class IndexedSentinelBackend(_IndexedMixin, SentinelBackend):
+    pass
+
+
+def backend_url(url: str) -> str:
+    """`module:Class+url`: Celery's way to name a backend class for a URL."""
+    cls = "IndexedSentinelBackend" if url.startswith("sentinel://") else "IndexedRedisBackend"
+    return f"{__name__}:{cls}+{url}"

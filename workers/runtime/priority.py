@@ -1,0 +1,105 @@
+"""Task priority: 0-9 with 9 the highest, the product's contract, on Redis.
+
+Kombu's Redis transport stores a message of priority N in the list `queue<sep>N` and a
+worker drains the lists in ascending order, so 0 runs first. The contract says 9 runs
+first. The mapping is done here and nowhere else: a transport whose channel inverts the
+priority when it picks the list. Messages keep the priority the client asked for in their
+properties, so retries and redeliveries republish it unchanged and never flip it twice.
+
+A message published with no priority would reach kombu as 0, the lowest; the routes in
+`celery_config` give every task the default instead (see `DEFAULT_PRIORITY`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps as json_dumps
+
+from workers.runtime.internals import PUBLISH_BATCH
+from workers.taskindex.index import (
+    PUBLISH_LUA,
+    peek_pending_record,
+    pop_pending_record,
+    publish_call,
+)
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
+PRIORITY_STEPS = list(range(MIN_PRIORITY, MAX_PRIORITY + 1))
+
+
+class _HighestFirst:
+    """Channel mixin: a message of product priority 9 goes to the list drained first.
+
+    Also reuses one client object for the channel's blocking commands (publish, the
+    unacked bookkeeping of every delivery and ack): kombu builds a new `redis.Redis` for
+    each, which costs more than the command in a busy worker. Clients are per connection
+    pool, so a pool kombu replaces after a reconnect gets a new one.
+
+    Overrides and uses private methods of kombu's channel: workers/runtime/internals.py lists
+    them and checks them at start-up.
+    """
+
+    # (connection pool, client on it, PUBLISH_LUA registered on that client)
+    _shared: tuple[Any, Any, Any] = (None, None, None)
+
+    def _get_message_priority(self, message: Any, reverse: bool = False) -> int:
+        return super()._get_message_priority(message, reverse=not reverse)  # type: ignore[misc]
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """Deliver a message; with the task's record when its publisher left one
+        (`workers.runtime.signals`): both in one script, so neither exists without the other."""
+        task_id = (message.get("headers") or {}).get("id")
+        rargs = peek_pending_record(task_id) if task_id else None
+        expires = getattr(self, "_expires", None)
+        if rargs is None or kwargs.get(PUBLISH_BATCH) is not None or (expires and queue in expires):
+            super()._put(queue, message, **kwargs)  # type: ignore[misc]
+            return
+        key = self._q_for_pri(  # type: ignore[attr-defined]
+            queue, self._get_message_priority(message, reverse=False)
+        )
+        _, publish = self._shared_client()
+        keys, args = publish_call(rargs, [("lpush", key, json_dumps(message))])
+        publish(keys=keys, args=args)
+        pop_pending_record(task_id)
+
+    def _shared_client(self) -> tuple[Any, Any]:
+        """The client of the current connection pool, and PUBLISH_LUA on it."""
+        pool = self.pool  # type: ignore[attr-defined]
+        owner, client, publish = self._shared
+        if owner is not pool:
+            client = self._create_client()  # type: ignore[attr-defined]
+            publish = client.register_script(PUBLISH_LUA)
+            self._shared = (pool, client, publish)
+        return client, publish
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        yield client or self._shared_client()[0]
+
+
+class PriorityChannel(_HighestFirst, kombu_redis.Channel):
+    pass
+
+
+class PrioritySentinelChannel(_HighestFirst, kombu_redis.SentinelChannel):
+    pass
+
+
+class PriorityRedisTransport(kombu_redis.Transport):
+    Channel = PriorityChannel
+
+
+class PrioritySentinelTransport(kombu_redis.SentinelTransport):
+    Channel = PrioritySentinelChannel
+
+
+def transport_for(url: str) -> str:
+    """The import path of the transport class for a broker URL."""
+    sentinel = url.startswith("sentinel://")
+    return f"{__name__}:{'PrioritySentinelTransport' if sentinel else 'PriorityRedisTransport'}"

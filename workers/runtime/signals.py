@@ -1,0 +1,149 @@
+"""Worker lifecycle hooks: keep the worker registry current, check Redis at start-up."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from typing import Any
+
+import redis
+from celery.signals import (
+    after_task_publish,
+    beat_init,
+    before_task_publish,
+    celeryd_init,
+    heartbeat_sent,
+    worker_before_create_process,
+    worker_ready,
+    worker_shutdown,
+)
+from celery.worker import state as worker_state
+
+# Imported for the Celery signal receivers they connect: our logging, WORKER_QUEUES.
+import workers.runtime.logs
+import workers.runtime.queue_selection  # noqa: F401
+from workers.core.headers import DEFERRED_HEADER, INDEXED_HEADER
+from workers.core.settings import get_settings
+from workers.runtime import registry
+from workers.runtime.clients import redis_client, task_index
+from workers.runtime.internals import exit_unless_internals_hold
+from workers.taskindex.index import pop_pending_record, record_args, stash_pending_record
+from workers.taskindex.record import publish_fields
+
+logger = logging.getLogger(__name__)
+
+
+@after_task_publish.connect
+def _on_published(headers: dict | None = None, **_: Any) -> None:
+    task_id = (headers or {}).get("id")
+    entry = pop_pending_record(task_id) if task_id else None
+    if entry is None:
+        return  # written with the message
+    try:
+        task_index().record_with(entry[1])
+    except redis.exceptions.RedisError as exc:
+        logger.warning("task index not updated on publish of %s: %s", task_id, exc)
+
+
+@before_task_publish.connect
+def _on_publish(
+    sender: str | None = None,
+    body: Any = None,
+    routing_key: str | None = None,
+    headers: dict | None = None,
+    properties: dict | None = None,
+    **_: Any,
+) -> None:
+    headers = headers or {}
+    task_id = headers.get("id")
+    if not task_id or not sender or headers.get(DEFERRED_HEADER) or headers.get(INDEXED_HEADER):
+        return  # a duplicate delivery put back to be checked later: not a new task
+    retries = int(headers.get("retries") or 0)
+    ttl = get_settings().task_history_ttl
+    if retries:
+        # A retry republishes the same task: its record and state (RETRY) stay.
+        stash_pending_record(
+            task_id, record_args(task_id, None, retries, ttl, None, {"eta": headers.get("eta")})
+        )
+    else:
+        fields = publish_fields(sender, body, routing_key, headers, properties or {})
+        stash_pending_record(task_id, record_args(task_id, "PENDING", 0, ttl, None, fields))
+
+
+def check_eviction_policy(client: Any) -> str | None:
+    """Warn unless Redis runs with `noeviction`: evicting queue keys silently loses tasks."""
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.exceptions.ResponseError:
+        return None  # CONFIG is disabled on some managed Redis offerings
+    if policy != "noeviction":
+        logger.warning(
+            "Redis maxmemory-policy is %r: under memory pressure Redis may evict queue and "
+            "task keys and lose tasks; set it to 'noeviction'",
+            policy,
+        )
+    return policy
+
+
+# A worker or Beat refuses to start without the Celery/kombu internals it relies on.
+celeryd_init.connect(exit_unless_internals_hold)
+beat_init.connect(exit_unless_internals_hold)
+
+
+@worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    app = sender.app
+    hostname = sender.hostname
+    client = redis_client()
+    check_eviction_policy(client)
+    registry.record_worker(
+        client,
+        hostname,
+        {
+            "queues": sorted(app.amqp.queues.consume_from or app.amqp.queues),
+            "concurrency": sender.pool.num_processes if sender.pool else None,
+            "pid": os.getpid(),
+        },
+    )
+
+
+@heartbeat_sent.connect
+def _on_heartbeat(sender: Any = None, **_: Any) -> None:
+    try:
+        registry.record_heartbeat(redis_client(), sender.eventer.hostname)
+        # Claims of the tasks this worker is running stay fresh (see CLAIM_LUA).
+        task_index().refresh(
+            [
+                (request.id, request.claim_token)
+                for request in list(worker_state.active_requests)
+                if getattr(request, "claim_token", None)
+            ]
+        )
+    except redis.exceptions.RedisError as exc:
+        logger.warning("could not record heartbeat: %s", exc)
+
+
+@worker_before_create_process.connect
+def _freeze_heap_once(**_: Any) -> None:
+    """Celery's main process runs `gc.collect()` before forking each pool process, at
+    start-up and again whenever a process is recycled (`worker_max_tasks_per_child`):
+    about 50 ms over the ~100,000 objects the imports leave. They live as long as the
+    process, so they are collected once and then frozen (left out of every later
+    collection); the pool processes share their memory pages untouched as well."""
+    global _heap_frozen
+    if not _heap_frozen:
+        gc.collect()
+        gc.freeze()
+        _heap_frozen = True
+
+
+_heap_frozen = False
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    try:
+        registry.record_offline(redis_client(), sender.hostname)
+    except redis.exceptions.RedisError as exc:
+        logger.warning("could not record worker shutdown: %s", exc)
