@@ -283,6 +283,7 @@ class FeedHub:
         self._owners: dict[str, str | None] = {}
         self._workers: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._index = SubscriptionIndex()
 
     # --- lifecycle -------------------------------------------------------------------
@@ -296,6 +297,9 @@ class FeedHub:
         ]
 
     async def stop(self) -> None:
+        # redis-py can swallow a cancel that lands as its read times out (the task goes on
+        # reading): the readers also check `_stopping`, so each ends within one read.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -308,7 +312,7 @@ class FeedHub:
 
     async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
         """Keep a reader alive through Redis outages: log, wait, go on."""
-        while True:
+        while not self._stopping:
             try:
                 await body()
             except asyncio.CancelledError:
@@ -389,7 +393,7 @@ class FeedHub:
     async def _read_stream(self) -> None:
         if self.last_id is None:
             self.last_id = await self.newest_id()
-        while True:
+        while not self._stopping:
             reply = await self.redis.xread(
                 {FEED_STREAM: self.last_id}, count=READ_COUNT, block=READ_BLOCK_MS
             )
@@ -443,7 +447,7 @@ class FeedHub:
             await pubsub.subscribe(SESSION_ENDED_CHANNEL)
             # Sessions that ended while this reader was away.
             await self.check_sessions()
-            while True:
+            while not self._stopping:
                 msg = await pubsub.get_message(timeout=READ_BLOCK_MS / 1000)
                 if msg and msg["type"] == "pmessage":
                     for event in decode_celery_events(msg["data"]):
@@ -486,7 +490,7 @@ class FeedHub:
     # --- periodic --------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.stats_interval)
             await self.check_sessions()
             now = time.time()

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-principal_key = "principal"
+principal_key = web.RequestKey("principal", Principal)
 # The canonical paths of the routes only admins may call (the route table's `admin` flag,
 # and /metrics, which a METRICS_TOKEN also opens).
 admin_paths_key = web.AppKey("admin_paths", frozenset)

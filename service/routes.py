@@ -8,7 +8,7 @@ from aiohttp import web
 from marshmallow import Schema
 
 from service import schemas, schemas_tasks
-from service.views import health, knowledge, live, session, submit, tasks, workers
+from service.views import catalog, health, knowledge, live, session, submit, tasks, workers
 
 API = "/api/v1/tasks"
 
@@ -65,6 +65,8 @@ ROUTES: list[Route] = [
           query=schemas.CancelQuery, response=schemas.CancelResponse),
     Route("POST", f"{API}/retry/{{task_id}}", tasks.task_retry,
           "Submit a failed or cancelled task again", response=schemas.RetryResponse, status=202),
+    Route("GET", "/api/v1/catalog", catalog.catalog,
+          "Queues, built-in task names and task states", response=schemas.CatalogResponse),
     Route("GET", f"{API}/health", tasks.health_report, "The last task-system health report",
           tags=("operations",), admin=True),
     # Knowledge base

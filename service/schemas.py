@@ -191,6 +191,22 @@ class MinuteCount(Schema):
     finished = fields.Integer()
 
 
+class CatalogTask(Schema):
+    name = fields.String(required=True)
+    queue = fields.String(required=True, metadata={"description": "the queue it is routed to"})
+
+
+class CatalogResponse(Schema):
+    queues = fields.List(fields.String(), required=True)
+    tasks = fields.List(
+        fields.Nested(CatalogTask),
+        required=True,
+        metadata={"description": "the built-in tasks the API submits"},
+    )
+    states = fields.List(fields.String(), required=True)
+    terminal_states = fields.List(fields.String(), required=True)
+
+
 class StatsResponse(Schema):
     total_tasks = fields.Integer(required=True)
     pending = fields.Integer(required=True)

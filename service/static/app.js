@@ -5,7 +5,8 @@ import { ChatPanel } from "./js/chat.js";
 import { $, h, replace, toast } from "./js/dom.js";
 import { Feed } from "./js/feed.js";
 import { KnowledgePanel } from "./js/knowledge.js";
-import { QUEUES, TaskTable } from "./js/tasks.js";
+import { catalog, loadCatalog } from "./js/catalog.js";
+import { TaskTable } from "./js/tasks.js";
 import { WorkersPanel } from "./js/workers.js";
 
 const COUNTERS = [
@@ -167,7 +168,7 @@ class Dashboard {
   }
 
   showQueues(depths) {
-    const names = [...new Set([...QUEUES, ...Object.keys(depths)])];
+    const names = [...new Set([...catalog.queues, ...Object.keys(depths)])];
     const max = Math.max(10, ...names.map((n) => depths[n] || 0));
     replace($("#queues"), names.map((name) => {
       const depth = depths[name] || 0;
@@ -205,6 +206,11 @@ async function boot() {
     session = { owner: "?", role: "user" };
   }
   if (session.auth_required === false) $("#logout").hidden = true;
+  try {
+    await loadCatalog();
+  } catch (err) {
+    toast(`Cannot read the task catalog: ${err.message}`, "error");
+  }
   const dashboard = new Dashboard(session);
   window.claw = dashboard; // handy from the console and for the browser test
   await dashboard.start();

@@ -50,6 +50,7 @@ const TASKS = "/api/v1/tasks";
 
 export const api = {
   session: () => request("GET", "/api/v1/session", { quiet401: true }),
+  catalog: () => request("GET", "/api/v1/catalog"),
   login: (apiKey) =>
     request("POST", "/api/v1/session", { body: { api_key: apiKey }, quiet401: true }),
   logout: () => request("DELETE", "/api/v1/session", { quiet401: true }),

@@ -1,16 +1,10 @@
 // The live task table, its filters, the submit form and the task detail panel.
 import { api } from "./api.js";
+import { catalog } from "./catalog.js";
 import { compareIds } from "./feed.js";
 import { $, ago, clock, duration, h, json, replace, shortId, toast } from "./dom.js";
 
-export const STATES = ["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"];
-export const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
-export const QUEUES = ["ai_high_priority", "knowledge_default", "notification_default", "default"];
-export const TASK_NAMES = [
-  "generate_ai_response", "vectorize_document", "update_knowledge_base",
-  "delete_knowledge_vectors", "send_notification", "cleanup_expired_results",
-  "check_task_health",
-];
+const TERMINAL = catalog.terminal;
 const PAGE = 50;
 const MAX_ROWS = 500;
 
@@ -75,10 +69,10 @@ export class TaskTable {
     const form = $("#filters");
     const status = form.elements.status;
     replace(status, h("option", { value: "" }, "All states"),
-      STATES.map((st) => h("option", { value: st }, st)));
+      catalog.states.map((st) => h("option", { value: st }, st)));
     replace(form.elements.queue, h("option", { value: "" }, "All queues"),
-      QUEUES.map((q) => h("option", { value: q }, q)));
-    replace($("#task-names"), TASK_NAMES.map((n) => h("option", { value: n })));
+      catalog.queues.map((q) => h("option", { value: q }, q)));
+    replace($("#task-names"), Object.keys(catalog.tasks).map((n) => h("option", { value: n })));
     let typing = null;
     form.addEventListener("input", (event) => {
       clearTimeout(typing);
@@ -332,9 +326,7 @@ export class TaskTable {
       if (Number(delay.value) > 0) options.countdown = Number(delay.value);
       const value = text.value.trim();
       const KINDS = {
-        ai: ["generate_ai_response", "ai_high_priority"],
-        vectorize: ["vectorize_document", "knowledge_default"],
-        notify: ["send_notification", "notification_default"],
+        ai: "generate_ai_response", vectorize: "vectorize_document", notify: "send_notification",
       };
       let reply;
       try {
@@ -345,7 +337,7 @@ export class TaskTable {
           });
         } else if (kind.value === "ai") {
           reply = await api.generate({
-            conversation_id: `ui_${Math.random().toString(36).slice(2, 10)}`,
+            conversation_id: `ui_${crypto.getRandomValues(new Uint32Array(4)).join("")}`,
             user_message: value, ...options,
           });
         } else {
@@ -362,7 +354,7 @@ export class TaskTable {
       text.value = "";
       this.upsert({
         task_id: reply.task_id, status: reply.status || "PENDING",
-        name: KINDS[kind.value][0], queue: KINDS[kind.value][1],
+        name: KINDS[kind.value], queue: catalog.tasks[KINDS[kind.value]],
         owner: this.session.owner, submitted_at: Date.now() / 1000,
       }, { flash: true });
     });
