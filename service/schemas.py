@@ -7,6 +7,7 @@ Field names from the source document (`task_id`, `status`, `result`, `error`,
 from __future__ import annotations
 
 import functools
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -55,6 +56,8 @@ class SubmitOptions(StrictSchema):
     def _one_delay(self, data: dict, **_: object) -> None:
         if data.get("countdown") is not None and data.get("eta") is not None:
             raise ValidationError("give countdown or eta, not both", "eta")
+        if data.get("eta") is not None and data["eta"] <= datetime.now(UTC):
+            raise ValidationError("must be in the future", "eta")
 
 
 class WaitQuery(StrictSchema):

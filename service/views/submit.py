@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
+import redis.exceptions
 from aiohttp import web
 from marshmallow import Schema
 
@@ -34,6 +36,8 @@ from workers.core.settings import Settings
 from workers.runtime.priority import DEFAULT_PRIORITY
 from workers.taskindex.index import TERMINAL_STATES
 from workers.taskindex.record import submission_fields
+
+logger = logging.getLogger(__name__)
 
 OPTIONS = ("priority", "countdown", "eta")
 IDEMPOTENCY_TTL = 24 * 3600
@@ -82,10 +86,6 @@ async def submit(
                 headers={"Idempotent-Replayed": "true"},
             )
     publisher = request.app[publisher_key]
-    store = request.app[task_store_key]
-
-    if options["eta"] is not None and options["eta"] <= datetime.now(UTC):
-        raise BadRequest("eta is in the past", details={"eta": ["must be in the future"]})
 
     async def publish() -> None:
         # The record and the message go together: when Redis cannot take them (down, out
@@ -101,13 +101,7 @@ async def submit(
                 record=record, event={"priority": options["priority"]}, **options,
             )  # fmt: skip
         except Exception:
-            # The client is told it failed: should the message have reached Redis
-            # anyway, the cancel keeps it from running (written later if Redis is down).
-            with contextlib.suppress(Exception):
-                await store.refuse(task_id)
-            if idem_key is not None:
-                with contextlib.suppress(Exception):
-                    await request.app[redis_key].delete(idem_key)
+            await _undo(request, task_id, idem_key)
             raise
 
     if not wait:
@@ -127,6 +121,22 @@ async def submit(
             return web.json_response(body, status=200)
     body = {"task_id": task_id, "status": "PENDING", "message": message}
     return web.json_response(shared(SubmitResponse).dump(body), status=202)
+
+
+async def _undo(request: web.Request, task_id: str, idem_key: str | None) -> None:
+    """A publish that failed: the client is told so. Should the message have reached
+    Redis anyway, the cancel keeps it from running (written later if Redis is down), and
+    the Idempotency-Key is released for the client's retry. The publish error is the one
+    the client hears about; these are logged."""
+    try:
+        await request.app[task_store_key].refuse(task_id)
+    except Exception as exc:
+        logger.warning("could not record the refusal of %s: %r", task_id, exc)
+    if idem_key is not None:
+        try:
+            await request.app[redis_key].delete(idem_key)
+        except redis.exceptions.RedisError as exc:
+            logger.warning("could not release the Idempotency-Key of %s: %r", task_id, exc)
 
 
 def _eta_text(options: dict[str, Any]) -> str | None:
