@@ -32,10 +32,11 @@ from service.middlewares import (
     admin_paths_key,
     auth_middleware,
     error_middleware,
+    public_routes_key,
 )
 from service.openapi import setup_openapi
 from service.publisher import TaskPublisher
-from service.routes import admin_paths, setup_routes
+from service.routes import admin_paths, public_routes, setup_routes
 from service.sessions import SessionStore
 from service.task_store import TaskStore
 from service.views import pages
@@ -130,6 +131,9 @@ async def freeze_heap(app: web.Application) -> None:
     gc.freeze()
 
 
+STATIC_PREFIX = "/static/"
+
+
 def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.Application:
     """The gateway; `metrics_dir` is where its processes share metrics when it runs in several
     (see service/server.py)."""
@@ -143,6 +147,8 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     app[metrics_key] = Metrics(multiprocess_dir=metrics_dir)
     app[keyring_key] = KeyRing(settings.api_keys.get_secret_value())
     app[admin_paths_key] = admin_paths() | {METRICS_PATH}
+    page_routes = {("GET", "/"), ("GET", "/login"), ("GET", STATIC_PREFIX.rstrip("/"))}
+    app[public_routes_key] = public_routes() | page_routes
     app.cleanup_ctx.extend([redis_ctx, celery_ctx, feed_ctx])
     app.on_startup.append(freeze_heap)
     app.on_shutdown.append(close_websockets)
@@ -151,5 +157,5 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     app.router.add_get(METRICS_PATH, metrics_view)
     app.router.add_get("/", pages.index)
     app.router.add_get("/login", pages.login_page)
-    app.router.add_static("/static/", pages.STATIC, append_version=True)
+    app.router.add_static(STATIC_PREFIX, pages.STATIC, append_version=True)
     return app

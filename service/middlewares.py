@@ -29,11 +29,11 @@ principal_key = web.RequestKey("principal", Principal)
 admin_paths_key = web.AppKey("admin_paths", frozenset)
 METRICS_PATH = "/metrics"
 # Health, the dashboard's pages and their assets (they hold no data).
-PUBLIC_PATHS = frozenset({"/healthz", "/login", "/"})
-PUBLIC_PREFIXES = ("/static/",)
+# (method, path) of what answers without a key: the route table's `public` routes and
+# the pages (the login page, the dashboard's shell and its static files).
+public_routes_key = web.AppKey("public_routes", frozenset)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WEBSOCKET_PATH = "/api/v1/tasks/ws"
-LOGIN_PATH = "/api/v1/session"
 
 
 def _json_error(status: int, body: dict, headers: dict[str, str] | None = None) -> web.Response:
@@ -69,11 +69,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
-        return await handler(request)
-    if request.path == LOGIN_PATH and request.method == "POST":
-        # Logging in sets the cookie: never on behalf of another site's page.
-        if not origin_allowed(request):
+    if is_public(request):
+        if request.method not in SAFE_METHODS and not origin_allowed(request):
+            # Logging in sets the cookie: never on behalf of another site's page.
             raise Forbidden("cross-origin request refused")
         return await handler(request)
     if request.path == METRICS_PATH and metrics_token_presented(request):
@@ -85,6 +83,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise Forbidden("admin key required")
     request[principal_key] = principal
     return await handler(request)
+
+
+def is_public(request: web.Request) -> bool:
+    public = request.app[public_routes_key]
+    resource = request.match_info.route.resource
+    if resource is None:  # a known path with another method: its 405, not a 401
+        return any(request.path == path for _, path in public)
+    method = "GET" if request.method == "HEAD" else request.method
+    return (method, resource.canonical) in public
 
 
 async def authenticate(request: web.Request) -> Principal:

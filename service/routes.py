@@ -98,8 +98,9 @@ ROUTES: list[Route] = [
 ]  # fmt: skip
 
 
-def public_paths() -> frozenset[str]:
-    return frozenset(r.path for r in ROUTES if r.public)
+def public_routes() -> frozenset[tuple[str, str]]:
+    """(method, path) of the routes that answer without a key."""
+    return frozenset((r.method, r.path) for r in ROUTES if r.public)
 
 
 def admin_paths() -> frozenset[str]:
