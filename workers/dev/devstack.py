@@ -15,7 +15,7 @@ from pathlib import Path
 from workers.core.settings import SettingsError, get_settings, redact_url
 from workers.dev.embedded_redis import EmbeddedRedis, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REDIS_PORT = 6379
 
 
