@@ -29,9 +29,8 @@ from service.schemas import (
 )
 from service.task_store import ListQuery, TaskStore, is_task_id
 from workers.core.headers import OWNER_HEADER, RETRIED_FROM_HEADER
-from workers.core.queues import QUEUES
 from workers.runtime import registry
-from workers.runtime.queue_depth import priority_keys
+from workers.runtime.queue_depth import add_depth_reads, depths_from
 from workers.taskindex.index import TERMINAL_STATES, task_key
 from workers.taskindex.record import submission_fields
 
@@ -122,14 +121,9 @@ async def compute_stats(app: web.Application, owner: str | None) -> dict[str, An
     counts, per_minute = await asyncio.gather(store.counts(owner), store.finished_per_minute(10))
     async with client.pipeline(transaction=False) as pipe:
         pipe.zcount(registry.WORKERS_SEEN, registry.live_since(), "+inf")
-        for name in QUEUES:
-            for key in priority_keys(name):
-                pipe.llen(key)
+        add_depth_reads(pipe)
         replies = await pipe.execute()
-    steps = len(priority_keys(QUEUES[0]))
-    depths = {
-        name: sum(replies[1 + i * steps : 1 + (i + 1) * steps]) for i, name in enumerate(QUEUES)
-    }
+    depths = depths_from(replies[1:])
     body = {
         "total_tasks": sum(counts.values()),
         **{state.lower(): n for state, n in counts.items()},
