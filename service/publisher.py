@@ -4,9 +4,10 @@ Celery builds every message (`send_task`: routing, headers, the `task-sent` even
 kombu decides the Redis commands that deliver it (the queue's priority list, the event
 topic), exactly as for any other client. Only the last step differs: instead of running
 those commands through kombu's blocking client, the publisher keeps them (kombu's private
-publish batch: `workers.runtime.internals.PublishCapture`) and runs them with the index record in
-one script (`PUBLISH_LUA`) on the gateway's asyncio client. So a submission costs one round
-trip, needs no thread, and no message exists without its record.
+publish batch: `workers.runtime.internals.PublishCapture`) and runs them with the index
+record in one script (workers/taskindex/scripts/publish.lua) on the gateway's asyncio
+client. So a submission costs one round trip, needs no thread, and no message exists
+without its record.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from service.errors import BadRequest, ServiceUnavailable
 from workers.core.headers import INDEXED_HEADER
 from workers.core.queues import TASK_QUEUES
 from workers.runtime.internals import PublishCapture
-from workers.taskindex.index import PUBLISH_COMMANDS, PUBLISH_LUA, publish_call, record_args
+from workers.taskindex.lua_scripts import PUBLISH_COMMANDS, RecordUpdate, publish_call, source
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class TaskPublisher:
         self._celery = celery
         self._client = client
         self._ttl = ttl
-        self._script = client.register_script(PUBLISH_LUA)
+        self._script = client.register_script(source("publish"))
         self._connection: Any = None
         self._producer: Any = None
         self._events: Any = None
@@ -130,8 +131,10 @@ class TaskPublisher:
             headers={**(headers or {}), INDEXED_HEADER: "1"},
             time_limit=time_limit, soft_time_limit=soft_time_limit,
         )  # fmt: skip
-        rargs = record_args(task_id, "PENDING", 0, self._ttl, event, record)
-        keys, argv = publish_call(rargs, commands)
+        update = RecordUpdate(
+            task_id=task_id, state="PENDING", attempt=0, fields=record, event=event, ttl=self._ttl
+        )
+        keys, argv = publish_call(update, commands)
         try:
             await self._script(keys=keys, args=argv)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:

@@ -11,95 +11,34 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio
 import redis.exceptions
 
-from workers.taskindex.index import (
-    DEFAULT_TTL,
-    PREFIX,
-    RECORD_LUA,
-    STATES,
-    counts_key,
-    done_key,
-    index_key,
-    owner_state_key,
-    record_args,
-    task_key,
+from workers.taskindex.index import DEFAULT_TTL
+from workers.taskindex.keys import counts_key, done_key, index_key, owner_state_key, task_key
+from workers.taskindex.lua_scripts import (
+    RecordUpdate,
+    cancel_call,
+    link_retry_call,
+    page_call,
+    refuse_call,
+    source,
+    status_call,
 )
+from workers.taskindex.record import STATES, SUMMARY_FIELDS, decode_hash
 
 RESULT_KEY = "celery-task-meta-{}"
 # What a task id may look like: the gateway's UUIDs, Celery's (uuid4), or a Python
 # publisher's own id in the same charset. Never a ':', which would let an id name another
 # key of a task (`claw:task:<id>:chunks` is the reply stream of <id>, not a task).
 TASK_ID = re.compile(r"[A-Za-z0-9_.-]{1,255}")
-SUMMARY_FIELDS = (
-    "task_id", "name", "queue", "state", "priority", "owner", "submitted_at", "started_at",
-    "finished_at", "retries", "worker", "error_type", "error_message", "result_preview", "seq",
-)  # fmt: skip
 SCAN_BATCH = 200
 SCAN_BUDGET = 5000
-
-# Returns the state that blocked the cancel, 'RUNNING' for a claimed task, or 'OK'.
-CANCEL_LUA = """
-local r = redis.call('HMGET', KEYS[1], 'state', 'claimed')
-if not r[1] then return 'MISSING' end
-if r[1] == 'SUCCESS' or r[1] == 'FAILURE' or r[1] == 'REVOKED' then return r[1] end
-if r[1] == 'STARTED' or r[2] == '1' then return 'RUNNING' end
-redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-return 'OK'
-"""
-
-# A submission the client was told failed: if its record exists after all (the script ran
-# but its reply was lost), the task is cancelled so it never runs. Returns 1 when it was.
-REFUSE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-return 1
-"""
 NOT_ACCEPTED = {"type": "NotAccepted", "message": "the broker did not take the task"}
 REFUSAL_RETRY = 0.25
 REFUSAL_KEEP = 3600.0
-
-# Link a task to its retry, once. Returns the existing link or ''.
-LINK_RETRY_LUA = """
-local existing = redis.call('HGET', KEYS[1], 'retried_as')
-if existing then return existing end
-redis.call('HSET', KEYS[1], 'retried_as', ARGV[1])
-return ''
-"""
-
-
-# One page of an index with the records' summary fields, in one call. KEYS[1] = index.
-# ARGV: prefix, upper score bound (ZREVRANGEBYSCORE max), count, then the field names.
-# Returns flat (id, score, {values}) triples, newest first.
-PAGE_LUA = """
-local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[2], '-inf', 'WITHSCORES',
-  'LIMIT', 0, tonumber(ARGV[3]))
-local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-local out = {}
-for i = 1, #batch, 2 do
-  out[#out + 1] = batch[i]
-  out[#out + 1] = batch[i + 1]
-  out[#out + 1] = redis.call('HMGET', ARGV[1] .. 'task:' .. batch[i], unpack(fields))
-end
-return out
-"""
-
-
-# A task's record and, unless it failed or was revoked, its result meta, in one call.
-# KEYS[1] = task hash, KEYS[2] = Celery's result key.
-STATUS_LUA = """
-local record = redis.call('HGETALL', KEYS[1])
-local meta = false
-if #record > 0 then
-  local state = redis.call('HGET', KEYS[1], 'state')
-  if state ~= 'FAILURE' and state ~= 'REVOKED' then meta = redis.call('GET', KEYS[2]) end
-end
-return {record, meta}
-"""
 
 
 @dataclass(frozen=True)
@@ -118,24 +57,6 @@ class Page:
     next_cursor: str | None
 
 
-def decode_record(raw: dict[str, str]) -> dict[str, Any]:
-    """Typed values from the hash's strings."""
-    out: dict[str, Any] = dict(raw)
-    for name in ("submitted_at", "started_at", "finished_at", "created_at", "updated_at"):
-        if out.get(name):
-            out[name] = float(out[name])
-    for name in ("priority", "retries", "seq", "attempt"):
-        if out.get(name) not in (None, ""):
-            out[name] = int(float(out[name]))
-    for name in ("progress", "args", "kwargs", "eta", "timelimit", "traceback"):
-        if out.get(name):
-            try:
-                out[name] = json.loads(out[name])
-            except ValueError:
-                pass
-    return out
-
-
 def is_task_id(value: str) -> bool:
     return TASK_ID.fullmatch(value) is not None
 
@@ -144,43 +65,48 @@ class TaskStore:
     def __init__(self, client: redis.asyncio.Redis, ttl: int = DEFAULT_TTL) -> None:
         self.client = client
         self.ttl = ttl
-        self._record = client.register_script(RECORD_LUA)
-        self._cancel = client.register_script(CANCEL_LUA)
-        self._link = client.register_script(LINK_RETRY_LUA)
-        self._refuse = client.register_script(REFUSE_LUA)
+        self._record = client.register_script(source("record"))
+        self._cancel = client.register_script(source("cancel"))
+        self._link = client.register_script(source("link_retry"))
+        self._refuse = client.register_script(source("refuse"))
+        self._page = client.register_script(source("page"))
+        self._status = client.register_script(source("status"))
         # Refusals not written yet (Redis was down): task id -> when it was refused.
         self.unwritten_refusals: dict[str, float] = {}
-        self._page = client.register_script(PAGE_LUA)
-        self._status = client.register_script(STATUS_LUA)
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         """The task's record; None for an unknown id or one no task can have."""
         if not is_task_id(task_id):
             return None
         raw = await self.client.hgetall(task_key(task_id))
-        return decode_record(raw) if raw else None
+        return decode_hash(cast(dict[str, str], raw)) if raw else None
 
     async def get_with_result(self, task_id: str) -> tuple[dict[str, Any] | None, Any]:
         """The record, and Celery's result meta unless the task failed or was revoked (the
         record has all a failure needs; the meta would add its traceback again)."""
         if not is_task_id(task_id):
             return None, None
-        flat, meta = await self._status(keys=[task_key(task_id), RESULT_KEY.format(task_id)])
+        keys, args = status_call(task_id, RESULT_KEY.format(task_id))
+        flat, meta = await self._status(keys=keys, args=args)
         if not flat:
             return None, None
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
-        return decode_record(raw), (json.loads(meta) if meta else None)
+        return decode_hash(raw), (json.loads(meta) if meta else None)
 
     async def record(
         self, task_id: str, state: str | None, event: dict[str, Any] | None = None, **fields: Any
     ) -> list[Any]:
-        args = record_args(task_id, state, None, self.ttl, event, fields)
-        return await self._record(keys=[task_key(task_id)], args=args)
+        update = RecordUpdate(
+            task_id=task_id, state=state, fields=fields, event=event, ttl=self.ttl
+        )
+        keys, args = update.call()
+        return list(await self._record(keys=keys, args=args))
 
     async def request_cancel(self, task_id: str) -> str:
         if not is_task_id(task_id):
             return "MISSING"
-        return await self._cancel(keys=[task_key(task_id)])
+        keys, args = cancel_call(task_id)
+        return str(await self._cancel(keys=keys, args=args))
 
     async def refuse(self, task_id: str) -> None:
         """The client was told its submission failed: make sure the task never runs.
@@ -195,7 +121,8 @@ class TaskStore:
             self.unwritten_refusals[task_id] = time.monotonic()
 
     async def _write_refusal(self, task_id: str) -> None:
-        if await self._refuse(keys=[task_key(task_id)]):
+        keys, args = refuse_call(task_id)
+        if await self._refuse(keys=keys, args=args):
             await self.record(
                 task_id, "REVOKED", event={"error": NOT_ACCEPTED},
                 error_type=NOT_ACCEPTED["type"], error_message=NOT_ACCEPTED["message"],
@@ -217,10 +144,11 @@ class TaskStore:
                 self.unwritten_refusals.pop(task_id, None)
 
     async def link_retry(self, task_id: str, new_id: str) -> str | None:
-        existing = await self._link(keys=[task_key(task_id)], args=[new_id])
+        keys, args = link_retry_call(task_id, new_id)
+        existing = await self._link(keys=keys, args=args)
         return existing or None
 
-    async def list(self, query: ListQuery) -> Page:
+    async def find(self, query: ListQuery) -> Page:
         """Newest first, filtered; `next_cursor` continues after the last task looked at.
 
         One index range answers it when one index covers the filters. Otherwise the most
@@ -254,10 +182,10 @@ class TaskStore:
 
     def _plan(self, query: ListQuery) -> tuple[str, dict[str, str]]:
         """The most selective index for the filters, and the filters left to check."""
-        filters = {
+        given = {
             "owner": query.owner, "state": query.state, "queue": query.queue, "name": query.name,
         }  # fmt: skip
-        filters = {k: v for k, v in filters.items() if v is not None}
+        filters = {k: v for k, v in given.items() if v is not None}
         if "owner" in filters and "state" in filters:
             key = owner_state_key(filters.pop("owner"), filters.pop("state"))
         elif "owner" in filters:
@@ -277,15 +205,12 @@ class TaskStore:
     ) -> list[tuple[float, dict[str, Any] | None]]:
         """Up to `count` (score, summary) pairs below `upper`, newest first; the summary is
         None for a task pruned while the page was read."""
-        flat = await self._page(keys=[index], args=[PREFIX, upper, count, *SUMMARY_FIELDS])
+        keys, args = page_call(index, upper, count, SUMMARY_FIELDS)
+        flat = await self._page(keys=keys, args=args)
         out: list[tuple[float, dict[str, Any] | None]] = []
         for i in range(0, len(flat), 3):
-            row = flat[i + 2]
-            record = None
-            if row[0] is not None:
-                record = decode_record(
-                    {k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v}
-                )
+            row = dict(zip(SUMMARY_FIELDS, flat[i + 2], strict=True))
+            record = decode_hash({k: v for k, v in row.items() if v}) if row["task_id"] else None
             out.append((float(flat[i + 1]), record))
         return out
 

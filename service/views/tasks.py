@@ -28,11 +28,11 @@ from service.schemas import (
     shared,
 )
 from service.task_store import ListQuery, TaskStore, is_task_id
-from workers.core.headers import OWNER_HEADER, RETRIED_FROM_HEADER
+from workers.core.headers import RETRIED_FROM_HEADER
 from workers.runtime import registry
 from workers.runtime.queue_depth import add_depth_reads, depths_from
 from workers.taskindex.index import TERMINAL_STATES, task_key
-from workers.taskindex.record import submission_fields
+from workers.taskindex.record import TaskRecord, submission_fields
 
 logger = logging.getLogger(__name__)
 HEALTH_REPORT_KEY = "claw:health:report"
@@ -99,7 +99,7 @@ async def task_list(request: web.Request) -> web.Response:
     query = load_query(request, shared(TaskListQuery))
     principal = principal_of(request)
     owner = query["owner"] if principal.is_admin else principal.owner
-    page = await request.app[task_store_key].list(
+    page = await request.app[task_store_key].find(
         ListQuery(
             limit=query["limit"], cursor=query["cursor"], state=query["status"],
             queue=query["queue"], name=query["name"], owner=owner,
@@ -198,27 +198,17 @@ async def task_retry(request: web.Request) -> web.Response:
     existing = await store.link_retry(task_id, new_id)
     if existing:
         raise Conflict(f"task was already retried as {existing}")
-    headers = {RETRIED_FROM_HEADER: task_id}
-    if record.get("owner"):
-        headers[OWNER_HEADER] = record["owner"]
-    timelimit = record.get("timelimit") or [None, None]
-    args, kwargs = record.get("args") or [], record.get("kwargs") or {}
+    original = TaskRecord(**{**record, "task_id": task_id})
+    options = original.send_options()
+    options["headers"][RETRIED_FROM_HEADER] = task_id
     fields = submission_fields(
-        record["name"], args, kwargs, queue=record.get("queue"), priority=record.get("priority"),
-        owner=record.get("owner"), timelimit=record.get("timelimit"), retried_from=task_id,
+        record["name"], options["args"], options["kwargs"], queue=original.queue,
+        priority=original.priority, owner=original.owner, timelimit=original.timelimit,
+        retried_from=task_id,
     )  # fmt: skip
     try:
         await request.app[publisher_key].publish(
-            record["name"],
-            kwargs,
-            args=args,
-            record=fields,
-            priority=record.get("priority"),
-            queue=record.get("queue"),
-            task_id=new_id,
-            headers=headers,
-            time_limit=timelimit[0],
-            soft_time_limit=timelimit[1],
+            record["name"], task_id=new_id, record=fields, **options
         )
     except Exception:
         await store.client.hdel(task_key(task_id), "retried_as")

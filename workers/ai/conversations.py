@@ -15,6 +15,7 @@ import time
 from typing import Any, Literal
 
 from workers.ai.llm import estimate_tokens
+from workers.core.lua import lua_file
 from workers.core.ownership import namespace
 
 PREFIX = "claw:conv:"
@@ -30,15 +31,12 @@ def conversation_key(owner: str | None, conversation_id: str, part: Part) -> str
     return f"{PREFIX}{namespace(owner)}:{conversation_id}:{part}"
 
 
-# KEYS: turns, meta, tasks. ARGV: task id, ttl, cap, then JSON messages.
-# Returns 0 when this task's turn was stored already.
-APPEND_LUA = """
-if ARGV[1] ~= '' and redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
-for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, tonumber(ARGV[2])) end
-return 1
-"""
+def append_turns_call(
+    owner: str | None, conversation_id: str, task_id: str | None, ttl: int, messages: list[dict]
+) -> tuple[list[str], list[Any]]:
+    """workers/ai/scripts/append_turns.lua's KEYS and ARGV."""
+    keys = [conversation_key(owner, conversation_id, part) for part in ("turns", "meta", "tasks")]
+    return keys, [task_id or "", ttl, STORED_MESSAGES, *(json.dumps(m) for m in messages)]
 
 
 class ConversationStore:
@@ -48,7 +46,7 @@ class ConversationStore:
         self.client = client
         self.ttl = ttl
         self.owner = owner
-        self._append = client.register_script(APPEND_LUA)
+        self._append = client.register_script(lua_file("workers.ai", "append_turns"))
 
     def _key(self, conversation_id: str, part: Part) -> str:
         return conversation_key(self.owner, conversation_id, part)
@@ -90,8 +88,7 @@ class ConversationStore:
             {"role": "user", "content": user, "ts": now, "task_id": task_id},
             {"role": "assistant", "content": assistant, "ts": now, "task_id": task_id, **extra},
         ]
-        keys = [self._key(conversation_id, part) for part in ("turns", "meta", "tasks")]
-        args = [task_id or "", self.ttl, STORED_MESSAGES, *(json.dumps(m) for m in messages)]
+        keys, args = append_turns_call(self.owner, conversation_id, task_id, self.ttl, messages)
         return bool(self._append(keys=keys, args=args))
 
     def meta(self, conversation_id: str) -> dict[str, str]:

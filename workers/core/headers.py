@@ -7,3 +7,8 @@ RETRIED_FROM_HEADER = "claw_retried_from"
 INDEXED_HEADER = "claw_indexed"
 # Set on a duplicate delivery put back to be checked later (see ClawRequest): not a new task.
 DEFERRED_HEADER = "claw_deferred"
+# A new task's record (`workers.taskindex.lua_scripts.RecordUpdate.to_header`), from the
+# `before_task_publish` receiver to the code that writes it: our transport writes it with
+# the message and never stores this header with it (`workers.runtime.priority`); with
+# another transport the `after_task_publish` receiver writes it.
+RECORD_HEADER = "claw_record"

@@ -28,6 +28,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from workers.core.lua import lua_file
 from workers.core.ownership import namespace
 
 PREFIX = "claw:kb:"
@@ -106,45 +107,22 @@ class VectorStore(Protocol):
         ...
 
 
-# KEYS: docs hash, new version key. ARGV: document id. Returns the old version key or ''.
-SWAP_LUA = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('PERSIST', KEYS[2])
-redis.call('HSET', KEYS[1], ARGV[1], KEYS[2])
-if old and old ~= KEYS[2] then redis.call('DEL', old) end
-return old or ''
-"""
+Call = tuple[list[str], list[Any]]
 
-# KEYS: docs hash. ARGV: document id ('' = all). Returns the number of chunks removed.
-DELETE_LUA = """
-local removed = 0
-local function drop(ver)
-  local doc = redis.call('HGET', ver, 'doc')
-  if doc then removed = removed + (cjson.decode(doc)['chunks'] or 0) end
-  redis.call('DEL', ver)
-end
-if ARGV[1] ~= '' then
-  local ver = redis.call('HGET', KEYS[1], ARGV[1])
-  if ver then drop(ver) end
-  redis.call('HDEL', KEYS[1], ARGV[1])
-else
-  local vals = redis.call('HVALS', KEYS[1])
-  for _, ver in ipairs(vals) do drop(ver) end
-  redis.call('DEL', KEYS[1])
-end
-return removed
-"""
 
-# KEYS: docs hash. Returns {doc id, flattened version hash, ...}: one consistent snapshot.
-SNAPSHOT_LUA = """
-local out = {}
-local map = redis.call('HGETALL', KEYS[1])
-for i = 1, #map, 2 do
-  out[#out + 1] = map[i]
-  out[#out + 1] = redis.call('HGETALL', map[i + 1])
-end
-return out
-"""
+def swap_version_call(owner: str | None, kb_id: str, document_id: str, version: str) -> Call:
+    """workers/knowledge/scripts/swap_version.lua's KEYS and ARGV."""
+    return [docs_key(owner, kb_id), version], [document_id]
+
+
+def delete_documents_call(owner: str | None, kb_id: str, document_id: str | None) -> Call:
+    """workers/knowledge/scripts/delete_documents.lua's: one document, or all (None)."""
+    return [docs_key(owner, kb_id)], [document_id or ""]
+
+
+def snapshot_documents_call(owner: str | None, kb_id: str) -> Call:
+    """workers/knowledge/scripts/snapshot_documents.lua's."""
+    return [docs_key(owner, kb_id)], []
 
 
 def encode_vector(vector: list[float]) -> str:
@@ -169,9 +147,9 @@ class RedisVectorStore:
     def __init__(self, client: Any, owner: str | None) -> None:
         self.client = client
         self.owner = owner
-        self._swap = client.register_script(SWAP_LUA)
-        self._delete = client.register_script(DELETE_LUA)
-        self._snapshot = client.register_script(SNAPSHOT_LUA)
+        self._swap = client.register_script(lua_file("workers.knowledge", "swap_version"))
+        self._delete = client.register_script(lua_file("workers.knowledge", "delete_documents"))
+        self._snapshot = client.register_script(lua_file("workers.knowledge", "snapshot_documents"))
 
     def replace_document(
         self, kb_id: str, document: Document, chunks: list[str], vectors: list[list[float]]
@@ -192,16 +170,20 @@ class RedisVectorStore:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, UNFINISHED_TTL)
             pipe.execute()
-        self._swap(keys=[docs_key(self.owner, kb_id), key], args=[document.document_id])
+        keys, args = swap_version_call(self.owner, kb_id, document.document_id, key)
+        self._swap(keys=keys, args=args)
 
     def delete_document(self, kb_id: str, document_id: str) -> int:
-        return int(self._delete(keys=[docs_key(self.owner, kb_id)], args=[document_id]))
+        keys, args = delete_documents_call(self.owner, kb_id, document_id)
+        return int(self._delete(keys=keys, args=args))
 
     def delete_knowledge_base(self, kb_id: str) -> int:
-        return int(self._delete(keys=[docs_key(self.owner, kb_id)], args=[""]))
+        keys, args = delete_documents_call(self.owner, kb_id, None)
+        return int(self._delete(keys=keys, args=args))
 
     def _read(self, kb_id: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
-        flat = self._snapshot(keys=[docs_key(self.owner, kb_id)])
+        keys, args = snapshot_documents_call(self.owner, kb_id)
+        flat = self._snapshot(keys=keys, args=args)
         out = []
         for i in range(0, len(flat), 2):
             fields = _pairs(flat[i + 1])

@@ -2,7 +2,7 @@
 
 Every state a worker stores (STARTED, RETRY, SUCCESS, FAILURE, REVOKED, and failures from
 time limits or lost workers) passes through `_store_result`; the index is updated in the
-same Redis call as Celery's own write (`STORE_LUA`), from the same request context.
+same Redis call as Celery's own write (store_result.lua), from the same request context.
 """
 
 from __future__ import annotations
@@ -17,17 +17,8 @@ from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
 from workers.core.settings import get_settings
-from workers.taskindex.index import (
-    CLAIM_FRESH,
-    CLAIM_START_LUA,
-    PREFIX,
-    PREVIEW_CAP,
-    STORE_LUA,
-    capped_json,
-    preview,
-    record_args,
-    task_key,
-)
+from workers.taskindex.lua_scripts import RecordUpdate, claim_start_call, source, store_result_call
+from workers.taskindex.record import PREVIEW_CAP, STATES, capped_json, preview
 
 EVENT_RESULT_CAP = 64 * 1024
 # A delivery's claim token, in the task's request (set by `ClawRequest`), and the claim's
@@ -87,7 +78,7 @@ class _IndexedMixin:
 
     Celery's own `_store_result` reads the stored meta (to never overwrite a SUCCESS),
     then writes and publishes it: two round trips, and the index update made a third.
-    `STORE_LUA` does all of it in one, atomically.
+    store_result.lua does all of it in one, atomically.
 
     `_store_result` and what it calls are Celery internals: workers/runtime/internals.py lists
     them and checks them at start-up.
@@ -97,47 +88,59 @@ class _IndexedMixin:
     expires: int | None
     failure_expires: int | None
 
-    def _store_result(  # type: ignore[no-untyped-def]
-        self, task_id, result, state, traceback=None, request=None, **kwargs
-    ):
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         meta = self._get_result_meta(  # type: ignore[attr-defined]
             result=result, state=state, traceback=traceback, request=request
         )
         meta["task_id"] = bytes_to_str(task_id)
         value = self.encode(meta)  # type: ignore[attr-defined]
         if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
-            raise BackendStoreError(
+            # (Celery's error takes these keywords; celery-types does not know them.)
+            raise BackendStoreError(  # type: ignore[call-arg]
                 "value too large for Redis backend", state=state, task_id=task_id
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
         attempt = getattr(request, "retries", None) if request is not None else None
         fields = index_fields(result, state, traceback, request)
-        rargs = record_args(
-            task_id, state, attempt, get_settings().task_history_ttl,
-            feed_extra(result, state, fields), fields,
+        # A custom state (`update_state(state="PROGRESS")`) is Celery's meta only: the
+        # record keeps one of the index's states (progress has `report_progress`).
+        update = RecordUpdate(
+            task_id=task_id, state=state if state in STATES else None, attempt=attempt,
+            fields=fields,
+            event=feed_extra(result, state, fields), ttl=get_settings().task_history_ttl,
         )  # fmt: skip
-        keys = [task_key(task_id), self.get_key_for_task(task_id)]  # type: ignore[attr-defined]
-        args = [value, int(expires or 0), *rargs]
+        result_key = self.get_key_for_task(task_id)  # type: ignore[attr-defined]
         token = getattr(request, CLAIM_FIELD, None) if state == states.STARTED else None
         if token:
             # Right before the task runs (`track_started`): the claim goes with it; the
             # task itself reads the outcome (`PlatformTask.before_start`).
-            claim = [PREFIX, token, time.time(), CLAIM_FRESH]
+            keys, args = claim_start_call(
+                update, result_key, value, expires, token=token, now=time.time()
+            )
             (outcome,) = self.ensure(  # type: ignore[attr-defined]
-                self._run_script, (self._claim_start, keys, [*claim, *args])
+                self._run_script, (self._claim_start, keys, args)
             )
             setattr(request, CLAIM_OUTCOME_FIELD, int(outcome))
         else:
+            keys, args = store_result_call(update, result_key, value, expires)
             self.ensure(self._run_script, (self._store, keys, args))  # type: ignore[attr-defined]
         return result
 
     @functools.cached_property
     def _store(self) -> Any:
-        return self.client.register_script(STORE_LUA)  # type: ignore[attr-defined]
+        return self.client.register_script(source("store_result"))  # type: ignore[attr-defined]
 
     @functools.cached_property
     def _claim_start(self) -> Any:
-        return self.client.register_script(CLAIM_START_LUA)  # type: ignore[attr-defined]
+        return self.client.register_script(source("claim_start"))  # type: ignore[attr-defined]
 
     @staticmethod
     def _run_script(script: Any, keys: list[str], args: list[Any]) -> Any:

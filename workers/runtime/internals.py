@@ -1,8 +1,9 @@
 """Every private Celery and kombu API the platform relies on, and the check that it is there.
 
-Flower gets by on Celery's public API. The platform needs four things Celery and kombu
+Flower gets by on Celery's public API. The platform needs five things Celery and kombu
 offer no public hook for: the gateway sends a task's message and its index record in one
-Redis script (kombu's publish batch), priority 9 runs first (kombu's priority lists),
+Redis script (kombu's publish batch), so does the transport for any other publisher (the
+record reaches it in the message's headers), priority 9 runs first (kombu's priority lists),
 every state a worker stores updates the index in the same Redis call (the result
 backend's `_store_result`), and each delivery carries a claim token into the pool
 process (the worker's `Request`). A Celery or kombu release may change any of these
@@ -14,7 +15,7 @@ without notice, so:
   (`celeryd_init`) or Beat (`beat_init`) starts: outside the tested releases, or with an
   internal below missing or changed, it refuses to start, naming what is missing and the
   installed versions;
-- tests/workers/test_internals.py takes each one away in turn and expects the check to
+- tests/workers/runtime/test_internals.py takes each one away in turn and expects the check to
   name it.
 
 Moving to a new release: re-check every entry below against its source, widen
@@ -47,6 +48,11 @@ kombu's Redis transport (`kombu.transport.redis.Channel`, `kombu.transport.virtu
   runs on. Overridden by `_HighestFirst` (one client per connection pool). kombu 5.7.0.
 - `Channel._create_client()` and `Channel.pool`: a client on the channel's connection
   pool. `_HighestFirst._shared_client`. kombu 5.7.0.
+- `Channel.prepare_message(headers=)`: the message a channel's `_put` gets holds, as
+  `message["headers"]`, the very dict given to `Producer.publish` (no copy).
+  `_HighestFirst._put` takes a task's record out of it once written, so the
+  `after_task_publish` receiver (workers/runtime/signals.py) finds nothing left to write.
+  kombu 5.7.0. Were it a copy, the receiver would write the record a second time.
 - `Channel.unacked_key`: messages being worked on, in the hash `unacked` (delivery tag ->
   `[message, exchange, routing key]`) and the sorted set `unacked_index`.
   workers/runtime/recovery.py reads both. kombu 5.7.0.
@@ -56,6 +62,13 @@ kombu's Redis transport (`kombu.transport.redis.Channel`, `kombu.transport.virtu
 
 Celery:
 
+- `AMQP.send_task_message`: hands one headers dict to the `before_task_publish`
+  receivers, to `Producer.publish` and to the `after_task_publish` receivers (Celery's
+  signal documentation says receivers may change the headers, not that the changes reach
+  the message). workers/runtime/signals.py puts a new task's record there for the
+  transport to write with the message. celery 5.7.0. Were it copies, the record would
+  reach the transport no more and the `after_task_publish` receiver would write it after
+  the message, as it does with another transport.
 - `RedisBackend._store_result`: `_store_result(task_id, result, state, traceback=None,
   request=None, **kwargs)`, which `store_result` calls for every state a worker stores.
   Overridden by `_IndexedMixin` (workers/runtime/backend.py). celery 5.7.0.
@@ -94,6 +107,8 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from workers.core.headers import INDEXED_HEADER
 
 # The minor releases every entry above was checked against: (major, minor) per package.
 TESTED_RELEASES = {"kombu": (5, 7), "celery": (5, 7)}
@@ -299,6 +314,61 @@ def _probe_unacked() -> str | None:
     return None if keys == ("unacked", "unacked_index") else f"keys {keys}"
 
 
+class _RecordingChannel:
+    """Enough of a channel for `Producer.publish`: keeps the message it gets."""
+
+    message: Any = None
+
+    def prepare_message(self, body: Any, *args: Any, **kwargs: Any) -> Any:
+        return _kombu_channel().prepare_message(_detached_channel(), body, *args, **kwargs)
+
+    def basic_publish(self, message: Any, **kwargs: Any) -> None:
+        self.message = message
+
+
+def _probe_message_headers() -> str | None:
+    channel = _RecordingChannel()
+    headers = {"probe": "1"}
+    producer = importlib.import_module("kombu").Producer(channel, auto_declare=False)
+    producer.publish("", routing_key="q", headers=headers, serializer="json")
+    return None if channel.message["headers"] is headers else "the message holds a copy"
+
+
+def _probe_publish_signal_headers() -> str | None:
+    celery = importlib.import_module("celery")
+    signals = importlib.import_module("celery.signals")
+    sender = "claw.internals-probe"
+    seen: dict[str, Any] = {}
+
+    def before(headers: Any = None, **_: Any) -> None:
+        seen["before_task_publish"] = headers
+
+    def after(headers: Any = None, **_: Any) -> None:
+        seen["after_task_publish"] = headers
+
+    class Producer:
+        def publish(self, body: Any, headers: Any = None, **_: Any) -> None:
+            seen["Producer.publish"] = headers
+
+    app = celery.Celery("probe", set_as_current=False)
+    message = app.amqp.as_task_v2("probe", sender)
+    signals.before_task_publish.connect(before, sender=sender, weak=False)
+    signals.after_task_publish.connect(after, sender=sender, weak=False)
+    try:
+        # Written already, as far as the platform's own receivers are concerned.
+        app.amqp.send_task_message(
+            Producer(), sender, message, queue="celery", retry=False, headers={INDEXED_HEADER: "1"}
+        )
+    finally:
+        signals.before_task_publish.disconnect(before, sender=sender)
+        signals.after_task_publish.disconnect(after, sender=sender)
+        app.close()
+    parties = ("before_task_publish", "Producer.publish", "after_task_publish")
+    if len({id(seen.get(name)) for name in parties}) == 1 and seen.get(parties[0]) is not None:
+        return None
+    return "the publish signals and the producer get different headers"
+
+
 def _redis_backend() -> Any:
     return importlib.import_module("celery.backends.redis").RedisBackend
 
@@ -335,8 +405,10 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal("Channel._create_client()", "kombu", lambda: _has(_kombu_channel(), "_create_client")),
     Internal("Channel.pool", "kombu", lambda: _has(_kombu_channel(), "pool")),
+    Internal("Channel.prepare_message(headers=)", "kombu", _probe_message_headers),
     Internal("Channel.unacked_key", "kombu", _probe_unacked),
     Internal("Channel.keyprefix_fanout", "kombu", _probe_fanout_topic),
+    Internal("AMQP.send_task_message", "celery", _probe_publish_signal_headers),
     Internal("RedisBackend._store_result", "celery", _probe_store_result),
     Internal(
         "Backend._get_result_meta",

@@ -19,13 +19,9 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps as json_dumps
 
+from workers.core.headers import RECORD_HEADER
 from workers.runtime.internals import PUBLISH_BATCH
-from workers.taskindex.index import (
-    PUBLISH_LUA,
-    peek_pending_record,
-    pop_pending_record,
-    publish_call,
-)
+from workers.taskindex.lua_scripts import RecordUpdate, publish_call, source
 
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
@@ -45,36 +41,52 @@ class _HighestFirst:
     them and checks them at start-up.
     """
 
-    # (connection pool, client on it, PUBLISH_LUA registered on that client)
+    # (connection pool, client on it, publish.lua registered on that client)
     _shared: tuple[Any, Any, Any] = (None, None, None)
 
     def _get_message_priority(self, message: Any, reverse: bool = False) -> int:
         return super()._get_message_priority(message, reverse=not reverse)  # type: ignore[misc]
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        """Deliver a message; with the task's record when its publisher left one
-        (`workers.runtime.signals`): both in one script, so neither exists without the other."""
-        task_id = (message.get("headers") or {}).get("id")
-        rargs = peek_pending_record(task_id) if task_id else None
+        """Deliver a message; with the task's record when its publisher put one in the
+        message's headers (`RECORD_HEADER`, see `workers.runtime.signals`): both in one
+        script, so neither exists without the other.
+
+        The header is never stored with the message. Once the record is written it is
+        also taken out of the headers Celery passes to `after_task_publish` (the same
+        dict, see `internals`), which writes a record still there: one this transport
+        left to kombu (a publish batch, an expiring queue).
+        """
+        headers = message.get("headers") or {}
+        carried = headers.get(RECORD_HEADER)
+        if carried is not None:
+            # A copy: kombu may publish the same message again (a retried publish).
+            kept = {k: v for k, v in headers.items() if k != RECORD_HEADER}
+            message = {**message, "headers": kept}
         expires = getattr(self, "_expires", None)
-        if rargs is None or kwargs.get(PUBLISH_BATCH) is not None or (expires and queue in expires):
+        if (
+            carried is None
+            or kwargs.get(PUBLISH_BATCH) is not None
+            or (expires and queue in expires)
+        ):
             super()._put(queue, message, **kwargs)  # type: ignore[misc]
             return
         key = self._q_for_pri(  # type: ignore[attr-defined]
             queue, self._get_message_priority(message, reverse=False)
         )
         _, publish = self._shared_client()
-        keys, args = publish_call(rargs, [("lpush", key, json_dumps(message))])
+        update = RecordUpdate.from_header(carried)
+        keys, args = publish_call(update, [("lpush", key, json_dumps(message))])
         publish(keys=keys, args=args)
-        pop_pending_record(task_id)
+        headers.pop(RECORD_HEADER, None)
 
     def _shared_client(self) -> tuple[Any, Any]:
-        """The client of the current connection pool, and PUBLISH_LUA on it."""
+        """The client of the current connection pool, and publish.lua on it."""
         pool = self.pool  # type: ignore[attr-defined]
         owner, client, publish = self._shared
         if owner is not pool:
             client = self._create_client()  # type: ignore[attr-defined]
-            publish = client.register_script(PUBLISH_LUA)
+            publish = client.register_script(source("publish"))
             self._shared = (pool, client, publish)
         return client, publish
 

@@ -16,14 +16,13 @@ import json
 import time
 from typing import Any
 
-from workers.taskindex.index import PREFIX, task_key
+# Importers read the feed's and the chunks' keys from here too.
+from workers.taskindex.keys import FEED_MAXLEN, FEED_STREAM, chunks_key
 
-FEED_STREAM = f"{PREFIX}feed"
-FEED_MAXLEN = 100_000
-
-
-def chunks_key(task_id: str) -> str:
-    return f"{task_key(task_id)}:chunks"
+__all__ = [
+    "FEED_MAXLEN", "FEED_STREAM", "chunks_key", "feed_event", "publish_chunk", "read_chunks",
+    "report_progress",
+]  # fmt: skip
 
 
 def feed_event(client: Any, event: dict[str, Any], pipe: Any = None) -> None:

@@ -2,10 +2,11 @@
 
 Celery's `rate_limit` is enforced by each worker on its own, so four workers would send
 four times the allowed calls to the model provider. Here every execution first takes a
-slot in a sliding-window log in Redis (one Lua script, so concurrent workers cannot both
-take the last slot). A task over the limit is re-published with a countdown to when a
-slot frees up: it does not run, does not fail, and does not hold a pool process while it
-waits. Such deferrals are counted per task and do not use up its `max_retries`.
+slot in a sliding-window log in Redis (one Lua script, scripts/acquire_slot.lua, so
+concurrent workers cannot both take the last slot). A task over the limit is re-published
+with a countdown to when a slot frees up: it does not run, does not fail, and does not
+hold a pool process while it waits. Such deferrals are counted per task and do not use up
+its `max_retries`.
 
 The ceiling is shared fairly between owners (the task's `claw_owner` header; tasks without
 one share a single "unowned" bucket). An owner alone may use the whole ceiling; while other
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from workers.core.headers import OWNER_HEADER
+from workers.core.lua import lua_file
 from workers.core.settings import get_settings
 from workers.runtime.base import BaseTaskWithRetry
 
@@ -34,39 +36,6 @@ DEFERRALS_TTL = 24 * 3600
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([smh])\s*$")
 
-# KEYS: the global log, this owner's log, the owners waiting (owner -> ms when last refused).
-# ARGV: limit, window (ms), member, owner. Returns {1, 0, share} when a slot was taken, else
-# {0, ms until a slot may be free, share}; share 0 when the ceiling is reached, else the
-# owner's share it is over. Redis' clock is the one clock.
-ACQUIRE_LUA = """
-local limit, window, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[4]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window) end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 2 * window)
-local others = redis.call('ZCARD', KEYS[3])
-if redis.call('ZSCORE', KEYS[3], owner) then others = others - 1 end
-local share = math.ceil(limit / (others + 1))
-local used = redis.call('ZCARD', KEYS[2])
-local wait, over
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  wait, over = tonumber(oldest[2]) + window - now, 0
-elseif used >= share then
-  -- Entries leave oldest first: once this one has, the owner is back under its share.
-  local entry = redis.call('ZRANGE', KEYS[2], used - share, used - share, 'WITHSCORES')
-  wait, over = tonumber(entry[2]) + window - now, share
-else
-  for i = 1, 2 do
-    redis.call('ZADD', KEYS[i], now, ARGV[3])
-    redis.call('PEXPIRE', KEYS[i], window)
-  end
-  return {1, 0, share}
-end
-redis.call('ZADD', KEYS[3], now, owner)
-redis.call('PEXPIRE', KEYS[3], 2 * window)
-return {0, wait, over}
-"""
 UNOWNED = "@unowned"  # owners are percent-encoded in keys: no owner's name spells this
 
 
@@ -109,18 +78,25 @@ class GlobalRateLimiter:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._acquire = client.register_script(ACQUIRE_LUA)
+        self._acquire = client.register_script(lua_file("workers.runtime", "acquire_slot"))
 
     def acquire(self, name: str, rate: Rate, owner: str | None = None) -> Refusal | None:
         """Take a slot for `owner`: None if taken, else why not and for how long."""
-        segment = owner_segment(owner)
-        taken, wait_ms, share = self._acquire(
-            keys=[f"{PREFIX}{name}", f"{PREFIX}{name}:owner:{segment}", f"{PREFIX}{name}:waiting"],
-            args=[rate.limit, int(rate.window * 1000), uuid.uuid4().hex, segment],
-        )
+        keys, args = acquire_call(name, rate, owner, uuid.uuid4().hex)
+        taken, wait_ms, share = self._acquire(keys=keys, args=args)
         if int(taken):
             return None
         return Refusal(max(int(wait_ms), 1) / 1000, int(share))
+
+
+def acquire_call(
+    name: str, rate: Rate, owner: str | None, member: str
+) -> tuple[list[str], list[Any]]:
+    """workers/runtime/scripts/acquire_slot.lua's KEYS and ARGV: the slot `member` of the
+    limit `name` at `rate`, for `owner`."""
+    segment = owner_segment(owner)
+    keys = [f"{PREFIX}{name}", f"{PREFIX}{name}:owner:{segment}", f"{PREFIX}{name}:waiting"]
+    return keys, [rate.limit, int(rate.window * 1000), member, segment]
 
 
 def deferrals_key(task_id: str) -> str:

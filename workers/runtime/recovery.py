@@ -24,9 +24,9 @@ from typing import Any
 
 from celery import Celery
 
-from workers.core.headers import OWNER_HEADER
 from workers.runtime.queue_depth import priority_keys
-from workers.taskindex.index import index_key, task_key
+from workers.taskindex.keys import index_key, task_key
+from workers.taskindex.record import TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,10 @@ SCAN_OLDEST = 500
 # Above this many waiting messages a queue is not searched: a task in it is more likely
 # waiting its turn than lost, and the search would cost too much.
 MAX_SEARCHED_DEPTH = 20_000
-FIELDS = ("state", "claimed", "claimed_at", "recovered_at", "submitted_at", "updated_at", "eta",
-          "name", "queue",
-          "priority", "args", "kwargs", "owner", "timelimit", "args_truncated")  # fmt: skip
+# What deciding and rebuilding needs of a record (`TaskRecord.send_options`).
+FIELDS = ("state", "claimed", "claimed_at", "recovered_at", "submitted_at",
+          "updated_at", "eta", "name", "queue", "priority", "args", "kwargs", "owner",
+          "timelimit", "args_truncated")  # fmt: skip
 UNFINISHED = ("PENDING", "STARTED", "RETRY")
 
 
@@ -69,39 +70,38 @@ def _eta_passed(eta: str | None, now: float) -> bool:
 
 def find_lost(
     client: Any, now: float, grace: float, visibility: float = 3600.0
-) -> list[dict[str, Any]]:
+) -> list[TaskRecord]:
     """Records of unfinished, unclaimed tasks whose message is nowhere in Redis."""
     oldest = [
         task_id
         for state in UNFINISHED
         for task_id in client.zrange(index_key("state", state), 0, SCAN_OLDEST - 1)
     ]
-    candidates = []
+    candidates: list[tuple[TaskRecord, bool]] = []  # (record, its claim is stuck)
     with client.pipeline(transaction=False) as pipe:
         for task_id in oldest:
             pipe.hmget(task_key(task_id), FIELDS)
         rows = pipe.execute()
     for task_id, row in zip(oldest, rows, strict=True):
-        record = dict(zip(FIELDS, row, strict=True))
-        if record["state"] not in UNFINISHED or not record["name"]:
+        record = TaskRecord.from_hash({**dict(zip(FIELDS, row, strict=True)), "task_id": task_id})
+        if record.state not in UNFINISHED or not record.name:
             continue
-        if float(record["recovered_at"] or 0) > now - grace:
+        if (record.recovered_at or 0) > now - grace:
             continue  # republished a moment ago
         # A claim is taken with STARTED, right before the task runs; a claim left
         # without STARTED (a record from before that, a task without `track_started`)
         # for the grace period belongs to a delivery its worker dropped. Such a task
         # counts as lost wherever its message is.
-        stuck_claim = (
-            record["claimed"] == "1" and record["state"] == "PENDING"
-            and float(record["claimed_at"] or now) < now - grace
+        stuck_claim = bool(
+            record.claimed and record.state == "PENDING"
+            and (record.claimed_at or now) < now - grace
         )  # fmt: skip
-        record["stuck_claim"] = stuck_claim
-        if record["claimed"] == "1" and not stuck_claim:
+        if record.claimed and not stuck_claim:
             continue
-        last_change = max(float(record["submitted_at"] or now), float(record["updated_at"] or 0))
-        if last_change > now - grace or not _eta_passed(record["eta"], now - grace):
+        last_change = max(record.submitted_at or now, record.updated_at or 0)
+        if last_change > now - grace or not _eta_passed(record.eta, now - grace):
             continue
-        candidates.append({"task_id": task_id, **record})
+        candidates.append((record, stuck_claim))
     if not candidates:
         return []
     # Held by a worker: in kombu's unacknowledged hash *and* its index, which the sweep
@@ -117,13 +117,13 @@ def find_lost(
     in_flight = _ids_in([raw for tag, raw in unacked.items() if tag in recent])
     queued: dict[str, set[str] | None] = {}
     lost = []
-    for record in candidates:
-        if record["stuck_claim"]:
+    for record, stuck_claim in candidates:
+        if stuck_claim:
             lost.append(record)
             continue
-        if record["task_id"] in in_flight:
+        if record.task_id in in_flight:
             continue
-        queue = record["queue"] or "default"
+        queue = record.queue or "default"
         if queue not in queued:
             keys = priority_keys(queue)
             depth = sum(client.llen(k) for k in keys)
@@ -132,25 +132,16 @@ def find_lost(
                 else _ids_in([m for k in keys for m in client.lrange(k, 0, -1)])
             )  # fmt: skip
         ids = queued[queue]
-        if ids is not None and record["task_id"] not in ids:
+        if ids is not None and record.task_id not in ids:
             lost.append(record)
     return lost
 
 
-def republish(app: Celery, record: dict[str, Any]) -> None:
-    headers = {OWNER_HEADER: record["owner"]} if record.get("owner") else {}
-    timelimit = json.loads(record["timelimit"]) if record.get("timelimit") else [None, None]
-    app.send_task(
-        record["name"],
-        args=json.loads(record["args"] or "[]"),
-        kwargs=json.loads(record["kwargs"] or "{}"),
-        task_id=record["task_id"],
-        queue=record["queue"],
-        priority=int(record["priority"]) if record.get("priority") else None,
-        headers=headers,
-        time_limit=timelimit[0],
-        soft_time_limit=timelimit[1],
-    )
+def republish(app: Celery, record: TaskRecord) -> None:
+    """Send the task again as it was first sent, under its own id."""
+    assert record.name is not None  # find_lost passes named records only
+    # (Celery takes float time limits; its type stubs say int.)
+    app.send_task(record.name, task_id=record.task_id, **record.send_options())  # type: ignore[arg-type]
 
 
 def recover_lost(
@@ -160,11 +151,11 @@ def recover_lost(
     now = now if now is not None else time.time()
     recovered = []
     for record in find_lost(client, now, grace, visibility):
-        if record.get("args_truncated"):
-            logger.error("task %s is lost and too large to rebuild", record["task_id"])
+        if record.args_truncated:
+            logger.error("task %s is lost and too large to rebuild", record.task_id)
             continue
         republish(app, record)
-        client.hset(task_key(record["task_id"]), "recovered_at", repr(now))
-        logger.warning("republished lost task %s[%s]", record["name"], record["task_id"])
-        recovered.append(record["task_id"])
+        client.hset(task_key(record.task_id), "recovered_at", repr(now))
+        logger.warning("republished lost task %s[%s]", record.name, record.task_id)
+        recovered.append(record.task_id)
     return recovered

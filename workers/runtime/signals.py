@@ -1,4 +1,5 @@
-"""Worker lifecycle hooks: keep the worker registry current, check Redis at start-up."""
+"""Celery signal receivers: a new task's record handed to the code that writes it with its
+message (publish), the worker registry kept current, Redis checked at start-up."""
 
 from __future__ import annotations
 
@@ -23,27 +24,15 @@ from celery.worker import state as worker_state
 # Imported for the Celery signal receivers they connect: our logging, WORKER_QUEUES.
 import workers.runtime.logs
 import workers.runtime.queue_selection  # noqa: F401
-from workers.core.headers import DEFERRED_HEADER, INDEXED_HEADER
+from workers.core.headers import DEFERRED_HEADER, INDEXED_HEADER, RECORD_HEADER
 from workers.core.settings import get_settings
 from workers.runtime import registry
 from workers.runtime.clients import redis_client, task_index
 from workers.runtime.internals import exit_unless_internals_hold
-from workers.taskindex.index import pop_pending_record, record_args, stash_pending_record
+from workers.taskindex.lua_scripts import RecordUpdate
 from workers.taskindex.record import publish_fields
 
 logger = logging.getLogger(__name__)
-
-
-@after_task_publish.connect
-def _on_published(headers: dict | None = None, **_: Any) -> None:
-    task_id = (headers or {}).get("id")
-    entry = pop_pending_record(task_id) if task_id else None
-    if entry is None:
-        return  # written with the message
-    try:
-        task_index().record_with(entry[1])
-    except redis.exceptions.RedisError as exc:
-        logger.warning("task index not updated on publish of %s: %s", task_id, exc)
 
 
 @before_task_publish.connect
@@ -55,7 +44,10 @@ def _on_publish(
     properties: dict | None = None,
     **_: Any,
 ) -> None:
-    headers = headers or {}
+    """A new task's record goes with its message, in the headers (`RECORD_HEADER`), to the
+    transport that writes both in one script (`workers.runtime.priority`)."""
+    if headers is None:
+        return
     task_id = headers.get("id")
     if not task_id or not sender or headers.get(DEFERRED_HEADER) or headers.get(INDEXED_HEADER):
         return  # a duplicate delivery put back to be checked later: not a new task
@@ -63,12 +55,27 @@ def _on_publish(
     ttl = get_settings().task_history_ttl
     if retries:
         # A retry republishes the same task: its record and state (RETRY) stay.
-        stash_pending_record(
-            task_id, record_args(task_id, None, retries, ttl, None, {"eta": headers.get("eta")})
+        update = RecordUpdate(
+            task_id=task_id, attempt=retries, fields={"eta": headers.get("eta")}, ttl=ttl
         )
     else:
         fields = publish_fields(sender, body, routing_key, headers, properties or {})
-        stash_pending_record(task_id, record_args(task_id, "PENDING", 0, ttl, None, fields))
+        update = RecordUpdate(task_id=task_id, state="PENDING", attempt=0, fields=fields, ttl=ttl)
+    headers[RECORD_HEADER] = update.to_header()
+
+
+@after_task_publish.connect
+def _on_published(headers: dict | None = None, **_: Any) -> None:
+    """The record of a message published by another transport than ours (which takes the
+    header out once it wrote the record with the message)."""
+    carried = (headers or {}).pop(RECORD_HEADER, None)
+    if carried is None:
+        return
+    update = RecordUpdate.from_header(carried)
+    try:
+        task_index().apply(update)
+    except redis.exceptions.RedisError as exc:
+        logger.warning("task index not updated on publish of %s: %s", update.task_id, exc)
 
 
 def check_eviction_policy(client: Any) -> str | None:
@@ -112,7 +119,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 def _on_heartbeat(sender: Any = None, **_: Any) -> None:
     try:
         registry.record_heartbeat(redis_client(), sender.eventer.hostname)
-        # Claims of the tasks this worker is running stay fresh (see CLAIM_LUA).
+        # Claims of the tasks this worker is running stay fresh (see claim.lua).
         task_index().refresh(
             [
                 (request.id, request.claim_token)

@@ -11,6 +11,7 @@ from typing import Any
 
 import celery
 import celery._state
+import celery.signals
 import celery.worker.request
 import celery.worker.state
 import kombu
@@ -18,6 +19,7 @@ import pytest
 from celery.backends.redis import RedisBackend
 from celery.worker.request import Request
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual as kombu_virtual
 from kombu.utils.json import dumps
 
 import workers.runtime.internals
@@ -58,6 +60,22 @@ def one_client() -> Iterator[None]:
     yield None
 
 
+def message_with_copied_headers(self: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
+    message = kombu_virtual.Channel.prepare_message(self, body, *args, **kwargs)
+    return {**message, "headers": dict(message["headers"])}
+
+
+def receivers_get_copied_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's task sender as a release might write it: `before_task_publish` receivers
+    get a copy of the headers, not the ones published."""
+    send = celery.signals.before_task_publish.send
+
+    def send_copy(*args: Any, **kwargs: Any) -> Any:
+        return send(*args, **{**kwargs, "headers": dict(kwargs["headers"])})
+
+    monkeypatch.setattr(celery.signals.before_task_publish, "send", send_copy)
+
+
 # For each internal, a way to take it away (or change it as a release might).
 BREAK: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "Channel._put(_publish_batch=)": lambda mp: mp.setattr(Channel, "_put", put_without_batches),
@@ -77,8 +95,12 @@ BREAK: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     ),
     "Channel._create_client()": lambda mp: remove(mp, Channel, "_create_client"),
     "Channel.pool": lambda mp: remove(mp, Channel, "pool"),
+    "Channel.prepare_message(headers=)": lambda mp: mp.setattr(
+        Channel, "prepare_message", message_with_copied_headers
+    ),
     "Channel.unacked_key": lambda mp: mp.setattr(Channel, "unacked_key", "unacked_v2"),
     "Channel.keyprefix_fanout": lambda mp: mp.setattr(Channel, "keyprefix_fanout", "/"),
+    "AMQP.send_task_message": receivers_get_copied_headers,
     "RedisBackend._store_result": lambda mp: remove(mp, RedisBackend, "_store_result"),
     "Backend._get_result_meta": lambda mp: remove(mp, RedisBackend, "_get_result_meta"),
     "RedisBackend._MAX_STR_VALUE_SIZE": lambda mp: remove(mp, RedisBackend, "_MAX_STR_VALUE_SIZE"),

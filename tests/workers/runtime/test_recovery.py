@@ -42,7 +42,7 @@ def test_finds_old_pending_tasks_whose_message_is_nowhere(client) -> None:
     client.lpush("default:4", message(queued))
     client.hset("unacked", "tag-1", json.dumps([json.loads(message(held)), "", "default"]))
     client.zadd("unacked_index", {"tag-1": time.time()})
-    found = {r["task_id"] for r in find_lost(client, time.time(), grace=10)}
+    found = {r.task_id for r in find_lost(client, time.time(), grace=10)}
     assert found == {lost}
 
 
@@ -52,14 +52,14 @@ def test_a_claim_that_never_started_is_lost_wherever_its_message_is(client) -> N
         client.hset(task_key(task_id), mapping={"claimed": "1", "claimed_at": claimed_at})
         client.hset("unacked", task_id, json.dumps([json.loads(message(task_id)), "", "x"]))
         client.zadd("unacked_index", {task_id: time.time()})
-    found = {r["task_id"] for r in find_lost(client, time.time(), grace=10)}
+    found = {r.task_id for r in find_lost(client, time.time(), grace=10)}
     assert found == {stuck}
 
 
 def test_an_unacked_entry_missing_from_the_sweeps_index_counts_as_lost(client) -> None:
     stranded = pending(client, age=60)
     client.hset("unacked", "tag-9", json.dumps([json.loads(message(stranded)), "", "default"]))
-    found = {r["task_id"] for r in find_lost(client, time.time(), grace=10)}
+    found = {r.task_id for r in find_lost(client, time.time(), grace=10)}
     assert found == {stranded}
 
 
@@ -70,5 +70,5 @@ def test_an_unclaimed_unacked_entry_older_than_the_grace_period_counts_as_lost(c
     for tag, task_id, delivered in (("tag-7", stranded, 300), ("tag-8", fetched, 2)):
         client.hset("unacked", tag, json.dumps([json.loads(message(task_id)), "", "default"]))
         client.zadd("unacked_index", {tag: time.time() - delivered})
-    found = {r["task_id"] for r in find_lost(client, time.time(), 10, visibility=3600)}
+    found = {r.task_id for r in find_lost(client, time.time(), 10, visibility=3600)}
     assert found == {stranded}
