@@ -111,7 +111,7 @@ async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
     celery = create_celery_app(app[settings_key])
     # The gateway reads results from Redis itself. Celery's Redis backend would subscribe
     # to the result channel of every task sent, for an AsyncResult.get() never called.
-    celery.conf.result_backend = "disabled"
+    celery.conf["result_backend"] = "disabled"
     app[executor_key] = executor
     app[celery_key] = celery
     publisher = TaskPublisher(celery, app[redis_key], ttl=app[settings_key].task_history_ttl)

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio
 import redis.exceptions
@@ -63,6 +63,9 @@ DEFAULT_LIMITS = {"task_ids": 1000, "queues": 100, "names": 100}
 OPERATOR_STATS = ("workers", "queues", "tasks_per_minute")
 # The event field each kind of subscription matches.
 EVENT_FIELD = {"task_ids": "task_id", "queues": "queue", "names": "name"}
+# A stream entry as the gateway's client returns it: redis-py types its replies for every
+# connection mode (bytes or str, RESP2 or RESP3), ours decodes responses and speaks RESP2.
+Entry = tuple[str, dict[str, str]]
 
 
 class SubscriptionIndex:
@@ -325,7 +328,7 @@ class FeedHub:
                 await asyncio.sleep(1.0)
 
     async def newest_id(self) -> str:
-        newest = await self.redis.xrevrange(FEED_STREAM, count=1)
+        newest = cast(list[Entry], await self.redis.xrevrange(FEED_STREAM, count=1))
         return newest[0][0] if newest else "0-0"
 
     # --- clients ---------------------------------------------------------------------
@@ -368,12 +371,15 @@ class FeedHub:
         client.holding = []
         sent_up_to = after
         try:
-            oldest = await self.redis.xrange(FEED_STREAM, count=1)
+            oldest = cast(list[Entry], await self.redis.xrange(FEED_STREAM, count=1))
             if oldest and stream_id(after) < stream_id(oldest[0][0]):
                 return False  # trimmed past the client's last id: events may be missing
             cursor = f"({after}"
             while True:
-                entries = await self.redis.xrange(FEED_STREAM, min=cursor, count=READ_COUNT)
+                entries = cast(
+                    list[Entry],
+                    await self.redis.xrange(FEED_STREAM, min=cursor, count=READ_COUNT),
+                )
                 for entry_id, fields in entries:
                     event = await self._decode(entry_id, fields)
                     if event is not None and client.wants(event):
@@ -394,8 +400,11 @@ class FeedHub:
         if self.last_id is None:
             self.last_id = await self.newest_id()
         while not self._stopping:
-            reply = await self.redis.xread(
-                {FEED_STREAM: self.last_id}, count=READ_COUNT, block=READ_BLOCK_MS
+            reply = cast(
+                list[tuple[str, list[Entry]]],
+                await self.redis.xread(
+                    {FEED_STREAM: self.last_id}, count=READ_COUNT, block=READ_BLOCK_MS
+                ),
             )
             for _, entries in reply:
                 for n, (entry_id, fields) in enumerate(entries, 1):
@@ -424,7 +433,8 @@ class FeedHub:
         if task_id not in self._owners:
             if len(self._owners) > OWNER_CACHE:
                 self._owners.clear()
-            self._owners[task_id] = await self.redis.hget(task_key(task_id), "owner")
+            owner = await self.redis.hget(task_key(task_id), "owner")
+            self._owners[task_id] = cast(str | None, owner)  # decoded: see Entry
         return self._owners[task_id]
 
     def broadcast(self, event: dict[str, Any], event_id: str | None = None) -> None:

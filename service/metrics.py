@@ -24,8 +24,6 @@ from service.keys import redis_key, task_store_key
 from workers.core.queues import QUEUES
 from workers.runtime.queue_depth import priority_keys
 
-metrics_key = web.AppKey("metrics", "Metrics")
-
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -55,6 +53,9 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiprocess_dir)
         return registry
+
+
+metrics_key = web.AppKey("metrics", Metrics)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -107,9 +108,9 @@ async def metrics_view(request: web.Request) -> web.Response:
     scrape = CollectorRegistry()
 
     class _Now:
-        def collect(self):  # type: ignore[no-untyped-def]
+        def collect(self) -> list[GaugeMetricFamily]:
             return [tasks, per_queue, depth]
 
-    scrape.register(_Now())  # type: ignore[arg-type]
+    scrape.register(_Now())
     body += generate_latest(scrape).decode()
     return web.Response(text=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

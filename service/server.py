@@ -77,7 +77,7 @@ def serve_processes(settings: Settings) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-class GatewayLogger(glogging.Logger):  # type: ignore[misc]
+class GatewayLogger(glogging.Logger):
     """gunicorn's messages through the root handler of `configure_logging` (JSON in
     production, secrets redacted) instead of handlers of its own."""
 
@@ -89,7 +89,7 @@ class GatewayLogger(glogging.Logger):  # type: ignore[misc]
         self.error_log.propagate = True
 
 
-class GatewayProcesses(BaseApplication):  # type: ignore[misc]
+class GatewayProcesses(BaseApplication):
     """gunicorn configured from the settings alone: no config file, no command line."""
 
     def __init__(self, settings: Settings, metrics_dir: str) -> None:
@@ -116,7 +116,9 @@ class GatewayProcesses(BaseApplication):  # type: ignore[misc]
         for name, value in config.items():
             self.cfg.set(name, value)
 
-    def load(self) -> web.Application:
+    # gunicorn's stubs know WSGI and ASGI apps only; aiohttp's worker class (WORKER_CLASS)
+    # loads an aiohttp Application.
+    def load(self) -> web.Application:  # type: ignore[override]
         """In each worker, after the fork."""
         from service.app import create_app
 

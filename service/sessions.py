@@ -107,7 +107,7 @@ def _dump(grant: Grant) -> str:
     return json.dumps({"key": grant.key_id, "session": grant.session_id})
 
 
-def _load(raw: str | None) -> Grant | None:
+def _load(raw: bytes | str | None) -> Grant | None:
     if not raw:
         return None
     data = json.loads(raw)

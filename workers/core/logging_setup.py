@@ -86,7 +86,7 @@ class TaskContextFilter(logging.Filter):
         if task_id:
             delivery = getattr(request, "delivery_info", None) or {}
             record.task_id = task_id
-            record.task_name = task.name  # type: ignore[union-attr]
+            record.task_name = task.name
             record.queue = delivery.get("routing_key") or getattr(task, "queue", None)
         for field in TASK_FIELDS:
             if not hasattr(record, field):

@@ -6,7 +6,8 @@ Both the gateway and the workers read it; only this module reads the environment
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -214,7 +215,7 @@ class Settings(BaseSettings):
     def redis_url_redacted(self) -> str:
         return redact_url(self.redis_url)
 
-    def __repr_args__(self):  # type: ignore[no-untyped-def]
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # The Redis URL may carry a password; SecretStr fields redact themselves.
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "redis_url" else value)

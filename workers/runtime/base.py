@@ -15,7 +15,9 @@ from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Ignore, Reject
 from celery.signals import worker_ready
-from celery.worker.request import Request, task_ready
+
+# task_ready is private (workers/runtime/internals.py lists it); celery-types omits it.
+from celery.worker.request import Request, task_ready  # type: ignore[attr-defined]
 
 from workers.core.headers import DEFERRED_HEADER, OWNER_HEADER
 from workers.core.settings import get_settings
@@ -97,7 +99,8 @@ class ClawRequest(Request):
         # delivery tag, so the tag cannot tell the copies apart. The token travels to the
         # pool process with the request; the claim is made there, with STARTED.
         self.claim_token = uuid.uuid4().hex
-        self._request_dict[CLAIM_FIELD] = self.claim_token
+        # Private, as are `_context` and `task_ready`: see workers/runtime/internals.py.
+        self._request_dict[CLAIM_FIELD] = self.claim_token  # type: ignore[attr-defined]
 
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
@@ -121,7 +124,8 @@ class ClawRequest(Request):
         )
         logger.error("task %s[%s] failed: %s", self.name, self.id, poison)
         task_ready(self)
-        self.task.backend.mark_as_failure(self.id, poison, request=self._context)
+        context = self._context  # type: ignore[attr-defined]
+        self.task.backend.mark_as_failure(self.id, poison, request=context)
         self.send_event("task-failed", exception=repr(poison))
         self.acknowledge()
 
@@ -144,7 +148,8 @@ class PlatformTask(Task):
     """
 
     abstract = True
-    Request = ClawRequest
+    # Celery takes the class or its dotted path; celery-types knows the path only.
+    Request = ClawRequest  # type: ignore[assignment]
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         outcome = getattr(self.request, CLAIM_OUTCOME_FIELD, CLAIM_RUN)
@@ -173,8 +178,9 @@ class PlatformTask(Task):
             "%s[%s] is running under another delivery; checking again in %ss",
             self.name, self.request.id, DUPLICATE_RECHECK,
         )  # fmt: skip
-        options = {"countdown": DUPLICATE_RECHECK, "headers": deferred_headers(self.request)}
-        self.signature_from_request(self.request, **options).apply_async()
+        self.signature_from_request(
+            self.request, countdown=DUPLICATE_RECHECK, headers=deferred_headers(self.request)
+        ).apply_async()
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, except that a retry it cannot publish keeps the task.
@@ -186,10 +192,11 @@ class PlatformTask(Task):
         try:
             return super().retry(*args, **kwargs)
         except Reject as exc:
-            if exc.requeue:
+            # `requeue` and `reason` are public attributes that celery-types leaves out.
+            if exc.requeue:  # type: ignore[attr-defined]
                 raise
             logger.warning("retry of %s could not be published; requeued", self.request.id)
-            raise Reject(exc.reason, requeue=True) from None
+            raise Reject(exc.reason, requeue=True) from None  # type: ignore[attr-defined]
 
 
 def deferred_headers(request: Any) -> dict[str, Any]:
