@@ -17,27 +17,9 @@ def send_email(
     """Send one plain-text mail. 4xx replies and connection faults are transient."""
     if not settings.smtp_host:
         raise PermanentError("email is not configured (set SMTP_HOST)")
-    message = EmailMessage()
-    message["From"] = settings.smtp_from
-    message["To"] = to
-    message["Subject"] = subject
-    if message_id:
-        message["X-Claw-Notification"] = message_id
-    message.set_content(text)
+    message = _message(settings, to, subject, text, message_id)
     try:
-        with smtplib.SMTP(
-            settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout
-        ) as smtp:
-            smtp.ehlo()
-            if settings.smtp_starttls:
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
-            if settings.smtp_user:
-                password = (
-                    settings.smtp_password.get_secret_value() if settings.smtp_password else ""
-                )
-                smtp.login(settings.smtp_user, password)
-            refused = smtp.send_message(message)
+        refused = _deliver(settings, settings.smtp_host, message)
     except smtplib.SMTPAuthenticationError as exc:
         raise PermanentError(f"SMTP login refused ({exc.smtp_code}); check SMTP_USER") from exc
     except smtplib.SMTPNotSupportedError as exc:
@@ -54,3 +36,29 @@ def send_email(
     except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
         raise TransientError(f"SMTP server unreachable: {exc}") from exc
     return {"refused": sorted(refused)}
+
+
+def _message(
+    settings: Settings, to: str, subject: str, text: str, message_id: str | None
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings.smtp_from
+    message["To"] = to
+    message["Subject"] = subject
+    if message_id:
+        message["X-Claw-Notification"] = message_id
+    message.set_content(text)
+    return message
+
+
+def _deliver(settings: Settings, host: str, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+    """One SMTP session: STARTTLS and login when configured; the recipients refused."""
+    with smtplib.SMTP(host, settings.smtp_port, timeout=settings.smtp_timeout) as smtp:
+        smtp.ehlo()
+        if settings.smtp_starttls:
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+        if settings.smtp_user:
+            password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+            smtp.login(settings.smtp_user, password)
+        return smtp.send_message(message)
