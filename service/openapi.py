@@ -50,29 +50,33 @@ def _operation(route: Route) -> dict[str, Any]:
     op["responses"][str(route.status)] = ok
     if route.status == 202 and route.query is not None and "wait" in route.query().fields:
         op["responses"]["200"] = {"description": "finished within `wait` seconds"}
-    for code, text in ERRORS.items():
-        if route.public and code in ("401", "403"):
-            continue
-        if code == "413" and route.body is None:
-            continue
-        op["responses"][code] = {
-            "description": text,
-            "content": {"application/json": {"schema": ErrorResponse}},
-        }
-    # The HTTP parser refuses a request line or header over 8 KiB before any handler runs,
-    # in plain text.
-    op["responses"]["400"]["description"] += (
-        "; a request line or header longer than 8 KiB is refused in plain text"
-    )
-    op["responses"]["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
-    for code, text in route.extra.get("responses", {}).items():
-        op["responses"][code] = {
-            "description": text,
-            "content": {"application/json": {"schema": ErrorResponse}},
-        }
+    op["responses"].update(_error_responses(route))
     if not route.public:
         op["security"] = [{"bearer": []}]
     return op
+
+
+def _error_responses(route: Route) -> dict[str, Any]:
+    """The errors a route can answer, each with the JSON error body."""
+    responses = {
+        code: _error_response(text)
+        for code, text in ERRORS.items()
+        if not (route.public and code in ("401", "403"))
+        and not (code == "413" and route.body is None)
+    }
+    # The HTTP parser refuses a request line or header over 8 KiB before any handler runs,
+    # in plain text.
+    responses["400"]["description"] += (
+        "; a request line or header longer than 8 KiB is refused in plain text"
+    )
+    responses["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
+    for code, text in route.extra.get("responses", {}).items():
+        responses[code] = _error_response(text)
+    return responses
+
+
+def _error_response(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": ErrorResponse}}}
 
 
 def build_spec() -> dict[str, Any]:
