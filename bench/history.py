@@ -14,6 +14,7 @@ import asyncio
 import random
 import time
 import uuid
+from typing import Any
 
 import aiohttp
 import redis
@@ -35,6 +36,26 @@ def state_of(seq: int) -> str:
     return "SUCCESS" if n < 90 else "FAILURE" if n < 95 else "PENDING" if n < 98 else "STARTED"
 
 
+def record_of(seq: int, task_id: str, t: float) -> dict[str, Any]:
+    """Record `seq`, submitted at `t`: its state, queue, name and owner follow from `seq`."""
+    state = state_of(seq)
+    k = seq % 4
+    record: dict[str, Any] = {
+        "task_id": task_id, "seq": seq, "created_at": t, "submitted_at": t,
+        "name": NAMES[k], "queue": QUEUES[k], "owner": OWNERS[(seq // 4) % 4], "priority": 5,
+        "state": state, "updated_at": t + 0.2, "attempt": 0, "retries": "0",
+        "args": "[]", "kwargs": '{"conversation_id": "c", "user_message": "hi"}',
+    }  # fmt: skip
+    if state != "PENDING":
+        record.update(started_at=t + 0.1, worker="w1@bench")
+    if state == "SUCCESS":
+        record.update(finished_at=t + 0.2, result_preview='{"ok": true}')
+    elif state == "FAILURE":
+        record.update(finished_at=t + 0.2, error_type="PermanentError",
+                      error_message="bad input")  # fmt: skip
+    return record
+
+
 def seed(client, first: int, last: int, sample: list[str]) -> float:  # type: ignore[no-untyped-def]
     """Records seq first..last (inclusive); returns records per second."""
     start = time.perf_counter()
@@ -47,23 +68,8 @@ def seed(client, first: int, last: int, sample: list[str]) -> float:  # type: ig
         with client.pipeline(transaction=False) as pipe:
             for seq in range(lo, hi + 1):
                 task_id = str(uuid.uuid4())
-                state = state_of(seq)
-                k = seq % 4
-                queue, name, owner = QUEUES[k], NAMES[k], OWNERS[(seq // 4) % 4]
-                t = now - (last - seq) * 0.01
-                record = {
-                    "task_id": task_id, "seq": seq, "created_at": t, "submitted_at": t,
-                    "name": name, "queue": queue, "owner": owner, "priority": 5,
-                    "state": state, "updated_at": t + 0.2, "attempt": 0, "retries": "0",
-                    "args": "[]", "kwargs": '{"conversation_id": "c", "user_message": "hi"}',
-                }  # fmt: skip
-                if state != "PENDING":
-                    record.update(started_at=t + 0.1, worker="w1@bench")
-                if state == "SUCCESS":
-                    record.update(finished_at=t + 0.2, result_preview='{"ok": true}')
-                elif state == "FAILURE":
-                    record.update(finished_at=t + 0.2, error_type="PermanentError",
-                                  error_message="bad input")  # fmt: skip
+                record = record_of(seq, task_id, now - (last - seq) * 0.01)
+                state, queue, name, owner = (record[f] for f in ("state", "queue", "name", "owner"))
                 pipe.hset(task_key(task_id), mapping=record)
                 for key in (index_key(), index_key("state", state), index_key("queue", queue),
                             index_key("name", name), index_key("owner", owner),
