@@ -119,13 +119,14 @@ class GloballyRateLimitedTask(BaseTaskWithRetry):
     defer_jitter: float = 0.25
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.request.called_directly and self.global_rate_setting:
+        task_id = self.request.id  # set whenever a worker runs the task (not called directly)
+        if task_id and not self.request.called_directly and self.global_rate_setting:
             rate = parse_rate(getattr(get_settings(), self.global_rate_setting))
             owner = self.request.get(OWNER_HEADER)
             refusal = GlobalRateLimiter(self._redis()).acquire(self.name, rate, owner)
             if refusal:
-                self._redis().incr(deferrals_key(self.request.id))
-                self._redis().expire(deferrals_key(self.request.id), DEFERRALS_TTL)
+                self._redis().incr(deferrals_key(task_id))
+                self._redis().expire(deferrals_key(task_id), DEFERRALS_TTL)
                 countdown = refusal.wait + random.uniform(0, self.defer_jitter)  # noqa: S311
                 reached = (
                     f"this owner's share ({refusal.share}) of the platform rate limit {rate}, "
