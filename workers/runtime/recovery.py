@@ -72,36 +72,7 @@ def find_lost(
     client: Any, now: float, grace: float, visibility: float = 3600.0
 ) -> list[TaskRecord]:
     """Records of unfinished, unclaimed tasks whose message is nowhere in Redis."""
-    oldest = [
-        task_id
-        for state in UNFINISHED
-        for task_id in client.zrange(index_key("state", state), 0, SCAN_OLDEST - 1)
-    ]
-    candidates: list[tuple[TaskRecord, bool]] = []  # (record, its claim is stuck)
-    with client.pipeline(transaction=False) as pipe:
-        for task_id in oldest:
-            pipe.hmget(task_key(task_id), FIELDS)
-        rows = pipe.execute()
-    for task_id, row in zip(oldest, rows, strict=True):
-        record = TaskRecord.from_hash({**dict(zip(FIELDS, row, strict=True)), "task_id": task_id})
-        if record.state not in UNFINISHED or not record.name:
-            continue
-        if (record.recovered_at or 0) > now - grace:
-            continue  # republished a moment ago
-        # A claim is taken with STARTED, right before the task runs; a claim left
-        # without STARTED (a record from before that, a task without `track_started`)
-        # for the grace period belongs to a delivery its worker dropped. Such a task
-        # counts as lost wherever its message is.
-        stuck_claim = bool(
-            record.claimed and record.state == "PENDING"
-            and (record.claimed_at or now) < now - grace
-        )  # fmt: skip
-        if record.claimed and not stuck_claim:
-            continue
-        last_change = max(record.submitted_at or now, record.updated_at or 0)
-        if last_change > now - grace or not _eta_passed(record.eta, now - grace):
-            continue
-        candidates.append((record, stuck_claim))
+    candidates = _quiet_unfinished(client, now, grace)
     if not candidates:
         return []
     # Held by a worker: in kombu's unacknowledged hash *and* its index, which the sweep
@@ -135,6 +106,42 @@ def find_lost(
         if ids is not None and record.task_id not in ids:
             lost.append(record)
     return lost
+
+
+def _quiet_unfinished(client: Any, now: float, grace: float) -> list[tuple[TaskRecord, bool]]:
+    """The oldest unfinished records, untouched for `grace` seconds and unclaimed or with a
+    claim that never started, each with whether its claim is stuck."""
+    oldest = [
+        task_id
+        for state in UNFINISHED
+        for task_id in client.zrange(index_key("state", state), 0, SCAN_OLDEST - 1)
+    ]
+    candidates: list[tuple[TaskRecord, bool]] = []  # (record, its claim is stuck)
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in oldest:
+            pipe.hmget(task_key(task_id), FIELDS)
+        rows = pipe.execute()
+    for task_id, row in zip(oldest, rows, strict=True):
+        record = TaskRecord.from_hash({**dict(zip(FIELDS, row, strict=True)), "task_id": task_id})
+        if record.state not in UNFINISHED or not record.name:
+            continue
+        if (record.recovered_at or 0) > now - grace:
+            continue  # republished a moment ago
+        # A claim is taken with STARTED, right before the task runs; a claim left
+        # without STARTED (a record from before that, a task without `track_started`)
+        # for the grace period belongs to a delivery its worker dropped. Such a task
+        # counts as lost wherever its message is.
+        stuck_claim = bool(
+            record.claimed and record.state == "PENDING"
+            and (record.claimed_at or now) < now - grace
+        )  # fmt: skip
+        if record.claimed and not stuck_claim:
+            continue
+        last_change = max(record.submitted_at or now, record.updated_at or 0)
+        if last_change > now - grace or not _eta_passed(record.eta, now - grace):
+            continue
+        candidates.append((record, stuck_claim))
+    return candidates
 
 
 def republish(app: Celery, record: TaskRecord) -> None:
