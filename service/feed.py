@@ -31,7 +31,8 @@ import redis.exceptions
 from aiohttp import WSCloseCode, web
 
 from service.auth import Principal
-from service.sessions import SESSION_ENDED_CHANNEL, SessionStore
+from service.sessions import SessionStore
+from workers.core.keys import SESSION_ENDED_CHANNEL
 from workers.runtime.progress import FEED_STREAM
 from workers.taskindex.index import task_key
 

@@ -20,7 +20,7 @@ from service.errors import Forbidden, NotFound
 from service.keys import redis_key
 from service.middlewares import principal_of
 from workers.core import queues
-from workers.knowledge.vector_store import docs_key
+from workers.core.keys import docs_key
 
 # The body field naming an existing knowledge base, per task. Vectorize is not here: it
 # creates (or updates) a base of the acting owner.

@@ -19,24 +19,18 @@ from dataclasses import dataclass
 import redis.asyncio
 
 from service.auth import Principal
+from workers.core.keys import SESSION_ENDED_CHANNEL, session_key, ticket_key
 
 SESSION_COOKIE = "claw_session"
 TICKET_TTL = 30
-# Server-wide (pub/sub ignores Redis databases); session digests are random, so one
-# deployment's message never names another's session.
-SESSION_ENDED_CHANNEL = "claw:session:ended"
 
 
 def session_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def session_key(digest: str) -> str:
-    return f"claw:session:{digest}"
-
-
 def _ticket_key(token: str) -> str:
-    return f"claw:wsticket:{session_digest(token)}"
+    return ticket_key(session_digest(token))
 
 
 @dataclass(frozen=True)

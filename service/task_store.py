@@ -16,8 +16,15 @@ from typing import Any, cast
 import redis.asyncio
 import redis.exceptions
 
+from workers.core.keys import (
+    CELERY_RESULT_KEY,
+    counts_key,
+    done_key,
+    index_key,
+    owner_state_key,
+    task_key,
+)
 from workers.taskindex.index import DEFAULT_TTL
-from workers.taskindex.keys import counts_key, done_key, index_key, owner_state_key, task_key
 from workers.taskindex.lua_scripts import (
     RecordUpdate,
     cancel_call,
@@ -29,7 +36,7 @@ from workers.taskindex.lua_scripts import (
 )
 from workers.taskindex.record import STATES, SUMMARY_FIELDS, decode_hash
 
-RESULT_KEY = "celery-task-meta-{}"
+RESULT_KEY = CELERY_RESULT_KEY
 # What a task id may look like: the gateway's UUIDs, Celery's (uuid4), or a Python
 # publisher's own id in the same charset. Never a ':', which would let an id name another
 # key of a task (`claw:task:<id>:chunks` is the reply stream of <id>, not a task).

@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from service.task_store import RESULT_KEY
+from workers.core.keys import CELERY_RESULT_KEY as RESULT_KEY
 from workers.taskindex.index import TERMINAL_STATES
 
 logger = logging.getLogger(__name__)

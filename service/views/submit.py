@@ -31,6 +31,7 @@ from service.schemas_tasks import (
 from service.views.tasks import status_body
 from workers.core import queues
 from workers.core.headers import OWNER_HEADER
+from workers.core.keys import idempotency_key
 from workers.core.queues import TASK_QUEUES
 from workers.core.settings import Settings
 from workers.runtime.priority import DEFAULT_PRIORITY
@@ -175,7 +176,7 @@ def _idempotency_key(request: web.Request, owner: str) -> str | None:
             "invalid Idempotency-Key", details={IDEMPOTENCY_HEADER: ["1 to 255 characters"]}
         )
     digest = hashlib.sha256(f"{owner}\0{value}".encode()).hexdigest()
-    return f"claw:idem:{digest}"
+    return idempotency_key(digest)
 
 
 submit_ai_generate = submission(

@@ -29,13 +29,13 @@ from service.schemas import (
 )
 from service.task_store import ListQuery, TaskStore, is_task_id
 from workers.core.headers import RETRIED_FROM_HEADER
+from workers.core.keys import HEALTH_REPORT_KEY
 from workers.runtime import registry
 from workers.runtime.queue_depth import add_depth_reads, depths_from
 from workers.taskindex.index import TERMINAL_STATES, task_key
 from workers.taskindex.record import TaskRecord, submission_fields
 
 logger = logging.getLogger(__name__)
-HEALTH_REPORT_KEY = "claw:health:report"
 TASK_SUMMARIES = TaskSummary(many=True)
 
 

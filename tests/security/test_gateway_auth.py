@@ -23,11 +23,12 @@ import aiohttp
 import pytest
 import redis
 
-from service.sessions import session_digest, session_key
+from service.sessions import session_digest
 from tests.security.conftest import database_url
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
 from tests.support.processes import Gateway, start_gateway, start_worker
 from tests.support.waiting import async_wait_until
+from workers.core.keys import session_key
 
 pytestmark = pytest.mark.slow
 

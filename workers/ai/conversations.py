@@ -15,20 +15,14 @@ import time
 from typing import Any, Literal
 
 from workers.ai.llm import estimate_tokens
+from workers.core.keys import conversation_key
 from workers.core.lua import lua_file
-from workers.core.ownership import namespace
 
-PREFIX = "claw:conv:"
 # Turns kept per conversation; context sent to the model is bounded further by settings.
 STORED_MESSAGES = 200
 
 
 Part = Literal["turns", "meta", "tasks"]
-
-
-def conversation_key(owner: str | None, conversation_id: str, part: Part) -> str:
-    """The one place a conversation's keys are built."""
-    return f"{PREFIX}{namespace(owner)}:{conversation_id}:{part}"
 
 
 def append_turns_call(

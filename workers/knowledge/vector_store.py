@@ -28,26 +28,11 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from workers.core.keys import docs_key, version_key
 from workers.core.lua import lua_file
-from workers.core.ownership import namespace
 
-PREFIX = "claw:kb:"
 # A version being written expires unless it is swapped in: a crashed writer leaves nothing.
 UNFINISHED_TTL = 3600
-
-
-def kb_prefix(owner: str | None, kb_id: str) -> str:
-    """The one place a knowledge base's keys are built from."""
-    return f"{PREFIX}{namespace(owner)}:{kb_id}:"
-
-
-def docs_key(owner: str | None, kb_id: str) -> str:
-    """The knowledge base's document map; it exists while the base has a document."""
-    return f"{kb_prefix(owner, kb_id)}docs"
-
-
-def version_key(owner: str | None, kb_id: str, document_id: str, version: str) -> str:
-    return f"{kb_prefix(owner, kb_id)}ver:{document_id}:{version}"
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,8 @@ import json
 import time
 from typing import Any
 
+from workers.core.keys import delivered_key, inbox_key
 from workers.runtime.progress import feed_event
-
-PREFIX = "claw:inbox:"
-
-
-def inbox_key(user_id: str) -> str:
-    return f"{PREFIX}{user_id}"
-
-
-def delivered_key(user_id: str) -> str:
-    return f"{PREFIX}{user_id}:delivered"
 
 
 def deliver(

@@ -13,6 +13,7 @@ from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from workers.core import queues
+from workers.core.keys import REDBEAT_PREFIX
 from workers.core.redis_client import SOCKET_TIMEOUT, parse_sentinel_url
 from workers.core.settings import Settings
 from workers.runtime import priority
@@ -124,7 +125,7 @@ def celery_config(settings: Settings) -> dict:
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": redbeat_url,
         "redbeat_redis_options": redbeat_options,
-        "redbeat_key_prefix": "claw:redbeat",
+        "redbeat_key_prefix": REDBEAT_PREFIX,
         "redbeat_lock_timeout": 30,
         "beat_max_loop_interval": 5,
         "beat_schedule": {

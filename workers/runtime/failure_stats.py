@@ -14,14 +14,11 @@ from typing import Any
 import redis.exceptions
 from celery.signals import task_failure
 
-from workers.taskindex.index import PREFIX, done_key
+from workers.core.keys import failed_key
+from workers.taskindex.index import done_key
 
 logger = logging.getLogger(__name__)
 KEEP_SECONDS = 7200
-
-
-def failed_key(minute: int) -> str:
-    return f"{PREFIX}failed:{minute}"
 
 
 def record_failure(client: Any, now: float | None = None) -> None:

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 # Importers read the feed's and the chunks' keys from here too.
-from workers.taskindex.keys import FEED_MAXLEN, FEED_STREAM, chunks_key
+from workers.core.keys import FEED_MAXLEN, FEED_STREAM, chunks_key
 
 __all__ = [
     "FEED_MAXLEN", "FEED_STREAM", "chunks_key", "feed_event", "publish_chunk", "read_chunks",

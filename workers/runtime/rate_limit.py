@@ -27,11 +27,11 @@ from typing import Any
 from urllib.parse import quote
 
 from workers.core.headers import OWNER_HEADER
+from workers.core.keys import deferrals_key, rate_limit_keys
 from workers.core.lua import lua_file
 from workers.core.settings import get_settings
 from workers.runtime.base import BaseTaskWithRetry
 
-PREFIX = "claw:ratelimit:"
 DEFERRALS_TTL = 24 * 3600
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([smh])\s*$")
@@ -95,12 +95,8 @@ def acquire_call(
     """workers/runtime/scripts/acquire_slot.lua's KEYS and ARGV: the slot `member` of the
     limit `name` at `rate`, for `owner`."""
     segment = owner_segment(owner)
-    keys = [f"{PREFIX}{name}", f"{PREFIX}{name}:owner:{segment}", f"{PREFIX}{name}:waiting"]
+    keys = rate_limit_keys(name, segment)
     return keys, [rate.limit, int(rate.window * 1000), member, segment]
-
-
-def deferrals_key(task_id: str) -> str:
-    return f"{PREFIX}deferrals:{task_id}"
 
 
 class RateLimitedDeferral(Exception):

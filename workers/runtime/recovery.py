@@ -24,14 +24,13 @@ from typing import Any
 
 from celery import Celery
 
+from workers.core.keys import KOMBU_UNACKED_INDEX_KEY, KOMBU_UNACKED_KEY, index_key, task_key
 from workers.runtime.queue_depth import priority_keys
-from workers.taskindex.keys import index_key, task_key
 from workers.taskindex.record import TaskRecord
 
 logger = logging.getLogger(__name__)
 
-UNACKED_KEY = "unacked"
-UNACKED_INDEX_KEY = "unacked_index"
+UNACKED_KEY, UNACKED_INDEX_KEY = KOMBU_UNACKED_KEY, KOMBU_UNACKED_INDEX_KEY
 SCAN_OLDEST = 500
 # Above this many waiting messages a queue is not searched: a task in it is more likely
 # waiting its turn than lost, and the search would cost too much.

@@ -12,8 +12,8 @@ import json
 import time
 from typing import Any
 
-WORKERS_HASH = "claw:workers"
-WORKERS_SEEN = "claw:workers:seen"
+from workers.core.keys import WORKERS_HASH, WORKERS_SEEN
+
 LIVE_WINDOW = 10.0
 
 

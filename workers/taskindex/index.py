@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.taskindex.keys import (
+from workers.core.keys import (
     FEED_MAXLEN,
     FEED_STREAM,
     PREFIX,

@@ -24,8 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.core.lua import lua_file
-from workers.taskindex.keys import (
+from workers.core.keys import (
     EXPIRY_KEY,
     FEED_MAXLEN,
     FEED_STREAM,
@@ -37,6 +36,7 @@ from workers.taskindex.keys import (
     owner_state_key,
     task_key,
 )
+from workers.core.lua import lua_file
 from workers.taskindex.record import STATE_RANK, STATES, TERMINAL_STATES, encode_fields
 
 # A script's KEYS and ARGV, as redis-py's `Script.__call__(keys=, args=)` takes them.

@@ -10,6 +10,7 @@ from typing import Any
 import workers.runtime.failure_stats  # noqa: F401 - connects the per-minute failure counter
 from workers.celery_app import celery_app
 from workers.core import queues
+from workers.core.keys import HEALTH_REPORT_KEY, index_key
 from workers.core.settings import Settings, get_settings
 from workers.notify.validation import NotificationInvalid, validate_notification
 from workers.runtime import registry
@@ -18,12 +19,11 @@ from workers.runtime.clients import redis_client, task_index
 from workers.runtime.failure_stats import failure_rate
 from workers.runtime.queue_depth import queue_depths
 from workers.runtime.recovery import recover_lost
-from workers.taskindex.index import PREFIX, task_key
+from workers.taskindex.index import task_key
 
 logger = logging.getLogger(__name__)
 
-HEALTH_REPORT_KEY = "claw:health:report"
-STARTED_INDEX = f"{PREFIX}idx:state:STARTED"
+STARTED_INDEX = index_key("state", "STARTED")
 # Tasks checked for being lost per run, newest first: bounded work on a huge backlog.
 LOST_SCAN = 5000
 # A task a little past its hard limit may be in the middle of being killed.

@@ -16,9 +16,9 @@ from kombu.exceptions import OperationalError
 
 import workers.runtime.signals  # noqa: F401 - the publish receivers under test
 from workers.core.headers import RECORD_HEADER
+from workers.core.keys import task_key
 from workers.core.settings import Settings
 from workers.runtime.celery_config import create_celery_app
-from workers.taskindex.keys import task_key
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 from marshmallow import fields as ma
 
 from service.schemas import TaskStatusResponse, TaskSummary
+from workers.core.keys import task_key
 from workers.runtime.backend import index_fields
 from workers.runtime.recovery import FIELDS as RECOVERY_FIELDS
-from workers.taskindex.keys import task_key
 from workers.taskindex.lua_scripts import PARTS
 from workers.taskindex.record import (
     FIELDS,

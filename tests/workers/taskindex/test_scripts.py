@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from workers.taskindex.keys import (
+from workers.core.keys import (
     EXPIRY_KEY,
     FEED_STREAM,
     SEQ_KEY,

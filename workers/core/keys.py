@@ -1,0 +1,158 @@
+"""Every Redis key the platform writes, and its builder: the one place they are named.
+
+Ours all start with `claw:` (`PREFIX`); Lua scripts get them in KEYS (or build the ones
+named after a record's values with functions generated from the builders here). Keys of
+Celery and kombu that the platform reads are named at the end, as theirs.
+
+- `claw:task:<id>` hash, a task's record (`TaskRecord`), kept `TASK_HISTORY_TTL`;
+  `claw:task:<id>:chunks` list, its streamed output, kept as long.
+- `claw:idx:...`, `claw:counts...`, `claw:seq`, `claw:expiry`, `claw:done:<minute>`: the
+  task index's sorted sets, hashes and counters, pruned with the records.
+- `claw:feed` stream, the live feed, capped at about `FEED_MAXLEN` entries.
+- `claw:conv:<ns>:<conversation>:{turns,meta,tasks}` list, hash, set: conversation
+  memory, kept `CONVERSATION_TTL`.
+- `claw:kb:<ns>:<kb>:docs` hash and `...:ver:<document>:<version>` hashes: a knowledge base.
+- `claw:session:<digest>`, `claw:wsticket:<digest>` strings: browser sessions
+  (`SESSION_TTL`) and websocket tickets (30 s); `claw:session:ended` a pub/sub channel.
+- `claw:idem:<digest>` string: an Idempotency-Key's task id, 24 h.
+- `claw:workers` hash and `claw:workers:seen` sorted set: the worker registry.
+- `claw:ratelimit:<name>[:owner:<o>|:waiting]` sorted sets, for the window;
+  `claw:ratelimit:deferrals:<id>` counter, 24 h.
+- `claw:inbox:<user>` list (capped) and `claw:inbox:<user>:delivered` set.
+- `claw:failed:<minute>` counter, 2 h; `claw:health:report` string.
+- `claw:redbeat...`: RedBeat's schedule and lock (its own layout).
+
+`<ns>` is an owner's namespace (`workers.core.ownership.namespace`): two owners' ids never
+collide.
+"""
+
+from __future__ import annotations
+
+from workers.core.ownership import namespace
+
+PREFIX = "claw:"
+
+# --- Gateway: sessions, tickets, idempotency ------------------------------------------
+# Server-wide (pub/sub ignores Redis databases); session digests are random, so one
+# deployment's message never names another's session.
+SESSION_ENDED_CHANNEL = f"{PREFIX}session:ended"
+
+
+def session_key(digest: str) -> str:
+    """A browser session (string: its grant), by the digest of its token."""
+    return f"{PREFIX}session:{digest}"
+
+
+def ticket_key(digest: str) -> str:
+    """A single-use websocket ticket (string: its grant), by the digest of its token."""
+    return f"{PREFIX}wsticket:{digest}"
+
+
+def idempotency_key(digest: str) -> str:
+    """The task id an Idempotency-Key gave (string), by the digest of owner and key."""
+    return f"{PREFIX}idem:{digest}"
+
+
+# --- Operations -----------------------------------------------------------------------
+HEALTH_REPORT_KEY = f"{PREFIX}health:report"
+WORKERS_HASH = f"{PREFIX}workers"  # hash: hostname -> JSON (queues, concurrency, pid, ...)
+WORKERS_SEEN = f"{PREFIX}workers:seen"  # sorted set: hostname -> last heartbeat
+REDBEAT_PREFIX = f"{PREFIX}redbeat"
+
+
+def failed_key(minute: int) -> str:
+    """Tasks failed in one minute (counter; `minute` = epoch seconds // 60)."""
+    return f"{PREFIX}failed:{minute}"
+
+
+# --- Rate limits ----------------------------------------------------------------------
+def rate_limit_keys(name: str, owner_segment: str) -> list[str]:
+    """A limit's sliding window (all owners), one owner's window, and its waiting owners."""
+    base = f"{PREFIX}ratelimit:{name}"
+    return [base, f"{base}:owner:{owner_segment}", f"{base}:waiting"]
+
+
+def deferrals_key(task_id: str) -> str:
+    """How often a task was deferred by a rate limit (counter)."""
+    return f"{PREFIX}ratelimit:deferrals:{task_id}"
+
+
+# --- Conversations and knowledge bases (per owner) ------------------------------------
+def conversation_key(owner: str | None, conversation_id: str, part: str) -> str:
+    """A conversation's `turns` (list), `meta` (hash) or `tasks` (set)."""
+    return f"{PREFIX}conv:{namespace(owner)}:{conversation_id}:{part}"
+
+
+def kb_prefix(owner: str | None, kb_id: str) -> str:
+    """The prefix of a knowledge base's keys."""
+    return f"{PREFIX}kb:{namespace(owner)}:{kb_id}:"
+
+
+def docs_key(owner: str | None, kb_id: str) -> str:
+    """The knowledge base's document map; it exists while the base has a document."""
+    return f"{kb_prefix(owner, kb_id)}docs"
+
+
+def version_key(owner: str | None, kb_id: str, document_id: str, version: str) -> str:
+    """One version of a document's chunks and vectors (hash)."""
+    return f"{kb_prefix(owner, kb_id)}ver:{document_id}:{version}"
+
+
+# --- Notifications --------------------------------------------------------------------
+def inbox_key(user_id: str) -> str:
+    """A user's in-app notifications, newest first (list)."""
+    return f"{PREFIX}inbox:{user_id}"
+
+
+def delivered_key(user_id: str) -> str:
+    """The notification ids already in a user's inbox (set): a redelivery adds none."""
+    return f"{PREFIX}inbox:{user_id}:delivered"
+
+
+# --- Task index (workers/taskindex) ---------------------------------------------------
+# Every task's record, its secondary indexes and counts, and the live feed. The layout is
+# described in workers/taskindex/index.py. The index's Lua scripts get these keys in KEYS,
+# or build the ones named after a record's values with functions generated from these
+# builders (workers/taskindex/lua_scripts.py), so each is named here only.
+SEQ_KEY = f"{PREFIX}seq"  # counter: a task's number, its score in every index
+EXPIRY_KEY = f"{PREFIX}expiry"  # sorted set: task id -> when its record may be pruned
+# The live feed (stream): task states, progress, chunks, notifications.
+FEED_STREAM = f"{PREFIX}feed"
+FEED_MAXLEN = 100_000  # entries kept, about (XADD MAXLEN ~)
+
+
+def task_key(task_id: str) -> str:
+    """A task's record (hash, `workers.taskindex.record.TaskRecord`)."""
+    return f"{PREFIX}task:{task_id}"
+
+
+def chunks_key(task_id: str) -> str:
+    """A task's output chunks (list), replayed to late subscribers."""
+    return f"{task_key(task_id)}:chunks"
+
+
+def index_key(dimension: str | None = None, value: str | None = None) -> str:
+    """Task ids scored by seq (sorted set): all of them, or those of one state, owner,
+    queue or name."""
+    return f"{PREFIX}idx:all" if dimension is None else f"{PREFIX}idx:{dimension}:{value}"
+
+
+def owner_state_key(owner: str, state: str) -> str:
+    """One owner's task ids in one state (sorted set)."""
+    return f"{PREFIX}idx:owner:{owner}:state:{state}"
+
+
+def counts_key(dimension: str | None = None, value: str | None = None) -> str:
+    """Tasks per state (hash): all of them, or one owner's or queue's."""
+    return f"{PREFIX}counts" if dimension is None else f"{PREFIX}counts:{dimension}:{value}"
+
+
+def done_key(minute: int) -> str:
+    """Tasks finished in one minute (counter; `minute` = epoch seconds // 60)."""
+    return f"{PREFIX}done:{minute}"
+
+
+# --- Celery's and kombu's keys that the platform reads ---------------------------------
+CELERY_RESULT_KEY = "celery-task-meta-{}"  # Celery's result backend: a task's result meta
+KOMBU_UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, unacknowledged messages
+KOMBU_UNACKED_INDEX_KEY = "unacked_index"  # ... and when each was delivered
