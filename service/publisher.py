@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio
@@ -23,7 +23,7 @@ from celery import Celery
 from kombu.common import maybe_declare
 from kombu.exceptions import OperationalError
 
-from service.errors import BadRequest, ServiceUnavailable
+from service.errors import ServiceUnavailable
 from workers.core.headers import INDEXED_HEADER
 from workers.core.queues import TASK_QUEUES
 from workers.runtime.internals import PublishCapture
@@ -122,8 +122,6 @@ class TaskPublisher:
         soft_time_limit: float | None = None,
     ) -> str:
         """Record the task as PENDING (fields `record`, feed extras `event`) and queue it."""
-        if eta is not None and eta <= datetime.now(UTC):
-            raise BadRequest("eta is in the past", details={"eta": ["must be in the future"]})
         await self._ensure_open()
         commands = self._commands(
             name, task_id, args=args, kwargs=kwargs, queue=queue or TASK_QUEUES.get(name),
