@@ -36,7 +36,6 @@ from workers.taskindex.lua_scripts import (
 )
 from workers.taskindex.record import STATES, SUMMARY_FIELDS, decode_hash
 
-RESULT_KEY = CELERY_RESULT_KEY
 # What a task id may look like: the gateway's UUIDs, Celery's (uuid4), or a Python
 # publisher's own id in the same charset. Never a ':', which would let an id name another
 # key of a task (`claw:task:<id>:chunks` is the reply stream of <id>, not a task).
@@ -93,7 +92,7 @@ class TaskStore:
         record has all a failure needs; the meta would add its traceback again)."""
         if not is_task_id(task_id):
             return None, None
-        keys, args = status_call(task_id, RESULT_KEY.format(task_id))
+        keys, args = status_call(task_id, CELERY_RESULT_KEY.format(task_id))
         flat, meta = await self._status(keys=keys, args=args)
         if not flat:
             return None, None

@@ -14,9 +14,9 @@ import redis.asyncio
 
 from service.publisher import TaskPublisher
 from workers.core.headers import INDEXED_HEADER, OWNER_HEADER
+from workers.core.keys import task_key
 from workers.core.settings import Settings
 from workers.runtime.celery_config import create_celery_app
-from workers.taskindex.index import task_key
 
 # Differ between any two sends of the same task.
 VOLATILE_PROPERTIES = {"delivery_tag"}

@@ -11,8 +11,9 @@ import redis.asyncio
 
 from service.task_store import TaskStore
 from tests.support.waiting import async_wait_until
+from workers.core.keys import task_key
 from workers.dev.embedded_redis import EmbeddedRedis
-from workers.taskindex.index import TaskIndex, task_key
+from workers.taskindex.index import TaskIndex
 
 
 async def test_a_refused_task_is_cancelled_now_or_as_soon_as_redis_is_back(tmp_path) -> None:

@@ -30,7 +30,6 @@ from workers.taskindex.record import TaskRecord
 
 logger = logging.getLogger(__name__)
 
-UNACKED_KEY, UNACKED_INDEX_KEY = KOMBU_UNACKED_KEY, KOMBU_UNACKED_INDEX_KEY
 SCAN_OLDEST = 500
 # Above this many waiting messages a queue is not searched: a task in it is more likely
 # waiting its turn than lost, and the search would cost too much.
@@ -82,8 +81,9 @@ def find_lost(
     # one, a worker holds a message unclaimed only for the moment before it runs (ETAs
     # aside, see above), so an unclaimed entry older than the grace period is stranded.
     # Were it still held (a larger prefetch), the copy is harmless: the claim lets one run.
-    recent = set(client.zrangebyscore(UNACKED_INDEX_KEY, now - min(grace, visibility), "+inf"))
-    unacked = client.hgetall(UNACKED_KEY)
+    since = now - min(grace, visibility)
+    recent = set(client.zrangebyscore(KOMBU_UNACKED_INDEX_KEY, since, "+inf"))
+    unacked = client.hgetall(KOMBU_UNACKED_KEY)
     in_flight = _ids_in([raw for tag, raw in unacked.items() if tag in recent])
     queued: dict[str, set[str] | None] = {}
     lost = []

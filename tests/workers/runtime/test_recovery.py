@@ -9,8 +9,9 @@ import uuid
 import pytest
 import redis
 
+from workers.core.keys import task_key
 from workers.runtime.recovery import find_lost
-from workers.taskindex.index import TaskIndex, task_key
+from workers.taskindex.index import TaskIndex
 
 DB = 10
 

@@ -8,7 +8,8 @@ import uuid
 import pytest
 import redis
 
-from workers.taskindex.index import TaskIndex, counts_key, index_key, owner_state_key, task_key
+from workers.core.keys import counts_key, index_key, owner_state_key, task_key
+from workers.taskindex.index import TaskIndex
 
 DB = 9
 
@@ -143,7 +144,12 @@ def test_started_claims_for_one_delivery_and_stores_nothing_when_the_claim_is_lo
     from celery.app.task import Context
 
     from workers.runtime.backend import CLAIM_FIELD, CLAIM_OUTCOME_FIELD
-    from workers.taskindex.index import CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE, CLAIM_RUN
+    from workers.taskindex.lua_scripts import (
+        CLAIM_CANCELLED,
+        CLAIM_DONE,
+        CLAIM_DUPLICATE,
+        CLAIM_RUN,
+    )
 
     client = index.client
 
