@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from workers.core.queues import QUEUES
 from workers.runtime.priority import MAX_PRIORITY, MIN_PRIORITY
-from workers.taskindex.index import STATES
+from workers.taskindex.record import STATES
 
 MAX_WAIT = 60
 

@@ -50,7 +50,10 @@ def _on_publish(
         return
     task_id = headers.get("id")
     if not task_id or not sender or headers.get(DEFERRED_HEADER) or headers.get(INDEXED_HEADER):
-        return  # a duplicate delivery put back to be checked later: not a new task
+        # A duplicate delivery put back to be checked later, or a task its publisher
+        # recorded: not a new record (nor an old one, carried over by another transport).
+        headers.pop(RECORD_HEADER, None)
+        return
     retries = int(headers.get("retries") or 0)
     ttl = get_settings().task_history_ttl
     if retries:
