@@ -139,7 +139,7 @@ def test_the_result_backend_stores_publishes_and_indexes_in_one_call(index, back
 def test_started_claims_for_one_delivery_and_stores_nothing_when_the_claim_is_lost(
     index, backend
 ) -> None:
-    """The claim is taken with the STARTED write (CLAIM_START_LUA), right before a task
+    """The claim is taken with the STARTED write (claim_start.lua), right before a task
     runs: cancelled, finished and freshly held tasks are refused."""
     from celery.app.task import Context
 
@@ -190,7 +190,7 @@ def test_a_python_publish_writes_the_record_with_the_message_in_one_script(
     redis_server, celery_app
 ) -> None:
     """Our app's publish hook leaves the record to the transport, which sends it with the
-    message (PUBLISH_LUA): a message never exists without its record."""
+    message (publish.lua): a message never exists without its record."""
     import threading
 
     queue = f"tests-onecall-{uuid.uuid4().hex}"
