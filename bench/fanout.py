@@ -3,7 +3,7 @@ clients at a steady 200 events/s, the gateway's CPU and memory; the baseline is 
 event rate with one client (the feed path's own floor).
 
 Events are progress events appended to the feed stream the way workers append them
-(`TaskIndex.feed`, the FEED_LUA script), each carrying its send time. In "targeted" mode
+(`TaskIndex.feed`, the feed.lua script), each carrying its send time. In "targeted" mode
 client i subscribes to task id fan-i and the events go round-robin over those ids (each
 event reaches one client: 200 deliveries/s); in "broadcast" mode every client subscribes
 to all events (clients x rate deliveries/s, at a lower rate: see SIZES).

@@ -138,7 +138,7 @@ class PlatformTask(Task):
     `base=celery.Task` opts out, and the worker names it in a warning at start-up.
 
     Claim before running: the STARTED write also claims the task for this delivery in
-    the index (`CLAIM_START_LUA`, one Redis call). Cancels recorded in the index are
+    the index (`claim_start.lua`, one Redis call). Cancels recorded in the index are
     honoured by every worker, also ones started after the cancel (Celery keeps revokes
     in each worker's memory only); a duplicate delivery of a finished task is dropped,
     and one of a task running under another live delivery (Redis redelivers

@@ -20,6 +20,7 @@ from workers.runtime.failure_stats import failure_rate
 from workers.runtime.queue_depth import queue_depths
 from workers.runtime.recovery import recover_lost
 from workers.taskindex.index import task_key
+from workers.taskindex.record import TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +44,6 @@ def cleanup(client: Any, now: float, dead_after: float) -> dict[str, Any]:
     }
 
 
-def hard_limit_of(timelimit: str | None, default: float) -> float:
-    """The hard time limit from a record's `timelimit` field ("[hard, soft]"), if set."""
-    if timelimit:
-        try:
-            hard = json.loads(timelimit)[0]
-            if hard:
-                return float(hard)
-        except (ValueError, TypeError, IndexError, KeyError):
-            pass
-    return default
-
-
 def lost_tasks(client: Any, now: float, default_limit: float) -> list[dict[str, Any]]:
     """STARTED tasks running longer than their hard time limit: their worker is gone."""
     ids = client.zrevrange(STARTED_INDEX, 0, LOST_SCAN - 1)
@@ -66,15 +55,16 @@ def lost_tasks(client: Any, now: float, default_limit: float) -> list[dict[str, 
             pipe.hmget(task_key(task_id), *fields)
         rows = pipe.execute()
     lost = []
-    for task_id, (name, worker, started_at, timelimit, queue) in zip(ids, rows, strict=True):
-        if not started_at:
+    for task_id, row in zip(ids, rows, strict=True):
+        task = TaskRecord.from_hash({"task_id": task_id, **dict(zip(fields, row, strict=True))})
+        if task.started_at is None:
             continue
-        running = now - float(started_at)
-        limit = hard_limit_of(timelimit, default_limit)
+        running = now - task.started_at
+        limit = (task.timelimit or [None])[0] or default_limit
         if running > limit + LOST_GRACE:
             lost.append(
-                {"task_id": task_id, "name": name, "worker": worker, "queue": queue,
-                 "running_for": round(running, 1), "time_limit": limit}
+                {"task_id": task.task_id, "name": task.name, "worker": task.worker,
+                 "queue": task.queue, "running_for": round(running, 1), "time_limit": limit}
             )  # fmt: skip
     return lost
 
