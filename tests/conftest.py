@@ -2,6 +2,11 @@
 
 Redis starts once per session on a free port, before any test imports the Celery app, and
 REDIS_URL points every process at it. Workers and gateways are real subprocesses.
+
+Under pytest-xdist (`make test` runs `-n`) each xdist worker is such a session: its own
+Redis, its own shared worker and gateway. Tests of one module run on one xdist worker
+(they share module fixtures and named queues), except in the modules listed in SPREAD.
+Modules marked `slow` are handed out first, so that the longest ones do not start last.
 """
 
 from __future__ import annotations
@@ -19,10 +24,20 @@ from workers.dev.embedded_redis import EmbeddedRedis
 
 _server: EmbeddedRedis | None = None
 
+# Modules whose tests share no module fixture: under xdist each test is its own unit.
+SPREAD = {
+    "tests/workers/runtime/test_delivery_contract.py",
+}
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """The process that hands tests to xdist workers and runs none itself."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     global _server
-    if hasattr(config, "workerinput"):  # pragma: no cover - xdist not used
+    if _is_xdist_controller(config):
         return
     base = Path(config.rootpath) / "var" / "test"
     base.mkdir(parents=True, exist_ok=True)
@@ -35,6 +50,31 @@ def pytest_configure(config: pytest.Config) -> None:
     # rate limit's own tests set small limits on their workers.
     os.environ["AI_RATE_LIMIT"] = "100000/m"
     os.environ["VECTORIZE_RATE_LIMIT"] = "100000/m"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow modules first, whole modules at a time (their module fixtures are set up once);
+    stable within each kind. Under xdist this is the order the work units are handed out."""
+    slow = {_module_of(item.nodeid) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: _module_of(item.nodeid) not in slow)
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """One module is one unit of work (its tests share module fixtures and named queues),
+    except the modules in SPREAD, whose tests start their own processes: each of their
+    tests is a unit. (pytest-xdist's `loadgroup` cannot express this under pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module_of(nodeid)
+            return nodeid if module in SPREAD else module
+
+    return ModuleScheduling(config, log)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -83,6 +123,7 @@ def celery_app():  # type: ignore[no-untyped-def]
 def start_worker(redis_url: str, log_dir: Path) -> Iterator[Callable[..., Any]]:
     """Start workers for one test; every one is stopped at the end, pass or fail."""
     from tests.support.processes import start_worker as start
+    from tests.support.processes import stop_all
 
     started: list[Any] = []
 
@@ -92,8 +133,24 @@ def start_worker(redis_url: str, log_dir: Path) -> Iterator[Callable[..., Any]]:
         return worker
 
     yield factory
-    for worker in started:
-        worker.stop()
+    stop_all(started)
+
+
+@pytest.fixture
+def start_workers(redis_url: str, log_dir: Path) -> Iterator[Callable[..., list[Any]]]:
+    """Start several workers side by side (one dict of options each); stopped at the end."""
+    from tests.support.processes import start_workers as start
+    from tests.support.processes import stop_all
+
+    started: list[Any] = []
+
+    def factory(*specs: dict[str, Any]) -> list[Any]:
+        workers = start(redis_url, log_dir, *specs)
+        started.extend(workers)
+        return workers
+
+    yield factory
+    stop_all(started)
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +170,25 @@ def gateway(redis_url: str, log_dir: Path) -> Iterator[Any]:
     g = start_gateway(redis_url, log_dir)
     yield g
     g.stop()
+
+
+@pytest.fixture
+def serve_gateway(aiohttp_client: Any, redis_url: str) -> Callable[..., Any]:
+    """The gateway in this process: `create_app` as `python -m service` builds it, served
+    on a loopback port by aiohttp's test server, on the session's Redis (settings given as
+    keyword arguments override the environment's). For what the API answers: validation,
+    errors, auth, isolation, the OpenAPI document. What needs a process of its own
+    (signals, restarts, several processes, blocking clients) uses `gateway` or
+    `start_gateway`."""
+    from service.app import create_app, freeze_heap
+    from tests.support.api import InProcessGateway
+    from workers.core.settings import load_settings
+
+    async def serve(**settings: Any) -> InProcessGateway:
+        app = create_app(load_settings(**{"redis_url": redis_url, **settings}))
+        # A process-wide GC tuning, for a gateway process's life: in the test process it
+        # would cost a full collection per test and keep every test's garbage.
+        app.on_startup.remove(freeze_heap)
+        return InProcessGateway(await aiohttp_client(app))
+
+    return serve

@@ -1,6 +1,9 @@
+"""The API's fixtures: a gateway with API keys, in this process (`serve_gateway`), on the
+session's Redis; an admin (ops) and two users (alice, bob)."""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -9,14 +12,9 @@ import pytest
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, Api
 
 
-@pytest.fixture(scope="module")
-def secured_gateway(redis_url, log_dir) -> Iterator[Any]:
-    """A gateway with API keys: an admin (ops) and two users (alice, bob)."""
-    from tests.support.processes import start_gateway
-
-    g = start_gateway(redis_url, log_dir, env={"API_KEYS": API_KEYS})
-    yield g
-    g.stop()
+@pytest.fixture
+async def secured_gateway(serve_gateway) -> Any:
+    return await serve_gateway(api_keys=API_KEYS)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import TestClient
 
 ADMIN = "admin-token-0123456789"
 ALICE = "alice-token-0123456789"
@@ -41,3 +42,15 @@ class Api:
 
     async def post(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         return await self.call("POST", path, **kwargs)
+
+
+class InProcessGateway:
+    """The in-process gateway (`serve_gateway`): a `base_url`, like a gateway process."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.base_url = str(client.make_url("")).rstrip("/")
+
+    def api(self, token: str | None) -> Api:
+        """A client of its API with `token` (over the test client's session)."""
+        return Api(self.client.session, self.base_url, token)

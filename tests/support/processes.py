@@ -29,6 +29,7 @@ class ManagedProcess:
         self.argv = argv
         self.log_path = log_path
         self._log = open(log_path, "ab")
+        self._terminated = False
         self.process = subprocess.Popen(
             argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -56,10 +57,16 @@ class ManagedProcess:
         except FileNotFoundError:
             return []
 
+    def terminate(self) -> None:
+        """SIGTERM the process group without waiting (`stop` waits)."""
+        if not self._terminated:
+            self._terminated = True
+            self.signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM the process group, SIGKILL it after `timeout`."""
         if self.alive():
-            self.signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -92,7 +99,7 @@ class Worker(ManagedProcess):
         return self.children()
 
 
-def start_worker(
+def spawn_worker(
     redis_url: str,
     log_dir: Path,
     *,
@@ -101,9 +108,9 @@ def start_worker(
     name: str | None = None,
     env: dict[str, Any] | None = None,
     pool: str = "prefork",
-    ready_timeout: float = 30.0,
     extra_modules: tuple[str, ...] = (),
 ) -> Worker:
+    """A worker process, started; `wait_ready` says when it consumes."""
     hostname = f"{name or 'test'}-{uuid.uuid4().hex[:6]}@localhost"
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-E",
@@ -114,18 +121,51 @@ def start_worker(
     log_path = log_dir / f"worker-{hostname.split('@')[0]}.log"
     worker = Worker(argv, base_env(redis_url, **(env or {})), log_path)
     worker.hostname = hostname
+    return worker
+
+
+def wait_ready(redis_url: str, workers: list[Worker], timeout: float = 30.0) -> None:
+    """Until every worker has registered (it consumes then); fails if one exits instead."""
     client = redis.Redis.from_url(redis_url)
     try:
-        wait_until(
-            lambda: not worker.alive() or client.hexists(registry.WORKERS_HASH, hostname),
-            ready_timeout,
-            what=f"worker {hostname} ready",
-        )
+        for worker in workers:
+            wait_until(
+                lambda w=worker: not w.alive() or client.hexists(registry.WORKERS_HASH, w.hostname),
+                timeout,
+                what=f"worker {worker.hostname} ready",
+            )
     finally:
         client.close()
-    if not worker.alive():
-        raise RuntimeError(f"worker exited at start-up:\n{worker.log()[-3000:]}")
+    for worker in workers:
+        if not worker.alive():
+            log = worker.log()[-3000:]
+            stop_all(workers)
+            raise RuntimeError(f"worker exited at start-up:\n{log}")
+
+
+def start_worker(
+    redis_url: str, log_dir: Path, *, ready_timeout: float = 30.0, **kwargs: Any
+) -> Worker:
+    """A worker, once it consumes (see `spawn_worker` for the options)."""
+    worker = spawn_worker(redis_url, log_dir, **kwargs)
+    wait_ready(redis_url, [worker], ready_timeout)
     return worker
+
+
+def start_workers(redis_url: str, log_dir: Path, *specs: dict[str, Any]) -> list[Worker]:
+    """Several workers started side by side (each spec: `spawn_worker`'s options), once
+    every one consumes: their start-ups overlap instead of adding up."""
+    workers = [spawn_worker(redis_url, log_dir, **spec) for spec in specs]
+    wait_ready(redis_url, workers)
+    return workers
+
+
+def stop_all(processes: list[ManagedProcess]) -> None:
+    """Stop them all, side by side: every one is asked first, then each is waited for."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.stop()
 
 
 class Gateway(ManagedProcess):
