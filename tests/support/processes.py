@@ -186,12 +186,8 @@ class Gateway(ManagedProcess):
                     os.kill(other, signal.SIGCONT)
 
 
-def start_gateway(
-    redis_url: str, log_dir: Path, *, env: dict[str, Any] | None = None, timeout: float = 20.0
-) -> Gateway:
-    import urllib.error
-    import urllib.request
-
+def spawn_gateway(redis_url: str, log_dir: Path, *, env: dict[str, Any] | None = None) -> Gateway:
+    """A gateway process on a free port, started; `wait_listening` says when it answers."""
     port = free_port()
     log_path = log_dir / f"gateway-{port}.log"
     gateway = Gateway(
@@ -200,8 +196,15 @@ def start_gateway(
         log_path,
     )
     gateway.base_url = f"http://127.0.0.1:{port}"
+    return gateway
 
-    def up() -> bool:
+
+def wait_listening(gateways: list[Gateway], timeout: float = 20.0) -> None:
+    """Until every gateway answers HTTP; fails if one exits instead."""
+    import urllib.error
+    import urllib.request
+
+    def up(gateway: Gateway) -> bool:
         if not gateway.alive():
             return True
         try:
@@ -212,7 +215,27 @@ def start_gateway(
         except OSError:
             return False
 
-    wait_until(up, timeout, what="gateway listening")
-    if not gateway.alive():
-        raise RuntimeError(f"gateway exited at start-up:\n{gateway.log()[-3000:]}")
+    for gateway in gateways:
+        wait_until(lambda g=gateway: up(g), timeout, what="gateway listening")
+    for gateway in gateways:
+        if not gateway.alive():
+            log = gateway.log()[-3000:]
+            stop_all(gateways)
+            raise RuntimeError(f"gateway exited at start-up:\n{log}")
+
+
+def start_gateway(
+    redis_url: str, log_dir: Path, *, env: dict[str, Any] | None = None, timeout: float = 20.0
+) -> Gateway:
+    gateway = spawn_gateway(redis_url, log_dir, env=env)
+    wait_listening([gateway], timeout)
     return gateway
+
+
+def start_gateways(
+    redis_url: str, log_dir: Path, count: int, *, env: dict[str, Any] | None = None
+) -> list[Gateway]:
+    """`count` gateways (replicas) started side by side, once every one answers."""
+    gateways = [spawn_gateway(redis_url, log_dir, env=env) for _ in range(count)]
+    wait_listening(gateways)
+    return gateways

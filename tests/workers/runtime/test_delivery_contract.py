@@ -46,36 +46,38 @@ def test_a_task_cancelled_while_queued_never_runs_on_workers_started_later(
         worker.stop()
     assert rclient.lrange(ran, 0, -1) == ["after0", "after1"]
     assert gateway_call(gateway, "GET", f"/status/{doomed.id}")[1]["status"] == "REVOKED"
+    # Cancelling again is a conflict, not a change.
+    assert gateway_call(gateway, "POST", f"/cancel/{doomed.id}")[0] == 409
 
 
 @pytest.mark.parametrize("kind", ["builtin", "plain"])
 def test_a_countdown_beyond_the_visibility_timeout_runs_once_with_two_workers(
-    kind, celery_app, start_worker, rclient, key
+    kind, celery_app, start_workers, rclient, key
 ) -> None:
     """Redis hands an unacknowledged message to a worker again after the visibility
-    timeout, so every worker ends up holding copies of a task waiting for its ETA."""
-    queue, ran, countdown = f"tests_contract_once_{kind}", f"{key}:ran", 6
-    for n in range(2):
-        start_worker(
-            queues=queue, concurrency=2, name=f"once-{kind}{n}",
-            env={"BROKER_VISIBILITY_TIMEOUT": "2"},
-        )  # fmt: skip
+    timeout (1 s; its sweep runs every second), so every worker ends up holding copies of
+    a task waiting for its ETA (3 s: two or three sweeps)."""
+    queue, ran, countdown = f"tests_contract_once_{kind}", f"{key}:ran", 3
+    spec = {"queues": queue, "concurrency": 2, "env": {"BROKER_VISIBILITY_TIMEOUT": "1"}}
+    workers = start_workers(*({**spec, "name": f"once-{kind}{n}"} for n in range(2)))
     labels = [f"t{i}" for i in range(6)]
     sent = [
         celery_app.send_task(RECORD[kind], args=[ran, label], queue=queue, countdown=countdown)
         for label in labels
     ]
-    for result in sent:
-        wait_for_state(celery_app, result.id, "SUCCESS", timeout=30)
     # Copies wait for the same ETA as the task: by the time a later one has run, every
     # copy of the others has had its turn.
     marker = celery_app.send_task(
-        RECORD[kind], args=[ran, "marker"], queue=queue, countdown=countdown + 2
+        RECORD[kind], args=[ran, "marker"], queue=queue, countdown=countdown + 3
     )
+    for result in sent:
+        wait_for_state(celery_app, result.id, "SUCCESS", timeout=30)
     wait_for_state(celery_app, marker.id, "SUCCESS", timeout=30)
     assert sorted(rclient.lrange(ran, 0, -1)) == sorted([*labels, "marker"])
     redelivered = [int(rclient.hget(task_key(r.id), "deliveries") or 0) for r in sent]
     assert redelivered == [1] * len(sent)
+    # The copies were there, and dropped: the scenario happened.
+    assert any("dropping a duplicate of finished" in w.log() for w in workers)
 
 
 @pytest.mark.parametrize("kind", sorted(POISON))
