@@ -9,16 +9,17 @@ import pytest
 from tests.support.waiting import wait_for_state
 
 QUEUE = "tests_retry"
+BASE = 0.5  # seconds
 
 
 @pytest.fixture(scope="module")
 def retry_worker(redis_url, log_dir):
     from tests.support.processes import start_worker
 
-    # A one-second base keeps the 1-2-4 spacing observable in a few seconds.
+    # A half-second base keeps the 1-2-4 spacing observable in a few seconds.
     w = start_worker(
         redis_url, log_dir, queues=QUEUE, concurrency=2, name="retry",
-        env={"RETRY_BACKOFF_BASE": "1", "RETRY_JITTER": "0.1"},
+        env={"RETRY_BACKOFF_BASE": str(BASE), "RETRY_JITTER": "0.1"},
     )  # fmt: skip
     yield w
     w.stop()
@@ -38,7 +39,7 @@ def test_transient_errors_retry_with_exponential_backoff_then_succeed(
     times = attempt_times(rclient, key)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(gaps) == 3
-    for gap, expected in zip(gaps, (1, 2, 4), strict=True):
+    for gap, expected in zip(gaps, (BASE, 2 * BASE, 4 * BASE), strict=True):
         # +/-10% jitter, plus a little for the worker to pick the message up.
         assert expected * 0.9 - 0.05 <= gap <= expected * 1.1 + 0.75, gaps
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
 import aiohttp
@@ -26,16 +26,13 @@ LIMIT, WINDOW = 2, 1.0
 
 @pytest.fixture(scope="module")
 def two_workers(redis_url, log_dir):
-    from tests.support.processes import start_worker
+    from tests.support.processes import start_workers, stop_all
 
     env = {"OPENAI_API_KEY": "", "AI_RATE_LIMIT": f"{LIMIT}/{WINDOW:g}s"}
-    workers = [
-        start_worker(redis_url, log_dir, queues=QUEUE, concurrency=2, name=f"rl{i}", env=env)
-        for i in range(2)
-    ]
+    spec = {"queues": QUEUE, "concurrency": 2, "env": env}
+    workers = start_workers(redis_url, log_dir, *({**spec, "name": f"rl{i}"} for i in range(2)))
     yield workers
-    for w in workers:
-        w.stop()
+    stop_all(workers)
 
 
 def test_rates_parse() -> None:
@@ -75,27 +72,23 @@ FLOOD, FEW = 24, 4
 AI = "/api/v1/tasks/ai/generate"
 
 
-@pytest.fixture(scope="module")
-def two_owners(redis_url, log_dir) -> Iterator[SimpleNamespace]:
-    """A gateway with alice's and bob's keys, and a worker with a small AI limit."""
-    from tests.support.processes import start_gateway, start_worker
+@pytest.fixture
+async def two_owners(redis_url, log_dir, serve_gateway) -> AsyncIterator[SimpleNamespace]:
+    """A gateway (in-process) with alice's and bob's keys, and a worker with a small AI
+    limit, on a database of their own."""
+    from tests.support.processes import start_worker
 
     url = database_url(redis_url, FAIR_DB)
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
-    env = {"OPENAI_API_KEY": "", "AI_RATE_LIMIT": f"{FAIR_LIMIT}/{FAIR_WINDOW:g}s",
-           "API_KEYS": API_KEYS}  # fmt: skip
+    env = {"OPENAI_API_KEY": "", "AI_RATE_LIMIT": f"{FAIR_LIMIT}/{FAIR_WINDOW:g}s"}
     worker = start_worker(url, log_dir, queues="ai_high_priority", concurrency=2,
                           name="fair", env=env)  # fmt: skip
     try:
-        gateway = start_gateway(url, log_dir, env=env)
-    except BaseException:
+        yield SimpleNamespace(gateway=await serve_gateway(redis_url=url, api_keys=API_KEYS))
+    finally:
         worker.stop()
-        raise
-    yield SimpleNamespace(gateway=gateway)
-    gateway.stop()
-    worker.stop()
 
 
 async def _submit(api: Api, count: int) -> list[str]:
