@@ -1,13 +1,12 @@
-"""`GET /healthz` over real HTTP against the real gateway process."""
+"""`GET /healthz` over HTTP, the gateway in-process."""
 
 from __future__ import annotations
 
 import aiohttp
 
-from tests.support.processes import start_gateway
 
-
-async def test_healthz_reports_redis_and_live_workers(gateway, worker) -> None:
+async def test_healthz_reports_redis_and_live_workers(serve_gateway, worker) -> None:
+    gateway = await serve_gateway()
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{gateway.base_url}/healthz") as resp:
             assert resp.status == 200
@@ -16,24 +15,22 @@ async def test_healthz_reports_redis_and_live_workers(gateway, worker) -> None:
     assert body["workers"] >= 1
 
 
-async def test_healthz_is_503_with_a_reason_when_redis_is_down(log_dir) -> None:
+async def test_healthz_is_503_with_a_reason_when_redis_is_down(serve_gateway) -> None:
     from workers.dev.embedded_redis import free_port
 
     dead_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    gw = start_gateway(dead_url, log_dir)
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{gw.base_url}/healthz") as resp:
-                assert resp.status == 503
-                assert resp.headers["Retry-After"]
-                body = await resp.json()
-        assert body["status"] == "unavailable"
-        assert "redis unreachable" in body["reason"]
-    finally:
-        gw.stop()
+    gw = await serve_gateway(redis_url=dead_url)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gw.base_url}/healthz") as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"]
+            body = await resp.json()
+    assert body["status"] == "unavailable"
+    assert "redis unreachable" in body["reason"]
 
 
-async def test_unknown_routes_and_methods_answer_json(gateway) -> None:
+async def test_unknown_routes_and_methods_answer_json(serve_gateway) -> None:
+    gateway = await serve_gateway()
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{gateway.base_url}/nope") as resp:
             assert resp.status == 404

@@ -1,4 +1,4 @@
-"""Submitting an AI reply through the gateway runs it on a real worker."""
+"""Submitting an AI reply through the gateway (in-process) runs it on a real worker."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from workers.core import queues
 
 
 async def test_ai_generate_answers_202_with_the_seed_shape_and_runs(
-    gateway, worker, celery_app
+    serve_gateway, worker, celery_app
 ) -> None:
+    gateway = await serve_gateway()
     payload = {"conversation_id": "conv_123", "user_message": "hello", "temperature": 0.2}
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{gateway.base_url}/api/v1/tasks/ai/generate", json=payload) as r:
@@ -26,7 +27,8 @@ async def test_ai_generate_answers_202_with_the_seed_shape_and_runs(
     assert done.queue == queues.AI_HIGH_PRIORITY
 
 
-async def test_bad_submission_is_a_400_naming_the_field(gateway) -> None:
+async def test_bad_submission_is_a_400_naming_the_field(serve_gateway) -> None:
+    gateway = await serve_gateway()
     url = f"{gateway.base_url}/api/v1/tasks/ai/generate"
     async with aiohttp.ClientSession() as http:
         async with http.post(url, json={"user_message": "hi", "priority": 12}) as r:
