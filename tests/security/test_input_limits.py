@@ -1,8 +1,8 @@
-"""Inputs that reached the model unchecked or answered 500, over HTTP against real processes.
+"""Inputs that reached the model unchecked or answered 500, over HTTP, with a real worker.
 
-A gateway with API keys and a worker share a Redis database of their own; the worker's
-model is the local OpenAI-compatible server, which keeps every request it receives, so a
-test can tell what reached the model and what never did.
+A gateway with API keys (in-process) and a worker share a Redis database of their own; the
+worker's model is the local OpenAI-compatible server, which keeps every request it
+receives, so a test can tell what reached the model and what never did.
 
 - The model and `max_tokens` of an AI reply: an allow-list and a cap per role, at the
   gateway (400 naming the field) and again in the worker for Python publishers.
@@ -37,6 +37,11 @@ pytestmark = pytest.mark.slow
 
 DB = 14  # no other test's worker consumes here
 MAX_USER, MAX_ADMIN = 1000, 2000
+# The settings the worker and the gateway share.
+SHARED = {
+    "MAX_TOKENS_USER": str(MAX_USER), "MAX_TOKENS_ADMIN": str(MAX_ADMIN),
+    "WEBHOOK_SECRET": "limits-secret",
+}  # fmt: skip
 T = "/api/v1/tasks"
 AI = f"{T}/ai/generate"
 
@@ -49,27 +54,26 @@ def model() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_url, log_dir, model) -> Iterator[SimpleNamespace]:
-    from tests.support.processes import start_gateway, start_worker
+def limits_worker(redis_url, log_dir, model) -> Iterator[SimpleNamespace]:
+    from tests.support.processes import start_worker
 
     url = database_url(redis_url, DB)
     client = redis.Redis.from_url(url, decode_responses=True)
     client.flushdb()
-    env = {
-        **model.env(), "API_KEYS": API_KEYS, "WEBHOOK_SECRET": "limits-secret",
-        "MAX_TOKENS_USER": str(MAX_USER), "MAX_TOKENS_ADMIN": str(MAX_ADMIN),
-    }  # fmt: skip
+    env = {**model.env(), **SHARED}
     worker = start_worker(url, log_dir, queues="ai_high_priority,notification_default",
                           concurrency=2, name="limits", env=env)  # fmt: skip
-    try:
-        gateway = start_gateway(url, log_dir, env=env)
-    except BaseException:
-        worker.stop()
-        raise
-    yield SimpleNamespace(url=url, gateway=gateway, client=client)
-    gateway.stop()
+    yield SimpleNamespace(url=url, client=client)
     worker.stop()
     client.close()
+
+
+@pytest.fixture
+async def stack(limits_worker, serve_gateway) -> SimpleNamespace:
+    """The worker, and the gateway (in-process) with the same settings and API keys."""
+    shared = {name.lower(): value for name, value in SHARED.items()}
+    gateway = await serve_gateway(redis_url=limits_worker.url, api_keys=API_KEYS, **shared)
+    return SimpleNamespace(**vars(limits_worker), gateway=gateway)
 
 
 @pytest.fixture
@@ -139,8 +143,8 @@ async def test_another_model_or_more_tokens_is_400_naming_the_field_and_never_re
     assert [m for m in refused if model.chat_requests(m)] == []
 
 
-def test_a_python_publisher_cannot_pass_the_limits_either(stack, model) -> None:
-    app = create_celery_app(load_settings(redis_url=stack.url))
+def test_a_python_publisher_cannot_pass_the_limits_either(limits_worker, model) -> None:
+    app = create_celery_app(load_settings(redis_url=limits_worker.url))
     other_model, too_many = marker(), marker()
     first = app.send_task(queues.GENERATE_AI_RESPONSE, kwargs=ai_body(other_model, model="o1-pro"))
     second = app.send_task(queues.GENERATE_AI_RESPONSE, kwargs=ai_body(too_many, max_tokens=10**6))
