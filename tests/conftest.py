@@ -176,7 +176,7 @@ def gateway(redis_url: str, log_dir: Path) -> Iterator[Any]:
 def serve_gateway(aiohttp_client: Any, redis_url: str) -> Callable[..., Any]:
     """The gateway in this process: `create_app` as `python -m service` builds it, served
     on a loopback port by aiohttp's test server, on the session's Redis (settings given as
-    keyword arguments override the environment's). For what the API answers: validation,
+    keyword arguments or as `env` override the environment's). For what the API answers: validation,
     errors, auth, isolation, the OpenAPI document. What needs a process of its own
     (signals, restarts, several processes, blocking clients) uses `gateway` or
     `start_gateway`."""
@@ -184,8 +184,13 @@ def serve_gateway(aiohttp_client: Any, redis_url: str) -> Callable[..., Any]:
     from tests.support.api import InProcessGateway
     from workers.core.settings import load_settings
 
-    async def serve(**settings: Any) -> InProcessGateway:
-        app = create_app(load_settings(**{"redis_url": redis_url, **settings}))
+    async def serve(env: dict[str, str] | None = None, **settings: Any) -> InProcessGateway:
+        """`env`: variables as a gateway process would read them (`**settings` win)."""
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in (env or {}).items():
+                patch.setenv(name, str(value))
+            loaded = load_settings(**{"redis_url": redis_url, **settings})
+        app = create_app(loaded)
         # A process-wide GC tuning, for a gateway process's life: in the test process it
         # would cost a full collection per test and keep every test's garbage.
         app.on_startup.remove(freeze_heap)
