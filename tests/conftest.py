@@ -6,7 +6,7 @@ REDIS_URL points every process at it. Workers and gateways are real subprocesses
 Under pytest-xdist (`make test` runs `-n`) each xdist worker is such a session: its own
 Redis, its own shared worker and gateway. Tests of one module run on one xdist worker
 (they share module fixtures and named queues), except in the modules listed in SPREAD.
-Modules marked `slow` are handed out first, so that the longest ones do not start last.
+The longest units are handed out first (LONGEST, then modules marked `slow`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,22 @@ from workers.dev.embedded_redis import EmbeddedRedis
 
 _server: EmbeddedRedis | None = None
 
-# Modules whose tests share no module fixture: under xdist each test is its own unit.
+# Modules whose tests are long and share no costly module fixture: under xdist each test
+# is its own unit of work.
 SPREAD = {
+    "tests/deploy/test_graceful.py",
+    "tests/security/test_api_fuzz.py",
+    "tests/service/test_cancel_and_workers.py",
     "tests/workers/runtime/test_delivery_contract.py",
 }
+# The longest units (tens of seconds under `make test`), handed out first so that none
+# starts last and holds the run open; then the modules marked `slow`, then the rest.
+LONGEST = (
+    "tests/bench/test_bench_smoke.py",
+    "tests/ui/test_dashboard.py",
+    "tests/security/test_api_fuzz.py",
+    "tests/workers/runtime/test_delivery_contract.py",
+)
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -53,10 +65,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Slow modules first, whole modules at a time (their module fixtures are set up once);
-    stable within each kind. Under xdist this is the order the work units are handed out."""
+    """LONGEST first, then slow modules, whole modules at a time (their module fixtures are
+    set up once), stable within each kind: under xdist the order work is handed out."""
     slow = {_module_of(item.nodeid) for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: _module_of(item.nodeid) not in slow)
+
+    def rank(item: pytest.Item) -> tuple[int, bool]:
+        module = _module_of(item.nodeid)
+        first = LONGEST.index(module) if module in LONGEST else len(LONGEST)
+        return first, module not in slow
+
+    items.sort(key=rank)
 
 
 def _module_of(nodeid: str) -> str:
