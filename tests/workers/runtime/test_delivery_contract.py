@@ -30,54 +30,79 @@ def gateway_call(gateway, method: str, path: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-@pytest.mark.parametrize("kind", sorted(RECORD))
 def test_a_task_cancelled_while_queued_never_runs_on_workers_started_later(
-    kind, gateway, celery_app, start_worker, rclient, key
+    gateway, celery_app, start_worker, rclient, key
 ) -> None:
-    queue, ran = f"tests_contract_cancel_{kind}", f"{key}:ran"
-    doomed = celery_app.send_task(RECORD[kind], args=[ran, "doomed"], queue=queue)
-    status, body = gateway_call(gateway, "POST", f"/cancel/{doomed.id}")
-    assert (status, body.get("status")) == (200, "REVOKED"), body
+    """Each kind of task (`RECORD`) on a queue of its own; the workers take all three."""
+    queues = {kind: f"tests_contract_cancel_{kind}" for kind in RECORD}
+    ran = {kind: f"{key}:{kind}:ran" for kind in RECORD}
+    doomed = {
+        kind: celery_app.send_task(name, args=[ran[kind], "doomed"], queue=queues[kind])
+        for kind, name in RECORD.items()
+    }
+    for kind, task in doomed.items():
+        status, body = gateway_call(gateway, "POST", f"/cancel/{task.id}")
+        assert (status, body.get("status")) == (200, "REVOKED"), (kind, body)
 
     for round_ in range(2):  # a worker started after the cancel, then another one
-        worker = start_worker(queues=queue, concurrency=1, name=f"cancel-{kind}{round_}")
-        marker = celery_app.send_task(RECORD[kind], args=[ran, f"after{round_}"], queue=queue)
-        wait_for_state(celery_app, marker.id, "SUCCESS")
+        worker = start_worker(
+            queues=",".join(queues.values()), concurrency=1, name=f"cancel{round_}"
+        )
+        markers = [
+            celery_app.send_task(name, args=[ran[kind], f"after{round_}"], queue=queues[kind])
+            for kind, name in RECORD.items()
+        ]
+        for marker in markers:
+            wait_for_state(celery_app, marker.id, "SUCCESS")
         worker.stop()
-    assert rclient.lrange(ran, 0, -1) == ["after0", "after1"]
-    assert gateway_call(gateway, "GET", f"/status/{doomed.id}")[1]["status"] == "REVOKED"
-    # Cancelling again is a conflict, not a change.
-    assert gateway_call(gateway, "POST", f"/cancel/{doomed.id}")[0] == 409
+    for kind, task in doomed.items():
+        assert rclient.lrange(ran[kind], 0, -1) == ["after0", "after1"], kind
+        assert gateway_call(gateway, "GET", f"/status/{task.id}")[1]["status"] == "REVOKED"
+        # Cancelling again is a conflict, not a change.
+        assert gateway_call(gateway, "POST", f"/cancel/{task.id}")[0] == 409
 
 
-@pytest.mark.parametrize("kind", ["builtin", "plain"])
 def test_a_countdown_beyond_the_visibility_timeout_runs_once_with_two_workers(
-    kind, celery_app, start_workers, rclient, key
+    celery_app, start_workers, rclient, key
 ) -> None:
     """Redis hands an unacknowledged message to a worker again after the visibility
     timeout (1 s; its sweep runs every second), so every worker ends up holding copies of
-    a task waiting for its ETA (3 s: two or three sweeps)."""
-    queue, ran, countdown = f"tests_contract_once_{kind}", f"{key}:ran", 3
-    spec = {"queues": queue, "concurrency": 2, "env": {"BROKER_VISIBILITY_TIMEOUT": "1"}}
-    workers = start_workers(*({**spec, "name": f"once-{kind}{n}"} for n in range(2)))
+    a task waiting for its ETA (3 s: two or three sweeps). For a built-in-like task and a
+    plain one, each on a queue of its own; both workers take both."""
+    kinds = {kind: RECORD[kind] for kind in ("builtin", "plain")}
+    queues = {kind: f"tests_contract_once_{kind}" for kind in kinds}
+    ran = {kind: f"{key}:{kind}:ran" for kind in kinds}
+    countdown = 3
+    spec = {
+        "queues": ",".join(queues.values()), "concurrency": 2,
+        "env": {"BROKER_VISIBILITY_TIMEOUT": "1"},
+    }  # fmt: skip
+    workers = start_workers(*({**spec, "name": f"once{n}"} for n in range(2)))
     labels = [f"t{i}" for i in range(6)]
-    sent = [
-        celery_app.send_task(RECORD[kind], args=[ran, label], queue=queue, countdown=countdown)
-        for label in labels
-    ]
+    sent = {
+        kind: [
+            celery_app.send_task(name, args=[ran[kind], label], queue=queues[kind],
+                                 countdown=countdown)
+            for label in labels
+        ]
+        for kind, name in kinds.items()
+    }  # fmt: skip
     # Copies wait for the same ETA as the task: by the time a later one has run, every
     # copy of the others has had its turn.
-    marker = celery_app.send_task(
-        RECORD[kind], args=[ran, "marker"], queue=queue, countdown=countdown + 3
-    )
-    for result in sent:
+    markers = [
+        celery_app.send_task(name, args=[ran[kind], "marker"], queue=queues[kind],
+                             countdown=countdown + 3)
+        for kind, name in kinds.items()
+    ]  # fmt: skip
+    for result in [r for results in sent.values() for r in results] + markers:
         wait_for_state(celery_app, result.id, "SUCCESS", timeout=30)
-    wait_for_state(celery_app, marker.id, "SUCCESS", timeout=30)
-    assert sorted(rclient.lrange(ran, 0, -1)) == sorted([*labels, "marker"])
-    redelivered = [int(rclient.hget(task_key(r.id), "deliveries") or 0) for r in sent]
-    assert redelivered == [1] * len(sent)
-    # The copies were there, and dropped: the scenario happened.
-    assert any("dropping a duplicate of finished" in w.log() for w in workers)
+    logs = "".join(w.log() for w in workers)
+    for kind, name in kinds.items():
+        assert sorted(rclient.lrange(ran[kind], 0, -1)) == sorted([*labels, "marker"]), kind
+        redelivered = [int(rclient.hget(task_key(r.id), "deliveries") or 0) for r in sent[kind]]
+        assert redelivered == [1] * len(labels), kind
+        # The copies were there, and dropped: the scenario happened.
+        assert f"dropping a duplicate of finished {name}[" in logs, kind
 
 
 @pytest.mark.parametrize("kind", sorted(POISON))
