@@ -1,5 +1,6 @@
-"""The gateway's authentication, sessions, websockets and operators' data, against real
-gateway processes on a Redis database of their own (issue 12, holes 4 to 7 and 9).
+"""The gateway's authentication, sessions, websockets and operators' data, on a Redis
+database of their own (issue 12, holes 4 to 7 and 9): in-process gateways, and gateway
+processes where keys change across a restart or sessions span replicas.
 
 - development mode (no API_KEYS) refuses cross-site changes and foreign Host headers;
 - a session (cookie, websocket ticket) follows its API key: removed, it ends; demoted, the
@@ -25,8 +26,8 @@ import redis
 
 from service.sessions import session_digest
 from tests.security.conftest import database_url
-from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
-from tests.support.processes import Gateway, start_gateway, start_worker
+from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, InProcessGateway
+from tests.support.processes import Gateway, start_gateway, start_gateways, start_worker, stop_all
 from tests.support.waiting import async_wait_until
 from workers.core.keys import session_key
 
@@ -51,22 +52,16 @@ def db_url(redis_url: str) -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture(scope="module")
-def dev_gateway(db_url: str, log_dir) -> Iterator[Gateway]:
+@pytest.fixture
+async def dev_gateway(db_url: str, serve_gateway) -> InProcessGateway:
     # API_KEYS is empty in the suite: development.
-    g = start_gateway(db_url, log_dir, env={"ALLOWED_ORIGINS": ALLOWED_ORIGIN})
-    yield g
-    g.stop()
+    return await serve_gateway(redis_url=db_url, env={"ALLOWED_ORIGINS": ALLOWED_ORIGIN})
 
 
-@pytest.fixture(scope="module")
-def keyed_gateway(db_url: str, log_dir) -> Iterator[Gateway]:
-    g = start_gateway(
-        db_url, log_dir,
-        env={"API_KEYS": API_KEYS, "METRICS_TOKEN": METRICS_TOKEN, "WS_STATS_INTERVAL": "0.5"},
-    )  # fmt: skip
-    yield g
-    g.stop()
+@pytest.fixture
+async def keyed_gateway(db_url: str, serve_gateway) -> InProcessGateway:
+    env = {"API_KEYS": API_KEYS, "METRICS_TOKEN": METRICS_TOKEN, "WS_STATS_INTERVAL": "0.5"}
+    return await serve_gateway(redis_url=db_url, env=env)
 
 
 @pytest.fixture
@@ -84,7 +79,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def port_of(gateway: Gateway) -> int:
+def port_of(gateway: Gateway | InProcessGateway) -> int:
     return int(gateway.base_url.rsplit(":", 1)[1])
 
 
@@ -96,7 +91,7 @@ async def call(
         return resp.status, body
 
 
-async def login(http: aiohttp.ClientSession, gateway: Gateway, key: str) -> str:
+async def login(http: aiohttp.ClientSession, gateway: Gateway | InProcessGateway, key: str) -> str:
     """Log in; the session cookie's value."""
     async with http.post(f"{gateway.base_url}{SESSION}", json={"api_key": key}) as resp:
         assert resp.status == 200, await resp.text()
@@ -144,7 +139,7 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> in
 
 
 async def test_development_mode_refuses_changes_sent_from_another_site(
-    http: aiohttp.ClientSession, dev_gateway: Gateway
+    http: aiohttp.ClientSession, dev_gateway: InProcessGateway
 ) -> None:
     base = dev_gateway.base_url
     status, body = await call(
@@ -174,7 +169,7 @@ async def test_development_mode_refuses_changes_sent_from_another_site(
 
 
 async def test_development_mode_answers_only_its_own_loopback_host_names(
-    http: aiohttp.ClientSession, dev_gateway: Gateway
+    http: aiohttp.ClientSession, dev_gateway: InProcessGateway
 ) -> None:
     base, port = dev_gateway.base_url, port_of(dev_gateway)
     # DNS rebinding: the attacker's name now resolves to 127.0.0.1, so the browser sends
@@ -256,15 +251,9 @@ def replicas(db_url: str, log_dir) -> Iterator[tuple[Gateway, Gateway]]:
     # Stats (and the periodic session check) every minute: within the test's deadline
     # only the logout's announcement can close a socket.
     env = {"API_KEYS": API_KEYS, "WS_STATS_INTERVAL": "60"}
-    first = start_gateway(db_url, log_dir, env=env)
-    try:
-        second = start_gateway(db_url, log_dir, env=env)
-    except Exception:
-        first.stop()
-        raise
+    first, second = start_gateways(db_url, log_dir, 2, env=env)
     yield first, second
-    first.stop()
-    second.stop()
+    stop_all([first, second])
 
 
 async def test_logout_closes_the_sessions_websockets_with_4001_on_every_replica(
@@ -297,7 +286,7 @@ async def test_logout_closes_the_sessions_websockets_with_4001_on_every_replica(
 
 
 async def test_a_websocket_whose_session_expired_is_closed_with_4001(
-    keyed_gateway: Gateway, db_url: str
+    keyed_gateway: InProcessGateway, db_url: str
 ) -> None:
     base = keyed_gateway.base_url
     async with browser() as tab:
@@ -317,7 +306,7 @@ async def test_a_websocket_whose_session_expired_is_closed_with_4001(
 
 
 async def test_subscriptions_are_capped_per_socket_and_the_gateway_keeps_answering(
-    http: aiohttp.ClientSession, keyed_gateway: Gateway
+    http: aiohttp.ClientSession, keyed_gateway: InProcessGateway
 ) -> None:
     base = keyed_gateway.base_url
     ws = await http.ws_connect(f"{base}{WS}", headers=bearer(ALICE))
@@ -359,7 +348,7 @@ async def test_subscriptions_are_capped_per_socket_and_the_gateway_keeps_answeri
 
 
 async def test_metrics_and_the_health_report_need_an_admin_key_or_the_metrics_token(
-    http: aiohttp.ClientSession, keyed_gateway: Gateway, db_url: str
+    http: aiohttp.ClientSession, keyed_gateway: InProcessGateway, db_url: str
 ) -> None:
     base = keyed_gateway.base_url
     rclient = redis.Redis.from_url(db_url)
@@ -390,7 +379,7 @@ async def test_metrics_and_the_health_report_need_an_admin_key_or_the_metrics_to
 
 
 async def test_user_sockets_get_no_worker_messages_and_only_their_own_stats(
-    http: aiohttp.ClientSession, keyed_gateway: Gateway, db_url: str, log_dir
+    http: aiohttp.ClientSession, keyed_gateway: InProcessGateway, db_url: str, log_dir
 ) -> None:
     base = keyed_gateway.base_url
     admin = await http.ws_connect(f"{base}{WS}?all=true", headers=bearer(ADMIN))
