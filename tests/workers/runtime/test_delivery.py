@@ -55,14 +55,13 @@ def test_eta_delays_execution(delivery_worker, celery_app) -> None:
 
 
 def test_task_of_a_killed_worker_process_is_redelivered_and_completes_once(
-    start_worker, celery_app, rclient, key
+    delivery_worker, celery_app, rclient, key
 ) -> None:
-    worker = start_worker(queues="tests_kill", concurrency=1, name="kill")
     started, release = f"{key}:started", f"{key}:release"
-    result = celery_app.send_task("tests.block", args=[started, release], queue="tests_kill")
+    result = celery_app.send_task("tests.block", args=[started, release], queue=QUEUE)
     first = wait_until(lambda: rclient.lindex(started, 0), 20, what="first attempt")
     pid = int(first.split(":")[0])
-    assert pid in worker.pool_pids()
+    assert pid in delivery_worker.pool_pids()
 
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: rclient.llen(started) >= 2, 30, what="the task to be redelivered")

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.waiting import wait_until
 
 QUEUE = "tests_priority"
 
 
+@pytest.fixture(scope="module")
+def prio_worker(redis_url, log_dir):
+    """One slot: while a task holds it, the others wait in the queue in priority order."""
+    from tests.support.processes import start_worker
+
+    w = start_worker(redis_url, log_dir, queues=QUEUE, concurrency=1, name="prio")
+    yield w
+    w.stop()
+
+
 def test_priority_nine_tasks_start_before_waiting_priority_zero_tasks(
-    start_worker, celery_app, rclient, key
+    prio_worker, celery_app, rclient, key
 ) -> None:
-    start_worker(queues=QUEUE, concurrency=1, name="prio")
     started, release, order = f"{key}:started", f"{key}:release", f"{key}:order"
     celery_app.send_task("tests.block", args=[started, release], queue=QUEUE)
     wait_until(lambda: rclient.llen(started), 20, what="the busy task to start")
@@ -28,8 +39,7 @@ def test_priority_nine_tasks_start_before_waiting_priority_zero_tasks(
     assert ran[5:] == [f"p0-{i}" for i in range(20)]
 
 
-def test_middle_priorities_keep_their_order(start_worker, celery_app, rclient, key) -> None:
-    start_worker(queues=QUEUE, concurrency=1, name="prio-mid")
+def test_middle_priorities_keep_their_order(prio_worker, celery_app, rclient, key) -> None:
     started, release, order = f"{key}:started", f"{key}:release", f"{key}:order"
     celery_app.send_task("tests.block", args=[started, release], queue=QUEUE)
     wait_until(lambda: rclient.llen(started), 20, what="the busy task to start")
