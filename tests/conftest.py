@@ -5,8 +5,9 @@ REDIS_URL points every process at it. Workers and gateways are real subprocesses
 
 Under pytest-xdist (`make test` runs `-n`) each xdist worker is such a session: its own
 Redis, its own shared worker and gateway. Tests of one module run on one xdist worker
-(they share module fixtures and named queues), except in the modules listed in SPREAD.
-The longest units are handed out first (LONGEST, then modules marked `slow`).
+(they share module fixtures and named queues); a module in SPREAD makes a unit of each
+test, the modules in UNITS go together. The longest units are handed out first (LONGEST,
+then modules marked `slow`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ SPREAD = {
     "tests/service/test_cancel_and_workers.py",
     "tests/workers/runtime/test_delivery_contract.py",
 }
+# Modules that use the session's `worker`: one unit of work, so one xdist process starts it.
+SHARED_WORKER = "the session worker's modules"
+UNITS = dict.fromkeys(
+    (
+        "tests/service/test_health.py",
+        "tests/service/test_submissions.py",
+        "tests/service/test_submit.py",
+        "tests/service/test_tasks_api.py",
+    ),
+    SHARED_WORKER,
+)
 # The longest units (tens of seconds under `make test`), handed out first so that none
 # starts last and holds the run open; then the modules marked `slow`, then the rest.
 LONGEST = (
@@ -84,13 +96,14 @@ def _module_of(nodeid: str) -> str:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """One module is one unit of work (its tests share module fixtures and named queues),
     except the modules in SPREAD, whose tests start their own processes: each of their
-    tests is a unit. (pytest-xdist's `loadgroup` cannot express this under pytest 9.)"""
+    tests is a unit; and modules named in UNITS go together. (pytest-xdist's `loadgroup`
+    cannot express this under pytest 9: it cannot rename a test's node id any more.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             module = _module_of(nodeid)
-            return nodeid if module in SPREAD else module
+            return nodeid if module in SPREAD else UNITS.get(module, module)
 
     return ModuleScheduling(config, log)
 
