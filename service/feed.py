@@ -32,9 +32,7 @@ from aiohttp import WSCloseCode, web
 
 from service.auth import Principal
 from service.sessions import SessionStore
-from workers.core.keys import SESSION_ENDED_CHANNEL
-from workers.runtime.progress import FEED_STREAM
-from workers.taskindex.index import task_key
+from workers.core.keys import FEED_STREAM, SESSION_ENDED_CHANNEL, task_key
 
 logger = logging.getLogger(__name__)
 

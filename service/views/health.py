@@ -8,6 +8,7 @@ import redis.exceptions
 from aiohttp import web
 
 from service.keys import redis_key
+from workers.core.keys import WORKERS_SEEN
 from workers.runtime import registry
 
 
@@ -15,9 +16,7 @@ async def healthz(request: web.Request) -> web.Response:
     client = request.app[redis_key]
     try:
         await client.ping()
-        workers = await client.zcount(
-            registry.WORKERS_SEEN, registry.live_since(time.time()), "+inf"
-        )
+        workers = await client.zcount(WORKERS_SEEN, registry.live_since(time.time()), "+inf")
     except (redis.exceptions.RedisError, OSError) as exc:
         return web.json_response(
             {"status": "unavailable", "reason": f"redis unreachable: {type(exc).__name__}"},

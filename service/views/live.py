@@ -16,7 +16,7 @@ from service.metrics import metrics_key
 from service.middlewares import principal_of
 from service.sessions import TICKET_TTL
 from service.views.tasks import status_body
-from workers.runtime.progress import chunks_key
+from workers.core.keys import chunks_key
 
 # A bigger frame closes the socket with 1009 (message too big) before it is parsed.
 MAX_FRAME_BYTES = 64 * 1024

@@ -29,9 +29,9 @@ from tests.support.api import ADMIN, ALICE, API_KEYS, Api
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.waiting import async_wait_until, wait_for_state
 from workers.core import queues
+from workers.core.keys import chunks_key
 from workers.core.settings import load_settings
 from workers.runtime.celery_config import create_celery_app
-from workers.runtime.progress import chunks_key
 
 pytestmark = pytest.mark.slow
 

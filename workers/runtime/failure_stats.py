@@ -14,8 +14,7 @@ from typing import Any
 import redis.exceptions
 from celery.signals import task_failure
 
-from workers.core.keys import failed_key
-from workers.taskindex.index import done_key
+from workers.core.keys import done_key, failed_key
 
 logger = logging.getLogger(__name__)
 KEEP_SECONDS = 7200

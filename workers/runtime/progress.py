@@ -16,13 +16,7 @@ import json
 import time
 from typing import Any
 
-# Importers read the feed's and the chunks' keys from here too.
 from workers.core.keys import FEED_MAXLEN, FEED_STREAM, chunks_key
-
-__all__ = [
-    "FEED_MAXLEN", "FEED_STREAM", "chunks_key", "feed_event", "publish_chunk", "read_chunks",
-    "report_progress",
-]  # fmt: skip
 
 
 def feed_event(client: Any, event: dict[str, Any], pipe: Any = None) -> None:

@@ -20,11 +20,12 @@ from workers.ai.conversations import ConversationStore
 from workers.ai.llm import ChatResult, cost_usd, openai_client, stream_chat
 from workers.celery_app import celery_app
 from workers.core import queues
+from workers.core.keys import chunks_key
 from workers.core.ownership import task_owner
 from workers.core.settings import Settings, get_settings
 from workers.knowledge import indexing as knowledge
 from workers.runtime.clients import redis_client
-from workers.runtime.progress import chunks_key, feed_event, publish_chunk
+from workers.runtime.progress import feed_event, publish_chunk
 from workers.runtime.rate_limit import GloballyRateLimitedTask
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 import workers.runtime.failure_stats  # noqa: F401 - connects the per-minute failure counter
 from workers.celery_app import celery_app
 from workers.core import queues
-from workers.core.keys import HEALTH_REPORT_KEY, index_key
+from workers.core.keys import HEALTH_REPORT_KEY, WORKERS_HASH, WORKERS_SEEN, index_key, task_key
 from workers.core.settings import Settings, get_settings
 from workers.notify.validation import NotificationInvalid, validate_notification
 from workers.runtime import registry
@@ -19,7 +19,6 @@ from workers.runtime.clients import redis_client, task_index
 from workers.runtime.failure_stats import failure_rate
 from workers.runtime.queue_depth import queue_depths
 from workers.runtime.recovery import recover_lost
-from workers.taskindex.index import task_key
 from workers.taskindex.record import TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -71,11 +70,11 @@ def lost_tasks(client: Any, now: float, default_limit: float) -> list[dict[str, 
 
 def health_report(client: Any, settings: Settings, now: float) -> dict[str, Any]:
     """Check the task system and store the report under `claw:health:report`."""
-    seen = dict(client.zrange(registry.WORKERS_SEEN, 0, -1, withscores=True))
+    seen = dict(client.zrange(WORKERS_SEEN, 0, -1, withscores=True))
     live = sorted(w for w, at in seen.items() if at >= registry.live_since(now))
     stale = sorted(w for w, at in seen.items() if at < now - settings.health_heartbeat_timeout)
     consumed: set[str] = set()
-    for raw in client.hmget(registry.WORKERS_HASH, live) if live else []:
+    for raw in client.hmget(WORKERS_HASH, live) if live else []:
         if raw:
             consumed.update(json.loads(raw).get("queues", []))
     extra = tuple(q.strip() for q in settings.health_extra_queues.split(",") if q.strip())

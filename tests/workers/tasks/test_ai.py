@@ -13,8 +13,8 @@ from tests.workers.tasks.conftest import run_task
 from workers.ai.conversations import ConversationStore
 from workers.core import queues
 from workers.core.headers import OWNER_HEADER
+from workers.core.keys import task_key
 from workers.runtime.progress import read_chunks
-from workers.taskindex.index import task_key
 
 ONLINE = "tests_ai_online"
 OFFLINE = "tests_ai_offline"

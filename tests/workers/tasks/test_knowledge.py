@@ -15,9 +15,8 @@ from tests.support.waiting import wait_for_state
 from tests.workers.tasks.conftest import run_task
 from workers.core import queues
 from workers.core.headers import OWNER_HEADER
-from workers.core.keys import docs_key, kb_prefix
+from workers.core.keys import FEED_STREAM, docs_key, kb_prefix
 from workers.knowledge.vector_store import RedisVectorStore
-from workers.runtime.progress import FEED_STREAM
 
 QUEUE = "tests_knowledge"
 # The owner of the development gateway's principal (no API keys): the search API reads

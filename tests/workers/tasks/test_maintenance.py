@@ -12,10 +12,11 @@ import pytest
 from tests.support.waiting import wait_until
 from tests.workers.tasks.conftest import run_task
 from workers.core import queues
+from workers.core.keys import chunks_key, done_key, index_key, task_key
 from workers.notify.inbox import read_inbox
 from workers.runtime import registry
 from workers.runtime.failure_stats import failure_rate, record_failure
-from workers.taskindex.index import PREFIX, TaskIndex, done_key, index_key, task_key
+from workers.taskindex.index import TaskIndex
 
 QUEUE = "tests_maintenance"
 ORPHAN = f"tests_orphan_{uuid.uuid4().hex[:6]}"
@@ -44,7 +45,7 @@ def test_cleanup_removes_exactly_the_expired_records(maint_worker, celery_app, r
     fresh = [f"fresh-{tag}-{i}" for i in range(2)]
     for task_id in expired:
         old.record(task_id, "SUCCESS", 0, now=time.time() - 3600, name="tests.x", queue="q")
-        rclient.rpush(f"{task_key(task_id)}:chunks", "partial output")
+        rclient.rpush(chunks_key(task_id), "partial output")
     for task_id in fresh:
         TaskIndex(rclient).record(task_id, "SUCCESS", 0, name="tests.x", queue="q")
     dead = f"dead-{tag}@host"
@@ -56,9 +57,9 @@ def test_cleanup_removes_exactly_the_expired_records(maint_worker, celery_app, r
     assert done.result["removed_task_records"] >= len(expired)
     assert dead in done.result["removed_workers"]
     for task_id in expired:
-        assert not rclient.exists(task_key(task_id), f"{task_key(task_id)}:chunks")
+        assert not rclient.exists(task_key(task_id), chunks_key(task_id))
         assert rclient.zscore(index_key(), task_id) is None
-        assert rclient.zscore(f"{PREFIX}idx:name:tests.x", task_id) is None
+        assert rclient.zscore(index_key("name", "tests.x"), task_id) is None
     for task_id in fresh:
         assert rclient.hget(task_key(task_id), "state") == "SUCCESS"
         assert rclient.zscore(index_key(), task_id) is not None

@@ -15,11 +15,10 @@ from tests.support.waiting import wait_until
 from tests.support.webhook_server import SECRET, WebhookServer
 from tests.workers.tasks.conftest import run_task
 from workers.core import queues
+from workers.core.keys import FEED_STREAM, task_key
 from workers.core.settings import load_settings
 from workers.notify.inbox import read_inbox
 from workers.notify.targets import TargetPolicy, TargetRefused, resolve
-from workers.runtime.progress import FEED_STREAM
-from workers.taskindex.index import task_key
 
 QUEUE = "tests_notifications"
 SEND = queues.SEND_NOTIFICATION
