@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from workers.core import keys
 
 ROOT = Path(__file__).resolve().parents[3]
+STDLIB = sys.stdlib_module_names
 # A hash salt that happens to read like a key: no Redis key is made from it.
 NOT_KEYS = {"service/auth.py": ['f"claw:api-key:{token}"']}
 
@@ -26,6 +29,28 @@ def test_no_module_but_the_keys_module_spells_a_claw_key() -> None:
             text = text.replace(allowed, "")
         offenders += [f"{relative}: {m.group(0)}" for m in re.finditer(r"[\"']claw:[^\"']*", text)]
     assert offenders == []
+
+
+# Importing the keys pulls in no Redis client, Celery or settings: nothing that could
+# connect, read the environment or register a signal receiver.
+CORE = {"workers", "workers.core", "workers.core.keys", "workers.core.ownership",
+        "workers.core.headers"}  # fmt: skip
+PROBE = """
+import sys
+before = set(sys.modules)
+import workers.core.keys
+print("\\n".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_keys_module_imports_only_the_standard_library_and_the_core() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.split()
+    assert "workers.core.keys" in loaded
+    assert [m for m in loaded if m not in CORE and m.partition(".")[0] not in STDLIB] == []
 
 
 BUILDERS = [
