@@ -1,4 +1,5 @@
-"""generate_ai_response through real workers, against a local OpenAI-compatible server."""
+"""generate_ai_response through real workers, against a local OpenAI-compatible server; the
+offline provider's answers by calling the reply logic directly."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from workers.ai.conversations import ConversationStore
 from workers.core import queues
 from workers.core.headers import OWNER_HEADER
 from workers.core.keys import task_key
+from workers.core.settings import Settings, load_settings
+from workers.knowledge.embeddings import embedder_for
+from workers.knowledge.indexing import store_for, vectorize
+from workers.knowledge.vector_store import Document
 from workers.runtime.progress import read_chunks
+from workers.tasks.ai import generate_reply
 
 ONLINE = "tests_ai_online"
-OFFLINE = "tests_ai_offline"
 AI = queues.GENERATE_AI_RESPONSE
 
 
@@ -29,18 +34,6 @@ def online_worker(redis_url, log_dir, fake_openai):
         redis_url, log_dir, queues=ONLINE, concurrency=2, name="ai-online",
         env=fake_openai.env(RETRY_BACKOFF_BASE="0.5", AI_RATE_LIMIT="1000/s",
                             VECTORIZE_RATE_LIMIT="1000/s"),
-    )  # fmt: skip
-    yield w
-    w.stop()
-
-
-@pytest.fixture(scope="module")
-def offline_worker(redis_url, log_dir):
-    from tests.support.processes import start_worker
-
-    w = start_worker(
-        redis_url, log_dir, queues=OFFLINE, concurrency=2, name="ai-offline",
-        env={"OPENAI_API_KEY": "", "AI_RATE_LIMIT": "1000/s", "VECTORIZE_RATE_LIMIT": "1000/s"},
     )  # fmt: skip
     yield w
     w.stop()
@@ -164,31 +157,34 @@ def test_soft_time_limit_ends_the_reply_cleanly_with_what_arrived(
     assert "".join(read_chunks(rclient, done.id)) == result["response"]
 
 
-def test_offline_provider_says_no_model_is_configured(offline_worker, celery_app) -> None:
-    done = run_task(celery_app, AI, OFFLINE, conversation_id=conv(), user_message="Hi")
-    assert done.state == "SUCCESS", done.result
-    result = done.result
+# The offline provider's answers are logic: called directly, without a worker (a worker
+# delivers an offline reply in tests/service/test_submit.py).
+def offline_settings() -> Settings:
+    return load_settings(openai_api_key="")
+
+
+def test_offline_provider_says_no_model_is_configured(rclient) -> None:
+    result = generate_reply(
+        rclient, offline_settings(), owner=None, task_id=None, conversation_id=conv(),
+        user_message="Hi",
+    )  # fmt: skip
     assert result["offline"] is True and result["model"] == "offline"
     assert "No language model is configured" in result["response"]
     assert result["cost"] == 0.0 and result["tokens"]["total"] == 0
 
 
-def test_offline_provider_answers_from_the_knowledge_base(offline_worker, celery_app) -> None:
+def test_offline_provider_answers_from_the_knowledge_base(rclient) -> None:
+    settings = offline_settings()
     kb = f"kb_{uuid.uuid4().hex[:8]}"
     text = "The cafeteria serves vegetarian lunch every Wednesday from noon."
-    done = run_task(celery_app, queues.VECTORIZE_DOCUMENT, OFFLINE,
-                    document_id="menu", kb_id=kb, text=text, title="Cafeteria")  # fmt: skip
-    assert done.state == "SUCCESS" and done.result["offline"] is True
-    assert done.result["embedding_model"].startswith("offline-hash")
-    answer = run_task(
-        celery_app,
-        AI,
-        OFFLINE,
-        conversation_id=conv(),
-        user_message="When is vegetarian lunch served?",
-        knowledge_base_id=kb,
-    )
-    result = answer.result
+    document = Document(document_id="menu", text=text, title="Cafeteria", metadata={})
+    indexed = vectorize(store_for(rclient, None), embedder_for(settings), settings, kb, document)
+    assert indexed["offline"] is True
+    assert indexed["embedding_model"].startswith("offline-hash")
+    result = generate_reply(
+        rclient, settings, owner=None, task_id=None, conversation_id=conv(),
+        user_message="When is vegetarian lunch served?", knowledge_base_id=kb,
+    )  # fmt: skip
     assert result["offline"] is True and "Offline provider" in result["response"]
     assert "Wednesday" in result["response"]
     assert json.dumps(result["sources"]).count("menu") == 1
