@@ -1,12 +1,11 @@
-"""Knowledge base tasks through real workers, and the search API through the gateway."""
+"""Knowledge base tasks through real workers, and the search API through the gateway
+(in-process)."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 
 import pytest
@@ -46,13 +45,10 @@ def kb_worker(redis_url, log_dir):
     w.stop()
 
 
-@pytest.fixture(scope="module")
-def kb_gateway(redis_url, log_dir):
-    from tests.support.processes import start_gateway
-
-    g = start_gateway(redis_url, log_dir, env={"OPENAI_API_KEY": ""})
-    yield g
-    g.stop()
+@pytest.fixture
+async def kb_gateway(serve_gateway):
+    """The gateway (in-process), offline like the worker: it embeds the search queries."""
+    return await serve_gateway(env={"OPENAI_API_KEY": ""})
 
 
 def new_kb() -> str:
@@ -64,18 +60,12 @@ def progress_events(rclient, task_id: str, since_ms: int) -> list[dict]:
     return [e for e in events if e.get("task_id") == task_id and e["type"] == "progress"]
 
 
-def search(gateway, kb: str, q: str, k: int = 3) -> tuple[int, dict]:
-    url = f"{gateway.base_url}/api/v1/knowledge/{kb}/search?" + urllib.parse.urlencode(
-        {"q": q, "k": k}
-    )
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+async def search(gateway, kb: str, q: str, k: int = 3) -> tuple[int, dict]:
+    response = await gateway.client.get(f"/api/v1/knowledge/{kb}/search", params={"q": q, "k": k})
+    return response.status, await response.json()
 
 
-def test_vectorize_search_delete_round_trip_with_progress_per_batch(
+async def test_vectorize_search_delete_round_trip_with_progress_per_batch(
     kb_worker, kb_gateway, celery_app, rclient
 ) -> None:
     kb = new_kb()
@@ -93,7 +83,7 @@ def test_vectorize_search_delete_round_trip_with_progress_per_batch(
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert "batch 1 of" in events[0]["message"]
 
-    status, body = search(kb_gateway, kb, "when do freelancers pay quarterly taxes", k=2)
+    status, body = await search(kb_gateway, kb, "when do freelancers pay quarterly taxes", k=2)
     assert status == 200, body
     assert len(body["results"]) == 2
     best = body["results"][0]
@@ -106,7 +96,7 @@ def test_vectorize_search_delete_round_trip_with_progress_per_batch(
                     document_id="guide", owner=DEV)  # fmt: skip
     assert gone.result["removed_chunks"] == result["chunks"]
     # Its last document gone, the knowledge base is gone too.
-    status, body = search(kb_gateway, kb, "taxes")
+    status, body = await search(kb_gateway, kb, "taxes")
     assert status == 404 and "kb_id" in body["details"], body
     # Deleting again is fine: nothing left to remove.
     again = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb,
@@ -114,12 +104,12 @@ def test_vectorize_search_delete_round_trip_with_progress_per_batch(
     assert again.state == "SUCCESS" and again.result["removed_chunks"] == 0
 
 
-def test_search_validates_its_query(kb_gateway) -> None:
-    status, body = search(kb_gateway, new_kb(), "x", k=500)
+async def test_search_validates_its_query(kb_gateway) -> None:
+    status, body = await search(kb_gateway, new_kb(), "x", k=500)
     assert status == 400 and "k" in body["details"]
 
 
-def test_search_of_a_knowledge_base_the_owner_does_not_have_is_404(
+async def test_search_of_a_knowledge_base_the_owner_does_not_have_is_404(
     kb_worker, kb_gateway, celery_app
 ) -> None:
     kb = new_kb()
@@ -128,7 +118,7 @@ def test_search_of_a_knowledge_base_the_owner_does_not_have_is_404(
     done = run_task(celery_app, queues.VECTORIZE_DOCUMENT, QUEUE, document_id="d", kb_id=kb,
                     text=TOPICS[0])  # fmt: skip
     assert done.state == "SUCCESS", done.result
-    status, body = search(kb_gateway, kb, "solar panels")
+    status, body = await search(kb_gateway, kb, "solar panels")
     assert status == 404 and "kb_id" in body["details"], body
 
 
