@@ -18,12 +18,12 @@ Celery and kombu that the platform reads are named at the end, as theirs.
 - `claw:workers` hash and `claw:workers:seen` sorted set: the worker registry.
 - `claw:ratelimit:<name>[:owner:<o>|:waiting]` sorted sets, for the window;
   `claw:ratelimit:deferrals:<id>` counter, 24 h.
-- `claw:inbox:<user>` list (capped) and `claw:inbox:<user>:delivered` set.
+- `claw:inbox:<ns>` list (capped) and `claw:inbox:<ns>:delivered` set: a user's inbox.
 - `claw:failed:<minute>` counter, 2 h; `claw:health:report` string.
 - `claw:redbeat...`: RedBeat's schedule and lock (its own layout).
 
-`<ns>` is an owner's namespace (`workers.core.ownership.namespace`): two owners' ids never
-collide.
+`<ns>` is an owner's namespace (`workers.core.ownership.namespace`): it has no ':', so two
+owners' ids never collide.
 """
 
 from __future__ import annotations
@@ -99,14 +99,16 @@ def version_key(owner: str | None, kb_id: str, document_id: str, version: str) -
 
 
 # --- Notifications --------------------------------------------------------------------
+# A user id may contain ':' (`in_app` recipients): namespaced, "x:delivered"'s inbox is not
+# the delivered set of "x".
 def inbox_key(user_id: str) -> str:
     """A user's in-app notifications, newest first (list)."""
-    return f"{PREFIX}inbox:{user_id}"
+    return f"{PREFIX}inbox:{namespace(user_id)}"
 
 
 def delivered_key(user_id: str) -> str:
     """The notification ids already in a user's inbox (set): a redelivery adds none."""
-    return f"{PREFIX}inbox:{user_id}:delivered"
+    return f"{inbox_key(user_id)}:delivered"
 
 
 # --- Task index (workers/taskindex) ---------------------------------------------------

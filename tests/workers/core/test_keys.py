@@ -80,3 +80,9 @@ def test_two_owners_resources_never_share_a_key(one: str, other: str | None) -> 
     theirs = {keys.conversation_key(other, i, "turns") for i in ids}
     theirs |= {keys.docs_key(other, i) for i in ids}
     assert not mine & theirs
+
+
+@pytest.mark.parametrize("one,other", [("x:delivered", "x"), ("a:b", "a"), ("a%3Ab", "a:b")])
+def test_two_users_inboxes_never_share_a_key(one: str, other: str) -> None:
+    mine = {keys.inbox_key(one), keys.delivered_key(one)}
+    assert not mine & {keys.inbox_key(other), keys.delivered_key(other)}

@@ -17,7 +17,7 @@ from tests.workers.tasks.conftest import run_task
 from workers.core import queues
 from workers.core.keys import FEED_STREAM, task_key
 from workers.core.settings import load_settings
-from workers.notify.inbox import read_inbox
+from workers.notify.inbox import deliver, read_inbox
 from workers.notify.targets import TargetPolicy, TargetRefused, resolve
 
 QUEUE = "tests_notifications"
@@ -181,6 +181,17 @@ def test_in_app_goes_to_a_capped_inbox_and_the_users_feed(
     events = [json.loads(f["event"]) for _, f in rclient.xrange(FEED_STREAM, f"{since}-0", "+")]
     mine = [e for e in events if e.get("type") == "notification" and e.get("owner") == user]
     assert [e["notification"]["message"] for e in mine] == [f"note {i}" for i in range(5)]
+
+
+def test_a_user_id_with_a_colon_has_its_own_inbox(rclient) -> None:
+    # "<u>:delivered" is a valid user id; its inbox must not be the delivered set of "<u>".
+    user = f"user_{name()}"
+    assert deliver(rclient, user, {"message": "to u"}, 3, f"{user}-1")
+    assert deliver(rclient, f"{user}:delivered", {"message": "to u:delivered"}, 3, f"{user}-2")
+    assert deliver(rclient, user, {"message": "again"}, 3, f"{user}-3")
+    assert [n["message"] for n in read_inbox(rclient, user)] == ["again", "to u"]
+    assert [n["message"] for n in read_inbox(rclient, f"{user}:delivered")] == ["to u:delivered"]
+    assert not deliver(rclient, user, {"message": "to u"}, 3, f"{user}-1")  # a redelivery
 
 
 def test_submission_refuses_unknown_channels_and_bad_addresses() -> None:
