@@ -7,10 +7,6 @@ cancel, a `@shared_task`): see `tests/support/tasks.py`.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
 import pytest
 
 from tests.support.waiting import wait_for_state, wait_until
@@ -21,19 +17,17 @@ RECORD = {"builtin": "tests.record", "plain": "tests.plain_record", "shared": "t
 POISON = {"builtin": "tests.poison", "plain": "tests.plain_poison"}
 
 
-def gateway_call(gateway, method: str, path: str) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{gateway.base_url}/api/v1/tasks{path}", method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+async def gateway_call(gateway, method: str, path: str) -> tuple[int, dict]:
+    response = await gateway.client.request(method, f"/api/v1/tasks{path}")
+    return response.status, await response.json()
 
 
-def test_a_task_cancelled_while_queued_never_runs_on_workers_started_later(
-    gateway, celery_app, start_worker, rclient, key
+async def test_a_task_cancelled_while_queued_never_runs_on_workers_started_later(
+    serve_gateway, celery_app, start_worker, rclient, key
 ) -> None:
-    """Each kind of task (`RECORD`) on a queue of its own; the workers take all three."""
+    """Each kind of task (`RECORD`) on a queue of its own; the workers take all three. The
+    cancel goes through the gateway (in-process)."""
+    gateway = await serve_gateway()
     queues = {kind: f"tests_contract_cancel_{kind}" for kind in RECORD}
     ran = {kind: f"{key}:{kind}:ran" for kind in RECORD}
     doomed = {
@@ -41,7 +35,7 @@ def test_a_task_cancelled_while_queued_never_runs_on_workers_started_later(
         for kind, name in RECORD.items()
     }
     for kind, task in doomed.items():
-        status, body = gateway_call(gateway, "POST", f"/cancel/{task.id}")
+        status, body = await gateway_call(gateway, "POST", f"/cancel/{task.id}")
         assert (status, body.get("status")) == (200, "REVOKED"), (kind, body)
 
     for round_ in range(2):  # a worker started after the cancel, then another one
@@ -57,9 +51,9 @@ def test_a_task_cancelled_while_queued_never_runs_on_workers_started_later(
         worker.stop()
     for kind, task in doomed.items():
         assert rclient.lrange(ran[kind], 0, -1) == ["after0", "after1"], kind
-        assert gateway_call(gateway, "GET", f"/status/{task.id}")[1]["status"] == "REVOKED"
+        assert (await gateway_call(gateway, "GET", f"/status/{task.id}"))[1]["status"] == "REVOKED"
         # Cancelling again is a conflict, not a change.
-        assert gateway_call(gateway, "POST", f"/cancel/{task.id}")[0] == 409
+        assert (await gateway_call(gateway, "POST", f"/cancel/{task.id}"))[0] == 409
 
 
 def test_a_countdown_beyond_the_visibility_timeout_runs_once_with_two_workers(
