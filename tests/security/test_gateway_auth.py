@@ -29,7 +29,7 @@ from tests.security.conftest import database_url
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, InProcessGateway
 from tests.support.processes import Gateway, start_gateway, start_gateways, start_worker, stop_all
 from tests.support.waiting import async_wait_until
-from workers.core.keys import session_key
+from workers.core.keys import HEALTH_REPORT_KEY, session_key
 
 pytestmark = pytest.mark.slow
 
@@ -354,7 +354,7 @@ async def test_metrics_and_the_health_report_need_an_admin_key_or_the_metrics_to
     rclient = redis.Redis.from_url(db_url)
     try:
         report = {"checked_at": time.time(), "workers": {"w@secret-host": {}}, "lost": []}
-        rclient.set("claw:health:report", json.dumps(report))
+        rclient.set(HEALTH_REPORT_KEY, json.dumps(report))
     finally:
         rclient.close()
 

@@ -12,7 +12,7 @@ import pytest
 from tests.support.waiting import wait_until
 from tests.workers.tasks.conftest import run_task
 from workers.core import queues
-from workers.core.keys import chunks_key, done_key, index_key, task_key
+from workers.core.keys import HEALTH_REPORT_KEY, chunks_key, done_key, index_key, task_key
 from workers.notify.inbox import read_inbox
 from workers.runtime import registry
 from workers.runtime.failure_stats import failure_rate, record_failure
@@ -81,7 +81,7 @@ def test_health_check_flags_lost_tasks_unconsumed_queues_silent_workers_and_aler
 
     done = run_task(celery_app, queues.CHECK_TASK_HEALTH, QUEUE)
     assert done.state == "SUCCESS", done.result
-    report = json.loads(rclient.get("claw:health:report"))
+    report = json.loads(rclient.get(HEALTH_REPORT_KEY))
     assert report["checked_at"] == done.result["checked_at"]
     assert report["healthy"] is False
     lost_ids = [t["task_id"] for t in report["lost_tasks"]]
