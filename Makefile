@@ -18,10 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m workers.dev.devstack
 
-## test: lint, then the whole suite against real Redis, workers and gateway, in 3 xdist
+## test: lint, then the whole suite against real Redis, workers and gateway, in 4 xdist
 ## processes (mostly waiting on subprocesses; see tests/conftest.py). PYTEST_ARGS=-n0: serial
 test: $(STAMP) lint browser
-	$(BIN)/python -m pytest -n 3 --no-loadscope-reorder --ignore=tests/faults $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 4 --no-loadscope-reorder --ignore=tests/faults $(PYTEST_ARGS)
 
 ## test-faults: kills, outages, poison, memory pressure, 1,000 websockets; prints a table each
 test-faults: $(STAMP)

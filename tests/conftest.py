@@ -51,6 +51,9 @@ LONGEST = (
     "tests/ui/test_dashboard.py",
     "tests/security/test_api_fuzz.py",
     "tests/workers/runtime/test_delivery_contract.py",
+    "tests/workers/tasks/test_rate_limit.py",
+    "tests/service/test_live_feed.py",
+    "tests/security/test_canary.py",
 )
 
 
