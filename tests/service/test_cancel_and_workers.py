@@ -105,15 +105,16 @@ async def test_history_survives_a_gateway_restart_and_is_shared_by_replicas(
         third.stop()
 
 
-async def test_submissions_while_redis_is_down_get_503_with_retry_after(log_dir, http) -> None:
+async def test_submissions_while_redis_is_down_get_503_with_retry_after(
+    log_dir, http, serve_gateway
+) -> None:
     from tests.support.api import Api
-    from tests.support.processes import start_gateway
     from workers.dev.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis(log_dir / f"redis-down-{uuid.uuid4().hex[:6]}", appendonly=False)
     server.start()
-    gw = start_gateway(server.url, log_dir)
     try:
+        gw = await serve_gateway(redis_url=server.url)
         api = Api(http, gw.base_url, None)
         server.kill()
 
@@ -129,5 +130,4 @@ async def test_submissions_while_redis_is_down_get_503_with_retry_after(log_dir,
             async with http.get(f"{gw.base_url}{path}") as resp:
                 assert resp.status == 503 and resp.headers["Retry-After"]
     finally:
-        gw.stop()
         server.stop()
