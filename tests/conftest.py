@@ -96,6 +96,7 @@ def _module_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """One module is one unit of work (its tests share module fixtures and named queues),
     except the modules in SPREAD, whose tests start their own processes: each of their
