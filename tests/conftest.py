@@ -29,7 +29,6 @@ _server: EmbeddedRedis | None = None
 # is its own unit of work.
 SPREAD = {
     "tests/deploy/test_graceful.py",
-    "tests/security/test_api_fuzz.py",
     "tests/service/test_cancel_and_workers.py",
     "tests/workers/runtime/test_delivery_contract.py",
 }

@@ -1,6 +1,7 @@
 """Schemathesis against the running gateway's OpenAPI document: every operation, with an
 admin key, a user key and no key.
 
+Each generated case is sent with each key and without one (one generation, three runs).
 Checks on every response: no 5xx; status codes, content types, headers and bodies as
 documented; data the schema forbids is refused with a 4xx; an operation that needs a key
 refuses the same request without one or with a wrong one. Without a key, every protected
@@ -13,6 +14,7 @@ The gateway runs on a Redis database no worker uses, so the worker control opera
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -79,14 +81,58 @@ def _short_wait(case: Any) -> bool:
     return False
 
 
-def _fuzz(
-    op: Any, mode: Any, token: str | None, session: requests.Session, base_url: str,
-    statuses: Counter,
-) -> list[str]:  # fmt: skip
-    failures: list[str] = []
+# Each generated case is sent with every key (and with none): one generation, three runs.
+KEYS = {"admin": ADMIN, "user": ALICE, "none": None}
+
+
+@dataclass
+class Run:
+    """What one key met: failures, and the statuses answered per operation."""
+
+    failures: list[str] = field(default_factory=list)
+    seen: dict[str, Counter] = field(default_factory=dict)
+
+
+def _send(
+    case: Any, op: Any, mode: Any, token: str | None, altered: bool,
+    session: requests.Session, base_url: str, run: Run,
+) -> None:  # fmt: skip
     headers = {"Authorization": f"Bearer {token}"} if token else None
     checks = AUTHENTICATED_CHECKS if token else CHECKS
+    # The key is added to every call: a case made invalid only by leaving it out (or by a
+    # wait we shortened) is valid by the time it is sent.
+    altered = altered or bool(token and "Authorization" not in (case.headers or {}))
+    label = f"{op.label} [{mode.value}]"
+    statuses = run.seen.setdefault(op.label, Counter())
+    try:
+        response = case.call(base_url=base_url, session=session, headers=headers, timeout=15)
+        statuses[response.status_code] += 1
+        # 413 (body over 1 MiB) is a rejection too; schemathesis' list lacks it.
+        skip_rejection = response.status_code == 413 or (mode == NEGATIVE and altered)
+        applied = (
+            [c for c in checks if c is not oas.negative_data_rejection]
+            if skip_rejection else checks
+        )  # fmt: skip
+        case.validate_response(
+            response, checks=applied, headers=headers,
+            transport_kwargs={"base_url": base_url, "session": session, "timeout": 15},
+        )  # fmt: skip
+    except (Exception, BaseExceptionGroup) as exc:
+        run.failures.append(f"{label}: {type(exc).__name__}: {exc}")
+        return
+    # Only the HTTP layer answers before auth: a request line it cannot parse (over
+    # 8 KiB) or a URL it cannot decode. A validation error (with `details`) before
+    # authentication would be a bug.
+    parsed = not (response.status_code == 400 and not _validation_error(response))
+    if token is None and not _is_public(op) and parsed and response.status_code != 401:
+        run.failures.append(
+            f"{label}: answered {response.status_code} without a key: {response.text[:200]}"
+        )
 
+
+def _fuzz(
+    op: Any, mode: Any, session: requests.Session, base_url: str, runs: dict[str, Run]
+) -> None:
     @given(case=op.as_strategy(generation_mode=mode))
     @settings(
         max_examples=EXAMPLES_BY_OPERATION.get(_operation_id(op), EXAMPLES),
@@ -95,58 +141,34 @@ def _fuzz(
     )  # fmt: skip
     def run(case: Any) -> None:
         altered = _short_wait(case)
-        # The key is added to every call: a case made invalid only by leaving it out (or
-        # by a wait we shortened) is valid by the time it is sent.
-        altered = altered or bool(token and "Authorization" not in (case.headers or {}))
-        label = f"{op.label} [{mode.value}]"
-        try:
-            response = case.call(base_url=base_url, session=session, headers=headers, timeout=15)
-            statuses[response.status_code] += 1
-            # 413 (body over 1 MiB) is a rejection too; schemathesis' list lacks it.
-            skip_rejection = response.status_code == 413 or (mode == NEGATIVE and altered)
-            applied = (
-                [c for c in checks if c is not oas.negative_data_rejection]
-                if skip_rejection else checks
-            )  # fmt: skip
-            case.validate_response(
-                response, checks=applied, headers=headers,
-                transport_kwargs={"base_url": base_url, "session": session, "timeout": 15},
-            )  # fmt: skip
-        except (Exception, BaseExceptionGroup) as exc:
-            failures.append(f"{label}: {type(exc).__name__}: {exc}")
-            return
-        # Only the HTTP layer answers before auth: a request line it cannot parse (over
-        # 8 KiB) or a URL it cannot decode. A validation error (with `details`) before
-        # authentication would be a bug.
-        parsed = not (response.status_code == 400 and not _validation_error(response))
-        if token is None and not _is_public(op) and parsed and response.status_code != 401:
-            failures.append(
-                f"{label}: answered {response.status_code} without a key: {response.text[:200]}"
-            )
+        for name, token in KEYS.items():
+            _send(case, op, mode, token, altered, session, base_url, runs[name])
 
     try:
         run()
     except Unsatisfiable:
         pass  # nothing to make invalid: an operation without parameters or body
-    return failures
 
 
-def _fuzz_all(base_url: str, token: str | None) -> tuple[list[str], dict[str, Counter]]:
-    failures: list[str] = []
-    seen: dict[str, Counter] = {}
+@pytest.fixture(scope="module")
+def fuzzed(isolated_gateway) -> dict[str, Run]:
+    """Every operation fuzzed once, each case sent with each key."""
+    runs = {name: Run() for name in KEYS}
+    base_url = isolated_gateway.base_url
     with requests.Session() as session:
         for op in _operations(base_url):
-            statuses = seen.setdefault(op.label, Counter())
             for mode in (POSITIVE, NEGATIVE):
-                failures += _fuzz(op, mode, token, session, base_url, statuses)
-    for label, statuses in seen.items():
-        print(f"{label:48} {dict(sorted(statuses.items()))}")
-    return list(dict.fromkeys(failures)), seen
+                _fuzz(op, mode, session, base_url, runs)
+    for name, run in runs.items():
+        run.failures = list(dict.fromkeys(run.failures))
+        for label, statuses in run.seen.items():
+            print(f"{name:5} {label:48} {dict(sorted(statuses.items()))}")
+    return runs
 
 
-@pytest.mark.parametrize("token", [ADMIN, ALICE], ids=["admin", "user"])
-def test_every_operation_conforms_with_a_key(isolated_gateway, token) -> None:
-    failures, seen = _fuzz_all(isolated_gateway.base_url, token)
+@pytest.mark.parametrize("token", ["admin", "user"])
+def test_every_operation_conforms_with_a_key(isolated_gateway, fuzzed, token) -> None:
+    failures, seen = fuzzed[token].failures, fuzzed[token].seen
     assert isolated_gateway.alive()
     assert not failures, "\n\n".join(failures)
     everything = sum(seen.values(), Counter())
@@ -157,8 +179,8 @@ def test_every_operation_conforms_with_a_key(isolated_gateway, token) -> None:
     assert submitted[202] > 0, submitted
 
 
-def test_every_protected_operation_refuses_a_missing_key(isolated_gateway) -> None:
-    failures, seen = _fuzz_all(isolated_gateway.base_url, None)
+def test_every_protected_operation_refuses_a_missing_key(fuzzed) -> None:
+    failures, seen = fuzzed["none"].failures, fuzzed["none"].seen
     assert not failures, "\n\n".join(failures)
     assert set(seen["GET /api/v1/tasks/stats"]) == {401}
 
