@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.errors import Forbidden, NotFound, ServiceUnavailable
+from service.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
 from service.keys import celery_key, executor_key, redis_key
 from service.middlewares import principal_of
 from service.requests import load_json, load_query
@@ -148,7 +148,13 @@ async def shutdown(request: web.Request) -> web.Response:
 
 
 async def _target(request: web.Request) -> dict[str, Any]:
-    """The worker named in the query or in a JSON body."""
+    """The worker named in the query or in a JSON body (one of the two: a body beside a
+    query would otherwise go unread, malformed or not)."""
+    if request.query and request.can_read_body:
+        raise BadRequest(
+            "name the worker in the query or in the body, not both",
+            details={"body": ["not allowed with a query"]},
+        )
     if request.query:
         return load_query(request, shared(WorkerTarget))
     return await load_json(request, shared(WorkerTarget))
