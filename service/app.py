@@ -23,6 +23,7 @@ from service.keys import (
     redis_key,
     sessions_key,
     settings_key,
+    sync_redis_key,
     task_store_key,
     waiter_key,
 )
@@ -42,7 +43,7 @@ from service.task_store import TaskStore
 from service.views import pages
 from service.views.tasks import compute_stats
 from service.waiter import ResultWaiter
-from workers.core.redis_client import async_redis
+from workers.core.redis_client import async_redis, sync_redis
 from workers.core.settings import Settings
 from workers.runtime.celery_config import create_celery_app
 from workers.runtime.internals import check_internals
@@ -55,6 +56,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     client = async_redis(settings)
     app[redis_key] = client
+    app[sync_redis_key] = sync_redis(settings)
     store = TaskStore(client, ttl=settings.task_history_ttl)
     app[task_store_key] = store
     refusals = asyncio.get_running_loop().create_task(store.retry_refusals())
@@ -68,6 +70,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await refusals
     await waiter.close()
     await client.aclose()
+    app[sync_redis_key].close()
 
 
 async def feed_ctx(app: web.Application) -> AsyncIterator[None]:

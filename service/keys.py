@@ -18,6 +18,8 @@ from workers.core.settings import Settings
 
 settings_key = web.AppKey("settings", Settings)
 redis_key = web.AppKey("redis", redis.asyncio.Redis)
+# For the blocking calls run in the executor (knowledge search): the same Redis, sync.
+sync_redis_key = web.AppKey("sync_redis", redis.Redis)
 celery_key = web.AppKey("celery", Celery)
 executor_key = web.AppKey("executor", ThreadPoolExecutor)
 keyring_key = web.AppKey("keyring", KeyRing)

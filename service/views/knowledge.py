@@ -14,7 +14,7 @@ import redis.exceptions
 from aiohttp import web
 
 from service.errors import ApiError, ServiceUnavailable
-from service.keys import executor_key, redis_key, settings_key
+from service.keys import executor_key, redis_key, settings_key, sync_redis_key
 from service.middlewares import principal_of
 from service.ownership import acting_owner, require_knowledge_base
 from service.requests import load_query
@@ -28,12 +28,13 @@ class UpstreamRefused(ApiError):
     message = "the embedding provider refused the query"
 
 
-def _search(settings: Settings, owner: str, kb_id: str, query: str, k: int) -> list[dict[str, Any]]:
+def _search(
+    client: Any, settings: Settings, owner: str, kb_id: str, query: str, k: int
+) -> list[dict[str, Any]]:
     # Imported here: the embedding code stays off the gateway's import path.
     from workers.knowledge.indexing import search
-    from workers.runtime.clients import redis_client
 
-    return search(redis_client(), settings, owner, kb_id, query, k)
+    return search(client, settings, owner, kb_id, query, k)
 
 
 async def knowledge_search(request: web.Request) -> web.Response:
@@ -45,7 +46,13 @@ async def knowledge_search(request: web.Request) -> web.Response:
 
     loop = asyncio.get_running_loop()
     call = functools.partial(
-        _search, request.app[settings_key], owner, kb_id, params["q"], params["k"]
+        _search,
+        request.app[sync_redis_key],
+        request.app[settings_key],
+        owner,
+        kb_id,
+        params["q"],
+        params["k"],
     )
     try:
         results = await loop.run_in_executor(request.app[executor_key], call)
