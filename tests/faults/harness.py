@@ -234,6 +234,20 @@ class FaultStack:
             )
         return "\n".join(lines)
 
+    def explain(self, task_ids: list[str], sample: int = 3) -> str:
+        """Every attempt and end in the ledger and the index record of a few tasks: why a
+        verdict counted them (run twice, lost)."""
+        lines = []
+        for task_id in task_ids[:sample]:
+            record = self.client.hgetall(f"claw:task:{task_id}")
+            keep = {k: record.get(k) for k in ("state", "deliveries", "claimed_by", "claimed_at",
+                                               "worker", "recovered_at", "eta")}  # fmt: skip
+            lines.append(f"  {task_id}: {keep}")
+            for kind in ("attempts", "ends"):
+                for entry in self.ledger.lrange(f"{kind}:{task_id}", 0, -1):
+                    lines.append(f"    {kind[:-1]} {entry}")
+        return "\n".join(lines)
+
     # --- the verdict -----------------------------------------------------------------
 
     def verdict(self, accepted: list[str], known: tuple[str, ...] = ()) -> Verdict:
