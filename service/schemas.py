@@ -168,6 +168,10 @@ class TaskSummary(Schema):
     worker = fields.String(allow_none=True)
     error = fields.String(allow_none=True)
     result_preview = fields.String(allow_none=True)
+    waiting_reason = fields.String(
+        allow_none=True,
+        metadata={"description": "why a task due to run waits (its rate limit) until `eta`"},
+    )
 
 
 class TaskStatusResponse(TaskSummary):
@@ -179,6 +183,9 @@ class TaskStatusResponse(TaskSummary):
     args = fields.Raw(allow_none=True)
     kwargs = fields.Raw(allow_none=True)
     eta = fields.String(allow_none=True)
+    deferrals = fields.Integer(
+        allow_none=True, metadata={"description": "deliveries that waited for the rate limit"}
+    )
     retried_from = fields.String(allow_none=True)
     retried_as = fields.String(allow_none=True)
 

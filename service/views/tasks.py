@@ -50,6 +50,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         "status": record.get("state"),
         "runtime": round(finished - started, 6) if started and finished else None,
         "error": record.get("error_message"),
+        "waiting_reason": record.get("waiting_reason") or None,
     }
 
 

@@ -122,3 +122,7 @@ def plain_transient(key: str) -> None:
     """A transient fault in a task without the retry policy: it fails, no retry."""
     redis_client().rpush(f"{key}:attempts", time.time())
     raise TransientError("upstream busy")
+
+
+# Users' own tasks declared as the source document and Celery's guide teach.
+import tests.support.document_tasks  # noqa: E402, F401

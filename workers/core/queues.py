@@ -29,3 +29,22 @@ TASK_QUEUES = {
     DELETE_KNOWLEDGE_VECTORS: KNOWLEDGE_DEFAULT,
     RECOVER_LOST_TASKS: DEFAULT,
 }
+
+# The source document's qualified names (its module `app.tasks.ai_tasks` and
+# `app.tasks.knowledge_tasks`): accepted as aliases of the built-in tasks. A message sent
+# by such a name is routed like the short name, renamed to it when our app publishes it,
+# and run by the same task when another client sends it as it is.
+DOCUMENT_ALIASES = {
+    "app.tasks.ai_tasks.generate_ai_response": GENERATE_AI_RESPONSE,
+    "app.tasks.ai_tasks.send_notification": SEND_NOTIFICATION,
+    "app.tasks.ai_tasks.cleanup_expired_results": CLEANUP_EXPIRED_RESULTS,
+    "app.tasks.ai_tasks.check_task_health": CHECK_TASK_HEALTH,
+    "app.tasks.knowledge_tasks.vectorize_document": VECTORIZE_DOCUMENT,
+    "app.tasks.knowledge_tasks.update_knowledge_base": UPDATE_KNOWLEDGE_BASE,
+    "app.tasks.knowledge_tasks.delete_knowledge_vectors": DELETE_KNOWLEDGE_VECTORS,
+}
+
+
+def canonical_name(name: str) -> str:
+    """The built-in task's own name for one of the document's names; others unchanged."""
+    return DOCUMENT_ALIASES.get(name, name)

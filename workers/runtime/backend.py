@@ -16,15 +16,23 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
+from workers.core import queues
+from workers.core.headers import OWNER_HEADER
+from workers.core.keys import task_key
 from workers.core.settings import get_settings
+from workers.runtime.rate_limit import declared_rate, take_slot
 from workers.taskindex.lua_scripts import RecordUpdate, claim_start_call, source, store_result_call
-from workers.taskindex.record import PREVIEW_CAP, STATES, capped_json, preview
+from workers.taskindex.record import PREVIEW_CAP, STATES, TERMINAL_STATES, capped_json, preview
 
 EVENT_RESULT_CAP = 64 * 1024
 # A delivery's claim token, in the task's request (set by `ClawRequest`), and the claim's
 # outcome, set on the request when STARTED is stored.
 CLAIM_FIELD = "claw_claim"
 CLAIM_OUTCOME_FIELD = "claw_claim_outcome"
+# The outcome of a delivery that found no free slot of its task's rate limit (no claim was
+# made, nothing stored), and the `rate_limit.Deferral` saying when it may run.
+CLAIM_DEFERRED = -1
+DEFERRAL_FIELD = "claw_deferral"
 
 
 def feed_extra(result: Any, state: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +54,8 @@ def index_fields(result: Any, state: str, traceback: str | None, request: Any) -
     fields: dict[str, Any] = {}
     if request is not None:
         delivery = getattr(request, "delivery_info", None) or {}
-        fields["name"] = getattr(request, "task", None) or getattr(request, "name", None)
+        name = getattr(request, "task", None) or getattr(request, "name", None)
+        fields["name"] = queues.canonical_name(name) if name else None
         fields["queue"] = delivery.get("routing_key")
         fields["retries"] = str(getattr(request, "retries", 0) or 0)
         hostname = getattr(request, "hostname", None)
@@ -55,6 +64,7 @@ def index_fields(result: Any, state: str, traceback: str | None, request: Any) -
     now = time.time()
     if state == states.STARTED:
         fields["started_at"] = repr(now)
+        fields["waiting_reason"] = ""  # it waits no more (`TaskIndex.waiting`)
     elif state == states.SUCCESS:
         fields["result_preview"] = preview(result)
     elif state == states.RETRY:
@@ -119,6 +129,8 @@ class _IndexedMixin:
         )  # fmt: skip
         result_key = self.get_key_for_task(task_id)  # type: ignore[attr-defined]
         token = getattr(request, CLAIM_FIELD, None) if state == states.STARTED else None
+        if token and self._deferred(request):
+            return result  # no slot of its rate limit: it stays waiting, nothing stored
         if token:
             # Right before the task runs (`track_started`): the claim goes with it; the
             # task itself reads the outcome (`PlatformTask.before_start`).
@@ -133,6 +145,24 @@ class _IndexedMixin:
             keys, args = store_result_call(update, result_key, value, expires)
             self.ensure(self._run_script, (self._store, keys, args))  # type: ignore[attr-defined]
         return result
+
+    def _deferred(self, request: Any) -> bool:
+        """Whether the delivery about to run must wait for a slot of its task's platform-
+        wide rate limit (`rate_limit.take_slot`); the task reads why in `before_start`."""
+        task = self.app.tasks.get(getattr(request, "task", None) or "")  # type: ignore[attr-defined]
+        if task is None or declared_rate(task) is None:
+            return False
+        state, cancelled = self.client.hmget(  # type: ignore[attr-defined]
+            task_key(request.id), "state", "cancel_requested"
+        )
+        if cancelled == b"1" or bytes_to_str(state or b"") in TERMINAL_STATES:
+            return False  # no slot for a copy the claim drops (cancelled, finished)
+        deferral = take_slot(self.client, task, request.get(OWNER_HEADER))  # type: ignore[attr-defined]
+        if deferral is None:
+            return False
+        setattr(request, CLAIM_OUTCOME_FIELD, CLAIM_DEFERRED)
+        setattr(request, DEFERRAL_FIELD, deferral)
+        return True
 
     @functools.cached_property
     def _store(self) -> Any:

@@ -8,6 +8,7 @@ import random
 import socket
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.exceptions
@@ -15,13 +16,19 @@ from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Ignore, Reject
 from celery.signals import worker_ready
+from celery.utils.time import get_exponential_backoff_interval
 
 # task_ready is private (workers/runtime/internals.py lists it); celery-types omits it.
 from celery.worker.request import Request, task_ready  # type: ignore[attr-defined]
 
 from workers.core.headers import DEFERRED_HEADER, OWNER_HEADER
 from workers.core.settings import get_settings
-from workers.runtime.backend import CLAIM_FIELD, CLAIM_OUTCOME_FIELD
+from workers.runtime.backend import (
+    CLAIM_DEFERRED,
+    CLAIM_FIELD,
+    CLAIM_OUTCOME_FIELD,
+    DEFERRAL_FIELD,
+)
 from workers.runtime.clients import task_index
 from workers.taskindex.index import (
     CLAIM_CANCELLED,
@@ -137,6 +144,10 @@ class PlatformTask(Task):
     plain `@celery_app.task` or `@shared_task` gets it too; a task declared with
     `base=celery.Task` opts out, and the worker names it in a warning at start-up.
 
+    Rate limits: the task's `rate_limit` (Celery's option) holds for the whole platform;
+    a delivery with no free slot waits, as a copy due when one frees up
+    (`workers/runtime/rate_limit.py`), without running, failing or counting a retry.
+
     Claim before running: the STARTED write also claims the task for this delivery in
     the index (`claim_start.lua`, one Redis call). Cancels recorded in the index are
     honoured by every worker, also ones started after the cancel (Celery keeps revokes
@@ -150,6 +161,23 @@ class PlatformTask(Task):
     abstract = True
     # Celery takes the class or its dotted path; celery-types knows the path only.
     Request = ClawRequest  # type: ignore[assignment]
+    # The setting whose value replaces the declared `rate_limit` (the built-in tasks:
+    # AI_RATE_LIMIT, VECTORIZE_RATE_LIMIT); either is enforced platform-wide before the
+    # claim (`workers/runtime/rate_limit.py`).
+    global_rate_setting: str = ""
+
+    @classmethod
+    def bind(cls, app: Any) -> Any:
+        """Celery's binding to the app, which fills unset options from its config; then a
+        task declaring only `time_limit` below the app's soft limit (`time_limit=60` under
+        TASK_SOFT_TIME_LIMIT=300) gets its soft limit below the hard one, as `ClawRequest`
+        does per call: Celery's `apply_async` would refuse to send it otherwise."""
+        declared_soft = cls.__dict__.get("soft_time_limit") is not None
+        bound = super().bind(app)
+        hard, soft = cls.time_limit, cls.soft_time_limit
+        if hard and soft and soft > hard and not declared_soft:
+            cls.soft_time_limit = hard * ClawRequest.SOFT_SHARE  # type: ignore[assignment]
+        return bound
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         outcome = getattr(self.request, CLAIM_OUTCOME_FIELD, CLAIM_RUN)
@@ -161,6 +189,8 @@ class PlatformTask(Task):
             self.send_event("task-revoked", terminated=False, signum=None, expired=False)
         elif outcome == CLAIM_DONE:
             logger.warning("dropping a duplicate of finished %s[%s]", self.name, task_id)
+        elif outcome == CLAIM_DEFERRED:
+            self._defer_for_rate(getattr(self.request, DEFERRAL_FIELD))
         else:
             self._defer_duplicate()
         # Acknowledged without running: the task's state stays as it is.
@@ -181,6 +211,19 @@ class PlatformTask(Task):
         self.signature_from_request(
             self.request, countdown=DUPLICATE_RECHECK, headers=deferred_headers(self.request)
         ).apply_async()
+
+    def _defer_for_rate(self, deferral: Any) -> None:
+        """No slot of the task's rate limit was free (`rate_limit.take_slot`): a copy is
+        published to run when one frees up (before this one is acknowledged), with the
+        same retry count, so waiting never uses up `max_retries`; the record says why."""
+        run_at = datetime.now(UTC) + timedelta(seconds=deferral.countdown)
+        logger.info(
+            "%s[%s] waits %.1fs for its rate limit", self.name, self.request.id, deferral.countdown
+        )
+        self.signature_from_request(
+            self.request, eta=run_at, headers=deferred_headers(self.request)
+        ).apply_async()
+        task_index().waiting(str(self.request.id), deferral.reason, run_at.isoformat())
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, except that a retry it cannot publish keeps the task.
@@ -213,7 +256,11 @@ class BaseTaskWithRetry(PlatformTask):
     """Retries transient faults with exponential backoff; anything else fails at once.
 
     After `max_retries` retries the task ends FAILURE with the last error. The delivery
-    guarantees come from `PlatformTask`; this class adds the retry policy only.
+    guarantees come from `PlatformTask`; this class adds the retry policy only. Celery's
+    own task options hold on top of it: `retry_backoff`, `retry_backoff_max` and
+    `retry_jitter` replace the platform's backoff (RETRY_BACKOFF_BASE...) when given,
+    `dont_autoretry_for` fails those errors at once, and `autoretry_for` retries more
+    errors as Celery documents.
     """
 
     abstract = True
@@ -224,9 +271,13 @@ class BaseTaskWithRetry(PlatformTask):
         try:
             return super().__call__(*args, **kwargs)
         except self.transient_errors as exc:
-            if self.request.called_directly:
+            if self.request.called_directly or isinstance(exc, self._never_retried()):
                 raise
             raise self.retry(exc=exc, countdown=self.retry_countdown(exc)) from exc
+
+    def _never_retried(self) -> tuple[type[BaseException], ...]:
+        """Celery's `dont_autoretry_for`: errors that fail at once, transient or not."""
+        return tuple(getattr(self, "dont_autoretry_for", ()) or ())
 
     def failed_attempts(self) -> int:
         """Retries caused by failures so far: the exponent of the next backoff."""
@@ -236,6 +287,15 @@ class BaseTaskWithRetry(PlatformTask):
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return float(retry_after)
+        factor = getattr(self, "retry_backoff", False)
+        if factor:
+            # Celery's own backoff options, read as its `autoretry_for` reads them.
+            return get_exponential_backoff_interval(
+                factor=int(max(1.0, float(factor))),
+                retries=self.failed_attempts(),
+                maximum=int(getattr(self, "retry_backoff_max", 600)),
+                full_jitter=bool(getattr(self, "retry_jitter", True)),
+            )
         settings = get_settings()
         return backoff_seconds(
             self.failed_attempts(),

@@ -99,8 +99,11 @@ def celery_config(settings: Settings) -> dict:
         # which is the lowest. An explicit priority from the caller wins over the route.
         "task_routes": (
             {
-                name: {"queue": queue, "priority": priority.DEFAULT_PRIORITY}
-                for name, queue in queues.TASK_QUEUES.items()
+                name: {
+                    "queue": queues.TASK_QUEUES[queues.canonical_name(name)],
+                    "priority": priority.DEFAULT_PRIORITY,
+                }
+                for name in (*queues.TASK_QUEUES, *queues.DOCUMENT_ALIASES)
             },
             {"*": {"priority": priority.DEFAULT_PRIORITY}},
         ),

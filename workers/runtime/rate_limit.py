@@ -1,12 +1,15 @@
 """Rate limits that hold for the whole platform, not per worker process.
 
 Celery's `rate_limit` is enforced by each worker on its own, so four workers would send
-four times the allowed calls to the model provider. Here every execution first takes a
-slot in a sliding-window log in Redis (one Lua script, scripts/acquire_slot.lua, so
-concurrent workers cannot both take the last slot). A task over the limit is re-published
-with a countdown to when a slot frees up: it does not run, does not fail, and does not
-hold a pool process while it waits. Such deferrals are counted per task and do not use up
-its `max_retries`.
+four times the allowed calls to the model provider. Here the `rate_limit` of every task on
+the app (Celery's decorator option; the built-in tasks' come from settings) is enforced
+for the whole platform, and Celery's per-worker limits are off. Every execution first
+takes a slot in a sliding-window log in Redis (one Lua script, scripts/acquire_slot.lua,
+so concurrent workers cannot both take the last slot). A delivery over the limit is
+re-published with a countdown to when a slot frees up: it does not run, does not fail,
+does not hold a pool process while it waits, and does not use up `max_retries`. The task
+stays waiting (PENDING, or RETRY if it was retrying) with the reason and when it will run
+in its record (`waiting_reason`, `eta`), and a `waiting` event in the live feed.
 
 The ceiling is shared fairly between owners (the task's `claw_owner` header; tasks without
 one share a single "unowned" bucket). An owner alone may use the whole ceiling; while other
@@ -22,19 +25,19 @@ from __future__ import annotations
 import random
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from workers.core.headers import OWNER_HEADER
-from workers.core.keys import deferrals_key, rate_limit_keys
+from workers.core.keys import rate_limit_keys
 from workers.core.lua import lua_file
 from workers.core.settings import get_settings
-from workers.runtime.base import BaseTaskWithRetry
 
-DEFERRALS_TTL = 24 * 3600
 _UNITS = {"s": 1, "m": 60, "h": 3600}
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([smh])\s*$")
+# Celery's format: N (per second), N/s, N/m, N/h, N fractional; ours adds N/<seconds>s.
+_RATE = re.compile(r"^\s*(\d*\.?\d+)\s*(?:/\s*(\d*\.?\d*)\s*([smh]))?\s*$")
+DEFER_JITTER = 0.25
 
 UNOWNED = "@unowned"  # owners are percent-encoded in keys: no owner's name spells this
 
@@ -48,15 +51,25 @@ class Rate:
         return f"{self.limit}/{self.window:g}s"
 
 
-def parse_rate(text: str) -> Rate:
-    """`"10/m"`, `"5/h"`, `"3/2s"` -> Rate. Raises ValueError on anything else."""
-    match = _RATE.match(text)
+def parse_rate(text: str | float) -> Rate | None:
+    """A task's `rate_limit` as Celery reads it, enforced over a sliding window:
+    `"10/m"` -> 10 per 60 s, `"3/2s"` -> 3 per 2 s, `10` or `"10"` -> 10 per second,
+    `"0.5/m"` -> 1 per 120 s; `0` -> None (no limit, as in Celery). Raises ValueError on
+    anything else."""
+    match = _RATE.match(str(text))
     if not match:
-        raise ValueError(f"bad rate {text!r}: expected N/s, N/m, N/h or N/<seconds>s")
-    count, amount, unit = match.groups()
-    window = (float(amount) if amount else 1.0) * _UNITS[unit]
-    if int(count) < 1 or window <= 0:
-        raise ValueError(f"bad rate {text!r}: needs at least 1 per a positive window")
+        raise ValueError(
+            f"bad rate {text!r}: expected N, N/s, N/m, N/h or N/<seconds>s (Celery's rate_limit)"
+        )
+    count_text, amount, unit = match.groups()
+    count = float(count_text)
+    window = (float(amount) if amount else 1.0) * _UNITS[unit or "s"]
+    if window <= 0:
+        raise ValueError(f"bad rate {text!r}: the window must be positive")
+    if count == 0:
+        return None
+    if count != int(count):  # a fractional rate: one run per 1/rate of the window
+        return Rate(1, window / count)
     return Rate(int(count), window)
 
 
@@ -99,61 +112,53 @@ def acquire_call(
     return keys, [rate.limit, int(rate.window * 1000), member, segment]
 
 
-class RateLimitedDeferral(Exception):
-    """Why a task went back to its queue: the platform-wide limit was reached."""
+@dataclass(frozen=True)
+class Deferral:
+    """A delivery that found no free slot: when to run it, and why (for the record)."""
+
+    countdown: float
+    reason: str
 
 
-class GloballyRateLimitedTask(BaseTaskWithRetry):
-    """A task whose executions are limited across the cluster.
+def declared_rate(task: Any) -> Rate | None:
+    """The platform-wide rate of a task: the setting its `global_rate_setting` names (the
+    built-in tasks: AI_RATE_LIMIT, VECTORIZE_RATE_LIMIT), else its own `rate_limit`
+    (Celery's option on the decorator). None: unlimited. Raises ValueError for a rate
+    Celery's format does not allow."""
+    setting = getattr(task, "global_rate_setting", "")
+    text = getattr(get_settings(), setting) if setting else getattr(task, "rate_limit", None)
+    return parse_rate(text) if text not in (None, "") else None
 
-    `global_rate_setting` names the setting holding the rate (e.g. `ai_rate_limit`).
+
+def undeclarable_rates(tasks: Mapping[str, Any]) -> list[str]:
+    """`name: problem` for every registered task whose rate cannot be enforced."""
+    problems = []
+    for name, task in sorted(tasks.items()):
+        try:
+            declared_rate(task)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    return problems
+
+
+def take_slot(client: Any, task: Any, owner: str | None) -> Deferral | None:
+    """Right before a delivery runs: take a slot of the task's platform-wide rate.
+    None: run it (no rate, or a slot taken). A Deferral: put it back until a slot frees.
+
+    Called in the pool process before the claim (`workers/runtime/backend.py`), so a
+    deferred delivery never becomes STARTED: it stays waiting, in REST and in the feed.
     """
-
-    abstract = True
-    global_rate_setting: str = ""
+    rate = declared_rate(task)
+    if rate is None:
+        return None
+    refusal = GlobalRateLimiter(client).acquire(task.name, rate, owner)
+    if refusal is None:
+        return None
     # Spread deferred tasks a little so they do not all wake at the same instant.
-    defer_jitter: float = 0.25
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        task_id = self.request.id  # set whenever a worker runs the task (not called directly)
-        if task_id and not self.request.called_directly and self.global_rate_setting:
-            rate = parse_rate(getattr(get_settings(), self.global_rate_setting))
-            owner = self.request.get(OWNER_HEADER)
-            refusal = GlobalRateLimiter(self._redis()).acquire(self.name, rate, owner)
-            if refusal:
-                self._redis().incr(deferrals_key(task_id))
-                self._redis().expire(deferrals_key(task_id), DEFERRALS_TTL)
-                countdown = refusal.wait + random.uniform(0, self.defer_jitter)  # noqa: S311
-                reached = (
-                    f"this owner's share ({refusal.share}) of the platform rate limit {rate}, "
-                    "while other owners wait,"
-                    if refusal.share
-                    else f"platform rate limit {rate}"
-                )
-                # A deferral is not a failure: it never counts against max_retries.
-                raise super().retry(
-                    exc=RateLimitedDeferral(f"{reached} reached; deferred {countdown:.2f}s"),
-                    countdown=countdown,
-                    max_retries=self.request.retries + 1,
-                )
-        return super().__call__(*args, **kwargs)
-
-    def deferrals(self) -> int:
-        if self.request.called_directly or not self.request.id:
-            return 0
-        return int(self._redis().get(deferrals_key(self.request.id)) or 0)
-
-    def retry(self, *args: Any, max_retries: int | None = None, **kwargs: Any) -> Any:
-        if max_retries is None and self.max_retries is not None:
-            max_retries = self.max_retries + self.deferrals()
-        return super().retry(*args, max_retries=max_retries, **kwargs)
-
-    def failed_attempts(self) -> int:
-        # Deferrals by the rate limiter are retries too, but not failures.
-        return max(0, super().failed_attempts() - self.deferrals())
-
-    @staticmethod
-    def _redis() -> Any:
-        from workers.runtime.clients import redis_client
-
-        return redis_client()
+    countdown = refusal.wait + random.uniform(0, DEFER_JITTER)  # noqa: S311 - not crypto
+    reached = (
+        f"this owner's share ({refusal.share}) of the rate limit {rate}, while other owners wait,"
+        if refusal.share
+        else f"rate limit {rate}"
+    )
+    return Deferral(countdown, f"{reached} reached; runs in {countdown:.1f}s")

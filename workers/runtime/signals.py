@@ -16,6 +16,7 @@ from celery.signals import (
     celeryd_init,
     heartbeat_sent,
     worker_before_create_process,
+    worker_init,
     worker_ready,
     worker_shutdown,
 )
@@ -24,11 +25,13 @@ from celery.worker import state as worker_state
 # Imported for the Celery signal receivers they connect: our logging, WORKER_QUEUES.
 import workers.runtime.logs
 import workers.runtime.queue_selection  # noqa: F401
+from workers.core import queues
 from workers.core.headers import DEFERRED_HEADER, INDEXED_HEADER, RECORD_HEADER
 from workers.core.settings import get_settings
 from workers.runtime import registry
 from workers.runtime.clients import redis_client, task_index
 from workers.runtime.internals import exit_unless_internals_hold
+from workers.runtime.rate_limit import undeclarable_rates
 from workers.taskindex.lua_scripts import RecordUpdate
 from workers.taskindex.record import publish_fields
 
@@ -48,6 +51,10 @@ def _on_publish(
     transport that writes both in one script (`workers.runtime.priority`)."""
     if headers is None:
         return
+    if sender and sender != queues.canonical_name(sender):
+        # One of the source document's names: the message carries the task's own name,
+        # so workers, Flower and the index see one name.
+        sender = headers["task"] = queues.canonical_name(sender)
     task_id = headers.get("id")
     if not task_id or not sender or headers.get(DEFERRED_HEADER) or headers.get(INDEXED_HEADER):
         # A duplicate delivery put back to be checked later, or a task its publisher
@@ -99,6 +106,21 @@ def check_eviction_policy(client: Any) -> str | None:
 # A worker or Beat refuses to start without the Celery/kombu internals it relies on.
 celeryd_init.connect(exit_unless_internals_hold)
 beat_init.connect(exit_unless_internals_hold)
+
+
+@worker_init.connect
+def _check_tasks(sender: Any = None, **_: Any) -> None:
+    """Once the task modules are imported: a worker refuses to start when a task's
+    `rate_limit` cannot be enforced (it would otherwise run unlimited), and it runs the
+    source document's names of the built-in tasks as those tasks (another client's message
+    may carry them)."""
+    tasks = sender.app.tasks
+    problems = undeclarable_rates(tasks)
+    if problems:
+        raise SystemExit("tasks with a rate_limit that cannot be enforced: " + "; ".join(problems))
+    for alias, name in queues.DOCUMENT_ALIASES.items():
+        if name in tasks and alias not in tasks:
+            tasks[alias] = tasks[name]
 
 
 @worker_ready.connect

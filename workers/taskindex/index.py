@@ -119,6 +119,24 @@ class TaskIndex:
         index, event_id = self._feed(keys=keys, args=args)
         return int(index), event_id
 
+    def waiting(self, task_id: str, reason: str, eta: str) -> None:
+        """A delivery put back until it may run (its rate limit): why and until when, in
+        the record (`waiting_reason`, `eta`, one more `deferrals`) and as a `waiting`
+        event in the feed, together (MULTI)."""
+        update = RecordUpdate(
+            task_id=task_id, state=None, attempt=None, ttl=self.ttl,
+            fields={"waiting_reason": reason, "eta": eta}, event=None,
+        )  # fmt: skip
+        keys, args = update.call()
+        feed_keys, feed_args = feed_call(
+            "waiting", task_id, {"reason": reason, "eta": eta}, "", time.time()
+        )
+        with self.client.pipeline() as pipe:
+            self._record(keys=keys, args=args, client=pipe)
+            pipe.hincrby(task_key(task_id), "deferrals", 1)
+            self._feed(keys=feed_keys, args=feed_args, client=pipe)
+            pipe.execute()
+
     def refresh(self, claims: list[tuple[str, str]]) -> None:
         """Keep the claims (task id, token) of running tasks fresh."""
         if not claims:

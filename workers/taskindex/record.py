@@ -91,6 +91,10 @@ class TaskRecord:
     recovered_at: float | None = field(default=None, metadata=_stored("number"))
     # The task a retry through the API created.
     retried_as: str | None = field(default=None, metadata=_stored("text"))
+    # Why a task that should run now waits (its rate limit; `workers/runtime/rate_limit.py`)
+    # until `eta`, and how many deliveries waited so; cleared when it starts.
+    waiting_reason: str | None = field(default=None, metadata=_stored("text", summary=True))
+    deferrals: int | None = field(default=None, metadata=_stored("integer"))
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str | None]) -> TaskRecord:

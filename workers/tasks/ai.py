@@ -24,9 +24,9 @@ from workers.core.keys import chunks_key
 from workers.core.ownership import task_owner
 from workers.core.settings import Settings, get_settings
 from workers.knowledge import indexing as knowledge
+from workers.runtime.base import BaseTaskWithRetry
 from workers.runtime.clients import redis_client
 from workers.runtime.progress import feed_event, publish_chunk
-from workers.runtime.rate_limit import GloballyRateLimitedTask
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def reset_chunks(client: Any, task_id: str) -> None:
 
 @celery_app.task(
     name=queues.GENERATE_AI_RESPONSE,
-    base=GloballyRateLimitedTask,
+    base=BaseTaskWithRetry,
     bind=True,
     rate_limit="10/m",
     global_rate_setting="ai_rate_limit",

@@ -18,7 +18,6 @@ from workers.knowledge.vector_store import Document, VectorStore
 from workers.runtime.base import BaseTaskWithRetry
 from workers.runtime.clients import redis_client
 from workers.runtime.progress import report_progress
-from workers.runtime.rate_limit import GloballyRateLimitedTask
 
 
 def _progress(task: Any) -> Any:
@@ -37,7 +36,7 @@ def _store(task: Any, owner: str | None) -> VectorStore:
 
 @celery_app.task(
     name=queues.VECTORIZE_DOCUMENT,
-    base=GloballyRateLimitedTask,
+    base=BaseTaskWithRetry,
     bind=True,
     rate_limit="5/m",
     global_rate_setting="vectorize_rate_limit",
