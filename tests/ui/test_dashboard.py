@@ -6,7 +6,11 @@ after logging in, so what changes on screen came over the websocket.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.api import ADMIN, ALICE
+from tests.support.processes import base_env
 from tests.support.waiting import wait_until
 from tests.ui.conftest import SCREENSHOTS
 
@@ -196,4 +201,42 @@ def test_a_document_is_vectorized_with_progress_and_found_by_search(
     expect(first).to_contain_text("platypus")
     expect(first).to_contain_text("field-notes.txt")
     assert still_same_page(page)
+    assert not page.errors
+
+
+def test_a_task_over_its_rate_limit_shows_as_waiting(page: Page, ui_redis_url: str) -> None:
+    """A user's own task (`rate_limit="3/m"`, published from Python as alice): the 4th of 4
+    waits for the next minute; the dashboard says so and when it runs, not a retry."""
+    log_in(page, ALICE)
+    key = f"tests:doc:ui-{uuid.uuid4().hex[:8]}"
+    publish = (
+        "import json, sys; from tests.support import document_tasks as d; print(json.dumps(["
+        "d.limited.apply_async(args=[sys.argv[1]], queue='default',"
+        " headers={'claw_owner': 'alice'}).id for _ in range(4)]))"
+    )
+    sent = subprocess.run(
+        [sys.executable, "-c", publish, key], env=base_env(ui_redis_url),
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    task_ids = json.loads(sent.stdout)
+    auth = {"Authorization": f"Bearer {ALICE}"}
+
+    def waiting() -> list[dict]:
+        bodies = [
+            page.request.get(f"/api/v1/tasks/status/{t}", headers=auth).json() for t in task_ids
+        ]
+        return [b for b in bodies if b.get("waiting_reason")]
+
+    held = wait_until(waiting, timeout=30, what="one of the four to wait")
+    assert len(held) == 1 and held[0]["status"] == "PENDING" and held[0]["deferrals"] >= 1
+
+    row = task_row(page, held[0]["task_id"])
+    expect(row).to_have_attribute("data-state", "PENDING")
+    row.click()
+    shown = page.get_by_test_id("detail").get_by_test_id("detail-waiting")
+    expect(shown).to_contain_text("rate limit 3/60s reached")
+    expect(shown).to_contain_text("runs at")
+    row.locator("[data-action=cancel]").click()  # it would run a minute later otherwise
+    expect(row).to_have_attribute("data-state", "REVOKED")
+    expect(page.get_by_test_id("detail-waiting")).to_have_count(0)
     assert not page.errors

@@ -26,12 +26,16 @@ function fromEvent(msg) {
   if ((msg.type === "task" || msg.type === "snapshot") && msg.state) fields.status = msg.state;
   if (msg.type === "task") {
     if (msg.state === "PENDING") fields.submitted_at = msg.ts;
-    if (msg.state === "STARTED") fields.started_at = msg.ts;
+    if (msg.state === "STARTED") {
+      fields.started_at = msg.ts;
+      fields.waiting_reason = null; // it waits no more
+    }
     if (TERMINAL.has(msg.state)) fields.finished_at = msg.ts;
     if (msg.error) fields.error = errorText(msg.error);
     if ("result" in msg) fields.result = msg.result;
   }
   if (msg.type === "progress") fields.progress = { percent: msg.percent, message: msg.message };
+  if (msg.type === "waiting") Object.assign(fields, { waiting_reason: msg.reason, eta: msg.eta });
   if (msg.type === "snapshot" && msg.task) Object.assign(fields, msg.task);
   return fields;
 }
@@ -456,6 +460,10 @@ class TaskDetail {
           onclick: () => this.close(),
         }, "✕")),
       h("div", { class: "detail-actions" }, this.table.actions(t)),
+      t.waiting_reason && !TERMINAL.has(t.status) && t.status !== "STARTED"
+        ? this.section("Waiting", h("p", { "data-testid": "detail-waiting" },
+          t.waiting_reason, t.eta ? ` · runs at ${clock(Date.parse(t.eta) / 1000)}` : ""))
+        : null,
       progress && !TERMINAL.has(t.status)
         ? this.section("Progress", progressBar(progress.percent, progress.message))
         : null,
