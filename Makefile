@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults lint format typecheck clean venv browser audit lock
+.PHONY: run test test-faults lint format typecheck clean venv browser loadgen audit lock
 
 venv: $(STAMP)
 
@@ -20,7 +20,7 @@ run: $(STAMP)
 
 ## test: lint, then the whole suite against real Redis, workers and gateway, in 4 xdist
 ## processes (mostly waiting on subprocesses; see tests/conftest.py). PYTEST_ARGS=-n0: serial
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser loadgen
 	$(BIN)/python -m pytest -n 4 --no-loadscope-reorder --ignore=tests/faults $(PYTEST_ARGS)
 
 ## test-faults: kills, outages, poison, memory pressure, 1,000 websockets; prints a table each
@@ -33,6 +33,15 @@ browser:
 		echo "installing chromium for the browser test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+
+## loadgen: wrk, the C load generator of the HTTP benches (bench/loadgen.py), installed
+## when missing and running as root
+loadgen:
+	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing wrk for the HTTP benches"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
 	fi
 
 ## lock: pin the installed dependency set (what `make venv` resolved) in requirements.lock

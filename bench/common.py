@@ -259,8 +259,12 @@ class Stack:
         wait_until(lambda: not proc.alive() or http_up(f"{base}/healthz"), 30, "bare aiohttp")
         return proc, base
 
-    def worker(self, kind: str, queue: str, concurrency: int = 2, wait: bool = True) -> Proc:
-        """`ours`: our app and configuration with -E; `bare`: plain Celery defaults."""
+    def worker(
+        self, kind: str, queue: str, concurrency: int = 2, wait: bool = True,
+        events: bool = False, **env: Any,
+    ) -> Proc:  # fmt: skip
+        """`ours`: our app and configuration with -E; `bare`: plain Celery defaults (with
+        `events`: -E)."""
         hostname = f"{kind}-{uuid.uuid4().hex[:6]}@bench"
         common = ["-Q", queue, "-c", str(concurrency), "-n", hostname, "-P", "prefork",
                   "--loglevel=INFO", "--without-mingle", "--without-gossip"]  # fmt: skip
@@ -269,7 +273,8 @@ class Stack:
                     "-I", "bench.tasks", *common]  # fmt: skip
         else:
             argv = [sys.executable, "-m", "celery", "-A", "bench.bare_app", "worker", *common]
-        proc = self.start(f"worker-{kind}", argv, self.env(LOG_LEVEL="INFO"))
+            argv += ["-E"] if events else []
+        proc = self.start(f"worker-{kind}", argv, self.env(LOG_LEVEL="INFO", **env))
         if wait:
             self.wait_worker(proc)
         return proc
@@ -289,11 +294,11 @@ class Stack:
             raise RuntimeError(f"flower exited:\n{proc.log()[-2000:]}")
         return proc
 
-    def run_json(self, argv: list[str], timeout: float = 600) -> Any:
+    def run_json(self, argv: list[str], timeout: float = 600, **env: Any) -> Any:
         import json
 
         out = subprocess.run(
-            [sys.executable, *argv], env=self.env(), cwd=ROOT, capture_output=True, text=True,
+            [sys.executable, *argv], env=self.env(**env), cwd=ROOT, capture_output=True, text=True,
             timeout=timeout, check=False,
         )  # fmt: skip
         if out.returncode != 0:

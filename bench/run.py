@@ -12,7 +12,7 @@ if __package__ in (None, ""):
 from bench.common import SIZES
 from bench.main import run_benches
 
-ORDER = ("submit", "e2e", "drain", "status", "flower", "history", "fanout")
+ORDER = ("submit", "e2e", "drain", "status", "flower", "history", "fanout", "redis_cost")
 
 
 def benches(names: list[str]) -> dict:

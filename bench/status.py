@@ -1,23 +1,26 @@
-"""The `status` endpoint's requests per second vs. a bare aiohttp JSON handler.
+"""The read endpoints' requests per second (`status`, `list`, `stats`) vs. a bare aiohttp
+JSON handler, each driven by wrk (one thread, 32 keep-alive connections) in one run.
 
-Both are loaded by the same closed-loop aiohttp client (in this process) with the same
-concurrency for the same time; the gateway answers from the task index and result key in
-Redis, the bare handler from memory.
+The gateway answers from the task index and result key in Redis, the bare handler (on
+uvloop like the gateway) from memory: the ratio is what the gateway's work per request
+costs.
 
     python -m bench.status --size small
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
 
-from bench.common import Row, Stack, requests_per_second, sampling
+from bench.common import Row, Stack, sampling
+from bench.loadgen import wrk
 from bench.main import cli
 
-SIZES = {"tiny": (16, 0.5), "small": (32, 5.0), "full": (32, 10.0)}
+SIZES = {"tiny": 1.0, "small": 5.0, "full": 10.0}
+CONNECTIONS = 32
+API = "/api/v1/tasks"
 
 
 def seed_task(stack: Stack) -> str:
@@ -37,24 +40,37 @@ def seed_task(stack: Stack) -> str:
 
 
 def run(stack: Stack, size: str) -> list[Row]:
-    concurrency, seconds = SIZES[size]
+    seconds = SIZES[size]
     gateway, base = stack.shared_gateway()
     task_id = seed_task(stack)
-    path = f"/api/v1/tasks/status/{task_id}"
+    for _ in range(49):  # a page of 50 for `list`
+        seed_task(stack)
+    paths = {
+        "status": f"{API}/status/{task_id}",
+        "list": f"{API}/list?limit=50&status=SUCCESS",
+        "stats": f"{API}/stats",
+    }
+    ours = {}
     with sampling(gateway.pid) as gw:
-        ours, bad = asyncio.run(requests_per_second(base + path, concurrency, seconds))
+        for name, path in paths.items():
+            ours[name] = wrk(base + path, seconds, connections=CONNECTIONS)
     bare, bare_base = stack.bare_http()
     try:
-        plain, _ = asyncio.run(requests_per_second(bare_base + path, concurrency, seconds))
+        plain = wrk(bare_base + paths["status"], seconds, connections=CONNECTIONS)
     finally:
         stack.stop(bare)
-    note = (
-        f"{concurrency} concurrent clients for {seconds:g} s each; {bad} non-200; gateway "
-        f"CPU {gw['cpu_percent']:.0f}% of a core; client in the bench process"
+    common = (
+        f"wrk -t1 -c{CONNECTIONS} {seconds:g} s each, one gateway process; gateway CPU "
+        f"{gw['cpu_percent']:.0f}% of a core over the three; baseline: {plain.note()}"
     )
     return [
-        Row("status", "GET status/{id}", ours, plain, "req/s", ("ge", 0.5),
-            "bare aiohttp JSON handler", note),
+        Row("status", "GET status/{id}", ours["status"].per_second, plain.per_second, "req/s",
+            ("ge", 0.5), "bare aiohttp JSON handler", f"{ours['status'].note()}; {common}"),
+        Row("status", "GET list?limit=50&status=SUCCESS", ours["list"].per_second,
+            plain.per_second, "req/s", None, "bare aiohttp JSON handler",
+            f"{ours['list'].note()}; a page of 50 records"),
+        Row("status", "GET stats", ours["stats"].per_second, plain.per_second, "req/s", None,
+            "bare aiohttp JSON handler", ours["stats"].note()),
     ]  # fmt: skip
 
 
