@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
@@ -46,6 +47,19 @@ class Metrics:
             registry=self.registry, multiprocess_mode="livesum",
         )  # fmt: skip
 
+        # Histogram.labels() validates and looks up its labels on every call: the children
+        # of the few (method, route, status) seen are kept.
+        self._latency_children: dict[tuple[str, str, int], Any] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self.api_latency.labels(method, route, str(status))
+            if len(self._latency_children) < 4096:  # bounded: methods and routes are
+                self._latency_children[key] = child
+        child.observe(seconds)
+
     def scraped(self) -> CollectorRegistry:
         """What a scrape shows: this process's metrics, or those of every process."""
         if self.multiprocess_dir is None:
@@ -75,8 +89,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
-        request.app[metrics_key].api_latency.labels(request.method, route, str(status)).observe(
-            time.perf_counter() - started
+        request.app[metrics_key].observe_request(
+            request.method, route, status, time.perf_counter() - started
         )
 
 

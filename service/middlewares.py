@@ -156,11 +156,14 @@ def _development_principal(request: web.Request) -> Principal:
 
 def host_allowed(request: web.Request) -> bool:
     """The Host header names us: a loopback name, or the host of an allowed origin."""
-    host = request.host
+    return _host_allowed(request.host, request.app[settings_key].allowed_origins)
+
+
+@functools.lru_cache(maxsize=256)  # a few names per deployment; parsed once each
+def _host_allowed(host: str, allowed: str) -> bool:
     hostname = None if "@" in host else urlsplit(f"//{host}").hostname
     if hostname is None:
         return False
-    allowed = request.app[settings_key].allowed_origins
     if hostname == "localhost" or hostname in _allowed_hosts(allowed):
         return True
     try:
