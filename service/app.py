@@ -117,7 +117,12 @@ async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
     celery.conf["result_backend"] = "disabled"
     app[executor_key] = executor
     app[celery_key] = celery
-    publisher = TaskPublisher(celery, app[redis_key], ttl=app[settings_key].task_history_ttl)
+    settings = app[settings_key]
+    publisher = TaskPublisher(
+        celery, app[redis_key], ttl=settings.task_history_ttl,
+        replica_acks=settings.redis_replica_acks,
+        replica_ack_timeout_ms=settings.redis_replica_ack_timeout_ms,
+    )  # fmt: skip
     await publisher.start(executor)
     app[publisher_key] = publisher
     yield

@@ -27,6 +27,8 @@ from service.errors import ServiceUnavailable
 from workers.core.headers import INDEXED_HEADER
 from workers.core.queues import TASK_QUEUES
 from workers.runtime.internals import PublishCapture
+from workers.taskindex.confirmation import FIELD as CONFIRM_FIELD
+from workers.taskindex.confirmation import unconfirmed
 from workers.taskindex.lua_scripts import PUBLISH_COMMANDS, RecordUpdate, publish_call, source
 
 logger = logging.getLogger(__name__)
@@ -35,10 +37,15 @@ logger = logging.getLogger(__name__)
 class TaskPublisher:
     """Sends tasks by name; `start()` opens the kombu channel that shapes the messages."""
 
-    def __init__(self, celery: Celery, client: redis.asyncio.Redis, ttl: int) -> None:
+    def __init__(
+        self, celery: Celery, client: redis.asyncio.Redis, ttl: int, *,
+        replica_acks: int = 0, replica_ack_timeout_ms: int = 500,
+    ) -> None:  # fmt: skip
         self._celery = celery
         self._client = client
         self._ttl = ttl
+        self._replica_acks = replica_acks
+        self._replica_ack_timeout_ms = replica_ack_timeout_ms
         self._script = client.register_script(source("publish"))
         self._connection: Any = None
         self._producer: Any = None
@@ -132,9 +139,11 @@ class TaskPublisher:
         update = RecordUpdate(
             task_id=task_id, state="PENDING", attempt=0, fields=record, event=event, ttl=self._ttl
         )
+        if self._replica_acks:
+            update = unconfirmed(update, self._replica_ack_timeout_ms)
         keys, argv = publish_call(update, commands)
         try:
-            await self._script(keys=keys, args=argv)
+            await self._run(keys, argv)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             logger.warning("publish of %s failed: %s", name, exc)
             raise ServiceUnavailable("broker unavailable, task not accepted") from exc
@@ -144,6 +153,26 @@ class TaskPublisher:
             logger.warning("publish of %s refused: Redis is out of memory", name)
             raise ServiceUnavailable("broker out of memory, task not accepted") from exc
         return task_id
+
+    async def _run(self, keys: list[Any], argv: list[Any]) -> None:
+        """The publish script; with replica acknowledgement, WAIT right after it on the
+        same connection (one round trip), and a refusal when too few replicas hold it."""
+        if not self._replica_acks:
+            await self._script(keys=keys, args=argv)
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            await self._script(keys=keys, args=argv, client=pipe)
+            pipe.execute_command("WAIT", self._replica_acks, self._replica_ack_timeout_ms)
+            _, acked = await pipe.execute()
+        if int(acked) < self._replica_acks:
+            logger.warning(
+                "publish held by %s of %s replicas within %s ms: refused",
+                acked, self._replica_acks, self._replica_ack_timeout_ms,
+            )  # fmt: skip
+            raise ServiceUnavailable(
+                f"task not confirmed by {self._replica_acks} replica(s), not accepted"
+            )
+        await self._client.hdel(keys[0], CONFIRM_FIELD)  # confirmed: it may run now
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     redis_url: str = DEFAULT_REDIS_URL
     # Sentinel: the name of the monitored primary (REDIS_URL=sentinel://host:26379;...).
     redis_sentinel_master: str = "mymaster"
+    # Replica acknowledgement: a submission is accepted (202) only once this many replicas
+    # hold it (Redis WAIT after the publish, on the same connection); 0: not asked.
+    redis_replica_acks: int = Field(0, ge=0)
+    redis_replica_ack_timeout_ms: int = Field(500, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # Gateway processes sharing PORT (the Heroku convention). Above 1, gunicorn's master

@@ -8,6 +8,7 @@ same Redis call as Celery's own write (store_result.lua), from the same request 
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import Any
 
@@ -20,7 +21,10 @@ from workers.core import queues
 from workers.core.headers import OWNER_HEADER
 from workers.core.keys import task_key
 from workers.core.settings import get_settings
-from workers.runtime.rate_limit import declared_rate, take_slot
+from workers.runtime.rate_limit import Deferral, declared_rate, take_slot
+from workers.taskindex.confirmation import FIELD as CONFIRM_FIELD
+from workers.taskindex.confirmation import REASON as CONFIRM_REASON
+from workers.taskindex.confirmation import hold_left
 from workers.taskindex.lua_scripts import RecordUpdate, claim_start_call, source, store_result_call
 from workers.taskindex.record import PREVIEW_CAP, STATES, TERMINAL_STATES, capped_json, preview
 
@@ -33,6 +37,8 @@ CLAIM_OUTCOME_FIELD = "claw_claim_outcome"
 # made, nothing stored), and the `rate_limit.Deferral` saying when it may run.
 CLAIM_DEFERRED = -1
 DEFERRAL_FIELD = "claw_deferral"
+
+logger = logging.getLogger(__name__)
 
 
 def feed_extra(result: Any, state: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -143,21 +149,48 @@ class _IndexedMixin:
             setattr(request, CLAIM_OUTCOME_FIELD, int(outcome))
         else:
             keys, args = store_result_call(update, result_key, value, expires)
-            self.ensure(self._run_script, (self._store, keys, args))  # type: ignore[attr-defined]
+            run = self._run_replicated if state in states.READY_STATES else self._run_script
+            self.ensure(run, (self._store, keys, args))  # type: ignore[attr-defined]
         return result
 
+    def _run_replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A final state: with REDIS_REPLICA_ACKS, WAIT for the replicas after writing it,
+        on the same connection, before the worker acknowledges the message (late ack): a
+        failover then finds the task finished, not ready to run again."""
+        settings = get_settings()
+        wanted = settings.redis_replica_acks
+        if not wanted:
+            return script(keys=keys, args=args)
+        with self.client.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
+            script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", wanted, settings.redis_replica_ack_timeout_ms)
+            outcome, acked = pipe.execute()
+        if int(acked) < wanted:
+            logger.warning("final state of %s held by %s of %s replicas", keys[0], acked, wanted)
+        return outcome
+
     def _deferred(self, request: Any) -> bool:
-        """Whether the delivery about to run must wait for a slot of its task's platform-
-        wide rate limit (`rate_limit.take_slot`); the task reads why in `before_start`."""
+        """Whether the delivery about to run must wait: for its publisher's replica
+        acknowledgement (`workers.taskindex.confirmation`), or for a slot of its task's
+        platform-wide rate limit (`rate_limit.take_slot`); the task reads why in
+        `before_start`."""
         task = self.app.tasks.get(getattr(request, "task", None) or "")  # type: ignore[attr-defined]
-        if task is None or declared_rate(task) is None:
+        rate = declared_rate(task) if task is not None else None
+        held = get_settings().redis_replica_acks > 0
+        if rate is None and not held:
             return False
-        state, cancelled = self.client.hmget(  # type: ignore[attr-defined]
-            task_key(request.id), "state", "cancel_requested"
+        state, cancelled, confirm_by = self.client.hmget(  # type: ignore[attr-defined]
+            task_key(request.id), "state", "cancel_requested", CONFIRM_FIELD
         )
         if cancelled == b"1" or bytes_to_str(state or b"") in TERMINAL_STATES:
             return False  # no slot for a copy the claim drops (cancelled, finished)
-        deferral = take_slot(self.client, task, request.get(OWNER_HEADER))  # type: ignore[attr-defined]
+        left = hold_left(confirm_by) if held else 0.0
+        if left:
+            deferral: Deferral | None = Deferral(countdown=left + 0.1, reason=CONFIRM_REASON)
+        elif rate is not None:
+            deferral = take_slot(self.client, task, request.get(OWNER_HEADER))  # type: ignore[attr-defined]
+        else:
+            deferral = None
         if deferral is None:
             return False
         setattr(request, CLAIM_OUTCOME_FIELD, CLAIM_DEFERRED)

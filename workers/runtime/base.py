@@ -218,7 +218,11 @@ class PlatformTask(Task):
         same retry count, so waiting never uses up `max_retries`; the record says why."""
         run_at = datetime.now(UTC) + timedelta(seconds=deferral.countdown)
         logger.info(
-            "%s[%s] waits %.1fs for its rate limit", self.name, self.request.id, deferral.countdown
+            "%s[%s] waits %.1fs: %s",
+            self.name,
+            self.request.id,
+            deferral.countdown,
+            deferral.reason,
         )
         self.signature_from_request(
             self.request, eta=run_at, headers=deferred_headers(self.request)

@@ -20,8 +20,17 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps as json_dumps
 
 from workers.core.headers import RECORD_HEADER
+from workers.core.settings import get_settings
 from workers.runtime.internals import PUBLISH_BATCH
-from workers.taskindex.lua_scripts import RecordUpdate, publish_call, source
+from workers.taskindex.confirmation import FIELD as CONFIRM_FIELD
+from workers.taskindex.confirmation import unconfirmed
+from workers.taskindex.lua_scripts import RecordUpdate, publish_call, refuse_call, source
+
+
+class ReplicaAckError(RuntimeError):
+    """A published task was not held by REDIS_REPLICA_ACKS replicas in time: it was
+    refused (it will not run) and the publisher is told, as the gateway answers 503."""
+
 
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
@@ -74,11 +83,33 @@ class _HighestFirst:
         key = self._q_for_pri(  # type: ignore[attr-defined]
             queue, self._get_message_priority(message, reverse=False)
         )
-        _, publish = self._shared_client()
         update = RecordUpdate.from_header(carried)
-        keys, args = publish_call(update, [("lpush", key, json_dumps(message))])
-        publish(keys=keys, args=args)
+        self._publish_with_record(update, key, message)
         headers.pop(RECORD_HEADER, None)
+
+    def _publish_with_record(self, update: RecordUpdate, key: str, message: Any) -> None:
+        """publish.lua; with REDIS_REPLICA_ACKS, WAIT after it on the same connection and
+        the task refused when too few replicas hold it."""
+        client, publish = self._shared_client()
+        settings = get_settings()
+        wanted = settings.redis_replica_acks
+        if not wanted:
+            keys, args = publish_call(update, [("lpush", key, json_dumps(message))])
+            publish(keys=keys, args=args)
+            return
+        update = unconfirmed(update, settings.redis_replica_ack_timeout_ms)
+        keys, args = publish_call(update, [("lpush", key, json_dumps(message))])
+        with client.pipeline(transaction=False) as pipe:
+            publish(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", wanted, settings.redis_replica_ack_timeout_ms)
+            _, acked = pipe.execute()
+        if int(acked) < wanted:
+            refuse_keys, refuse_args = refuse_call(update.task_id)
+            client.register_script(source("refuse"))(keys=refuse_keys, args=refuse_args)
+            raise ReplicaAckError(
+                f"task {update.task_id} held by {acked} of {wanted} replicas: refused"
+            )
+        client.hdel(keys[0], CONFIRM_FIELD)  # confirmed: it may run now
 
     def _shared_client(self) -> tuple[Any, Any]:
         """The client of the current connection pool, and publish.lua on it."""

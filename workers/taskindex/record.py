@@ -95,6 +95,10 @@ class TaskRecord:
     # until `eta`, and how many deliveries waited so; cleared when it starts.
     waiting_reason: str | None = field(default=None, metadata=_stored("text", summary=True))
     deferrals: int | None = field(default=None, metadata=_stored("integer"))
+    # Under replica acknowledgement (REDIS_REPLICA_ACKS): no delivery runs before this
+    # time unless the publisher confirmed the task (replicas hold it) and removed it; a
+    # task it refused instead is revoked by then.
+    confirm_by: float | None = field(default=None, metadata=_stored("number"))
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str | None]) -> TaskRecord:
