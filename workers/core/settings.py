@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # hold it (Redis WAIT after the publish, on the same connection); 0: not asked.
     redis_replica_acks: int = Field(0, ge=0)
     redis_replica_ack_timeout_ms: int = Field(500, ge=1)
+    # How long a worker waits for the replicas to hold a task's final state before it
+    # acknowledges the message (longer: a replica re-syncing after a failover catches up).
+    redis_replica_ack_final_timeout_ms: int = Field(10_000, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # Gateway processes sharing PORT (the Heroku convention). Above 1, gunicorn's master

@@ -163,7 +163,7 @@ class _IndexedMixin:
             return script(keys=keys, args=args)
         with self.client.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
             script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", wanted, settings.redis_replica_ack_timeout_ms)
+            pipe.execute_command("WAIT", wanted, settings.redis_replica_ack_final_timeout_ms)
             outcome, acked = pipe.execute()
         if int(acked) < wanted:
             logger.warning("final state of %s held by %s of %s replicas", keys[0], acked, wanted)
