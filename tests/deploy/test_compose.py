@@ -22,7 +22,7 @@ PROCFILE_OF = {"web": "web", "celery-worker": "worker", "celery-beat": "beat",
                "celery-flower": "flower"}  # fmt: skip
 # Variables only Compose and the Procfile's shell use; none of them is a setting.
 DEPLOY_ONLY_VARIABLES = {
-    "REDIS_PASSWORD", "WEB_PORT", "FLOWER_HOST_PORT", "HONCHO_PROCESS_NAME",
+    "REDIS_PASSWORD", "WEB_PORT", "FLOWER_HOST_PORT", "HONCHO_PROCESS_NAME", "REDIS_URL_HA",
 }  # fmt: skip
 # Refused or unsafe at their defaults in production: the operator must set them in .env.
 PRODUCTION_SECRETS = ("API_KEYS", "FLOWER_PASSWORD", "REDIS_PASSWORD")
@@ -52,8 +52,31 @@ def setting_names() -> set[str]:
     return {name.upper() for name in Settings.model_fields}
 
 
-def test_compose_has_the_five_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"redis", *APP_SERVICES}
+SENTINELS = {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3"}
+
+
+def test_compose_has_the_app_services_a_primary_a_replica_and_sentinels_in_ha(
+    services: dict[str, Any],
+) -> None:
+    default = {n for n, s in services.items() if not s.get("profiles")}
+    assert default == {"redis", "redis-replica", *APP_SERVICES}
+    assert {n for n, s in services.items() if s.get("profiles") == ["ha"]} == SENTINELS
+
+
+def test_a_task_is_accepted_once_the_replica_holds_it(services: dict[str, Any]) -> None:
+    """REDIS_REPLICA_ACKS on by default; the replica follows the primary; both refuse
+    writes without a replica in reach (a partitioned primary accepts nothing)."""
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["REDIS_REPLICA_ACKS"] == "${REDIS_REPLICA_ACKS:-1}"
+    replica = command_of(services["redis-replica"])
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    for name in ("redis", "redis-replica"):
+        args = command_of(services[name])
+        assert args[args.index("--min-replicas-to-write") + 1] == "1"
+        assert args[args.index("--appendonly") + 1] == "yes"
+    for name in SENTINELS:
+        script = services[name]["command"][-1]
+        assert "sentinel monitor claw redis 6379 2" in script, script
 
 
 def test_worker_scales_without_fixed_name_or_host_port(services: dict[str, Any]) -> None:
@@ -89,8 +112,10 @@ def test_app_service_waits_for_healthy_redis_restarts_and_reads_env_file(
     assert service["env_file"] in (".env", [".env"])
     assert service["build"] == "." and service["image"] == services["web"]["image"]
     assert service["environment"]["APP_ENV"] == "production"
-    assert service["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
-    assert service["environment"]["REDIS_URL"].endswith("@redis:6379/0")
+    assert service["environment"]["REDIS_URL"].startswith(
+        "${REDIS_URL_HA:-redis://:${REDIS_PASSWORD"
+    )
+    assert service["environment"]["REDIS_URL"].endswith("@redis:6379/0}")
 
 
 @pytest.mark.parametrize("name", ["web", "celery-worker", "celery-flower", "redis"])
