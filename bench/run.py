@@ -12,7 +12,17 @@ if __package__ in (None, ""):
 from bench.common import SIZES
 from bench.main import run_benches
 
-ORDER = ("submit", "e2e", "drain", "status", "flower", "history", "fanout", "redis_cost")
+ORDER = (
+    "submit",
+    "e2e",
+    "drain",
+    "status",
+    "flower",
+    "history",
+    "fanout",
+    "redis_cost",
+    "replica_acks",
+)
 
 
 def benches(names: list[str]) -> dict:

@@ -43,6 +43,7 @@ EXPECTED = [
     ("redis", "Redis CPU per task, all running (us)"),
     ("redis", "Redis CPU per task, worker alone (us)"),
     ("redis", "commands per task, all running (commands)"),
+    ("replica", "HTTP ai/generate with REDIS_REPLICA_ACKS=1 (tasks/s)"),
 ]
 
 
@@ -50,7 +51,7 @@ def number(text: str) -> float:
     return float(text.replace(",", "").rstrip("x"))
 
 
-GROUPS = ("drain,status", "e2e,flower", "submit,history,fanout", "redis_cost")
+GROUPS = ("drain,status", "e2e,flower,replica_acks", "submit,history,fanout", "redis_cost")
 
 
 def test_the_groups_cover_every_bench() -> None:
@@ -82,7 +83,10 @@ def test_bench_tiny_run_prints_every_row_with_sane_numbers(group: str) -> None:
         cells = [c.strip() for c in line.split(" | ")]
         if len(cells) == 8 and cells[0] != "bench":
             rows[(cells[0], cells[1])] = cells
-    benches = [{"redis_cost": "redis"}.get(name, name) for name in group.split(",")]
+    benches = [
+        {"redis_cost": "redis", "replica_acks": "replica"}.get(name, name)
+        for name in group.split(",")
+    ]
     for key in EXPECTED:
         assert key in rows or key[0] not in benches, f"missing row {key}:\n{results}"
     assert {bench for bench, _ in rows} == set(benches), results
