@@ -25,7 +25,9 @@ from workers.dev.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 
-ACKS = {"REDIS_REPLICA_ACKS": "1", "REDIS_REPLICA_ACK_TIMEOUT_MS": "300"}
+# A worker waits 1 s (not 10) for a final state's replica: the replica is gone on purpose.
+ACKS = {"REDIS_REPLICA_ACKS": "1", "REDIS_REPLICA_ACK_TIMEOUT_MS": "300",
+        "REDIS_REPLICA_ACK_FINAL_TIMEOUT_MS": "1000"}  # fmt: skip
 SUBMIT = "/api/v1/tasks/ai/generate"
 # Our app as a Python client: prints the task id, or the error's class name.
 PUBLISH = (
