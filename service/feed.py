@@ -373,6 +373,8 @@ class FeedHub:
             oldest = cast(list[Entry], await self.redis.xrange(FEED_STREAM, count=1))
             if oldest and stream_id(after) < stream_id(oldest[0][0]):
                 return False  # trimmed past the client's last id: events may be missing
+            if stream_id(after) > stream_id(await self.newest_id()):
+                return False  # newer than the stream: its end was lost (Redis failover)
             cursor = f"({after}"
             while True:
                 entries = cast(
@@ -398,6 +400,8 @@ class FeedHub:
     async def _read_stream(self) -> None:
         if self.last_id is None:
             self.last_id = await self.newest_id()
+        else:
+            await self._check_history()
         while not self._stopping:
             reply = cast(
                 list[tuple[str, list[Entry]]],
@@ -414,6 +418,21 @@ class FeedHub:
                     if n % YIELD_EVERY == 0:
                         # Let the clients' writers drain between slices of a big batch.
                         await asyncio.sleep(0)
+
+    async def _check_history(self) -> None:
+        """Reconnected: when the stream now ends before what this reader last read, its
+        end was lost (a replica promoted before it had those entries): every client is
+        told to resync instead of waiting for events that will never come."""
+        newest = await self.newest_id()
+        assert self.last_id is not None
+        if stream_id(newest) < stream_id(self.last_id):
+            logger.warning(
+                "live feed went back from %s to %s: clients resync", self.last_id, newest
+            )
+            text = json.dumps(message("resync", reason="feed history lost (Redis failover)"))
+            for client in list(self.clients):
+                client.offer(text)
+            self.last_id = newest
 
     async def _decode(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any] | None:
         try:
