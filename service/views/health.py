@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis.exceptions
 from aiohttp import web
@@ -18,9 +19,31 @@ async def healthz(request: web.Request) -> web.Response:
         await client.ping()
         workers = await client.zcount(WORKERS_SEEN, registry.live_since(time.time()), "+inf")
     except (redis.exceptions.RedisError, OSError) as exc:
+        reason = f"redis unreachable: {type(exc).__name__}"
+        failover = await sentinel_view(client)
         return web.json_response(
-            {"status": "unavailable", "reason": f"redis unreachable: {type(exc).__name__}"},
+            {"status": "unavailable", "reason": f"{reason}; {failover}" if failover else reason},
             status=503,
             headers={"Retry-After": "2"},
         )
     return web.json_response({"status": "ok", "redis": "ok", "workers": workers})
+
+
+async def sentinel_view(client: Any) -> str | None:
+    """Under Sentinel (REDIS_URL=sentinel://...): what the sentinels say of the primary
+    while it cannot be reached, e.g. that they are failing over. None otherwise."""
+    pool = client.connection_pool
+    manager = getattr(pool, "sentinel_manager", None)
+    if manager is None:
+        return None
+    for sentinel in manager.sentinels:
+        try:
+            state = await sentinel.sentinel_master(pool.service_name)
+        except (redis.exceptions.RedisError, OSError):
+            continue
+        flags = set(str(state.get("flags", "")).split(","))
+        address = f"{state.get('ip')}:{state.get('port')}"
+        if "failover_in_progress" in flags or flags & {"s_down", "o_down"}:
+            return f"Sentinel: primary {address} down, failover in progress"
+        return f"Sentinel: primary {address}"
+    return "Sentinel: no sentinel reachable"

@@ -20,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis
 
@@ -183,6 +184,20 @@ async def steady(stack: FailoverStack, stop: asyncio.Event, answers: list) -> li
     return accepted
 
 
+async def watch_health(stack: FailoverStack, stop: asyncio.Event, seen: list) -> None:
+    """/healthz every 0.1 s: (status, reason) of each answer."""
+    assert stack.gateway is not None
+    url = f"{stack.gateway.base_url}/healthz"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while not stop.is_set():
+            try:
+                async with http.get(url) as resp:
+                    seen.append((resp.status, (await resp.json()).get("reason", "")))
+            except (aiohttp.ClientError, TimeoutError):
+                seen.append((None, "no answer"))
+            await asyncio.sleep(0.1)  # the polling pace
+
+
 async def scenario(tmp_path: Path, acks: bool) -> dict:
     env = {"REDIS_REPLICA_ACKS": "1", "REDIS_REPLICA_ACK_TIMEOUT_MS": "500"} if acks else {}
     stack = FailoverStack(new_base(tmp_path), env=env)
@@ -190,6 +205,8 @@ async def scenario(tmp_path: Path, acks: bool) -> dict:
         await asyncio.to_thread(stack.start, 2, 4)
         stop, answers = asyncio.Event(), []
         submitting = asyncio.create_task(steady(stack, stop, answers))
+        health: list = []
+        watching = asyncio.create_task(watch_health(stack, stop, health))
         kills, promotions, first_accepted = [], [], []
         for _ in range(FAILOVERS):
             await asyncio.sleep(2.0)  # steady traffic before each fault: the scenario's pace
@@ -208,6 +225,7 @@ async def scenario(tmp_path: Path, acks: bool) -> dict:
         await asyncio.sleep(2.0)
         stop.set()
         accepted = await submitting
+        await watching
         done_from = time.time()
         # Without acknowledgement what is lost never finishes: a shorter wait for it.
         finish_deadline = time.monotonic() + (90 if acks else 30)
@@ -224,7 +242,7 @@ async def scenario(tmp_path: Path, acks: bool) -> dict:
         explained = {"lost": stack.explain(verdict.lost), "twice": stack.explain(verdict.run_twice)}
         return {
             "verdict": verdict, "promotions": promotions, "first_accepted": first_accepted,
-            "all_done": time.time() - done_from, "answers": answers,
+            "all_done": time.time() - done_from, "answers": answers, "health": health,
             "explain": lambda ids: explained["lost" if ids is verdict.lost else "twice"],
         }  # fmt: skip
     finally:
@@ -242,6 +260,9 @@ def report(title: str, run: dict) -> str:
         "promoted after (s)      " + ", ".join(f"{p:.1f}" for p in run["promotions"]),
         "first 202 after kill (s) " + ", ".join(f"{t:.1f}" for t in run["first_accepted"]),
         f"all accepted work done  {run['all_done']:.1f} s after the last submission",
+        f"/healthz meanwhile      {sum(s == 200 for s, _ in run['health'])} ok, "
+        f"{sum('failover in progress' in r for _, r in run['health'])} 503 naming the failover, "
+        f"{sum(s == 503 and 'failover' not in r for s, r in run['health'])} other 503",
     ]
     return "\n".join(lines)
 
@@ -256,5 +277,7 @@ async def test_sentinel_failovers_lose_no_accepted_task_with_replica_acks(tmp_pa
     assert not verdict.lost, with_acks["explain"](verdict.lost)
     assert not verdict.run_twice, with_acks["explain"](verdict.run_twice)
     assert not verdict.duplicated_effects and not verdict.unexpected
+    # /healthz said what was happening while it happened.
+    assert any("failover in progress" in reason for _, reason in with_acks["health"])
     # Work went on after every failover.
     assert all(t < 30 for t in with_acks["first_accepted"]), with_acks["first_accepted"]
