@@ -16,13 +16,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 from celery.exceptions import SoftTimeLimitExceeded
 
 from workers.core.settings import Settings
 from workers.runtime.base import PermanentError, TransientError
+
+if TYPE_CHECKING:  # the SDK is imported when first used: ~0.5 s off every worker start
+    import openai
 
 logger = logging.getLogger(__name__)
 
@@ -53,25 +55,24 @@ class ChatLimits:
         return max_tokens
 
 
-class PlatformOpenAI(openai.OpenAI):
-    """The SDK client the settings make; it carries their `ChatLimits`, which `stream_chat`
-    applies to every request, whoever published the task."""
-
-    def __init__(self, *, limits: ChatLimits, **options: Any) -> None:
-        super().__init__(**options)
-        self.chat_limits = limits
+# The attribute of a client `openai_client` made that carries the settings' `ChatLimits`,
+# which `stream_chat` applies to every request, whoever published the task.
+LIMITS_ATTRIBUTE = "claw_chat_limits"
 
 
-def openai_client(settings: Settings) -> PlatformOpenAI:
+def openai_client(settings: Settings) -> openai.OpenAI:
     """An SDK client from the settings. The SDK does not retry: Celery does, with backoff."""
+    import openai
+
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return PlatformOpenAI(
-        limits=ChatLimits.from_settings(settings),
+    client = openai.OpenAI(
         api_key=key,
         base_url=settings.openai_base_url or None,
         timeout=settings.openai_timeout,
         max_retries=0,
     )
+    setattr(client, LIMITS_ATTRIBUTE, ChatLimits.from_settings(settings))
+    return client
 
 
 def retry_after(headers: Any) -> float | None:
@@ -91,6 +92,8 @@ def retry_after(headers: Any) -> float | None:
 @contextlib.contextmanager
 def provider_errors() -> Iterator[None]:
     """Translate SDK exceptions into the platform's transient/permanent errors."""
+    import openai
+
     try:
         yield
     except openai.APITimeoutError as exc:
@@ -158,8 +161,9 @@ def stream_chat(
     finish = "stop"
     answered_model = model
     stream = None
-    if isinstance(client, PlatformOpenAI):
-        max_tokens = client.chat_limits.apply(model, max_tokens)
+    limits = getattr(client, LIMITS_ATTRIBUTE, None)
+    if isinstance(limits, ChatLimits):
+        max_tokens = limits.apply(model, max_tokens)
     options: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
     try:
         with provider_errors():
