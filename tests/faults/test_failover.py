@@ -16,17 +16,22 @@ a task's final state before acknowledging its message.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
+import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 import redis
+from celery.schedules import schedule
 
 from tests.faults.harness import FaultStack, new_base
-from tests.support.processes import Worker, spawn_worker, start_gateway
+from tests.support.processes import ManagedProcess, Worker, base_env, spawn_worker, start_gateway
 from tests.support.waiting import async_wait_until, wait_until
+from workers.core import queues
 from workers.dev.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from workers.runtime import registry
 
@@ -99,7 +104,33 @@ class FailoverStack(FaultStack):
         self.gateway = start_gateway(self.url, self.logs, env=self.env)
         for _ in range(workers):
             self.add_worker()
+        self.start_beat()
         return self
+
+    def start_beat(self) -> None:
+        """One Beat (RedBeat, its lock in the same Redis) sending a check every second."""
+        from redbeat import RedBeatSchedulerEntry
+
+        from workers.core.settings import load_settings
+        from workers.runtime.celery_config import create_celery_app
+
+        app = create_celery_app(load_settings(redis_url=self.url, redis_sentinel_master=MASTER))
+        RedBeatSchedulerEntry(
+            "failover-every-second", queues.CHECK_TASK_HEALTH,
+            schedule(run_every=timedelta(seconds=1)), app=app,
+        ).save()  # fmt: skip
+        app.close()
+        argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat"]
+        self.beat = ManagedProcess(argv, base_env(self.url, **self.env), self.logs / "beat.log")
+
+    def beat_sends(self) -> list[float]:
+        """When Beat sent each scheduled check (its log's lines), in order."""
+        sends = []
+        for line in self.beat.log().splitlines():
+            if "Sending due task failover-every-second" in line:
+                stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                sends.append(stamp.timestamp())
+        return sends
 
     def add_worker(self) -> Worker:
         worker = spawn_worker(
@@ -145,6 +176,8 @@ class FailoverStack(FaultStack):
             app.close()
 
     def stop(self) -> None:
+        if getattr(self, "beat", None) is not None:
+            self.beat.stop()
         for worker in self.workers:
             worker.stop()
         if self.gateway is not None:
@@ -243,6 +276,8 @@ async def scenario(tmp_path: Path, acks: bool) -> dict:
         return {
             "verdict": verdict, "promotions": promotions, "first_accepted": first_accepted,
             "all_done": time.time() - done_from, "answers": answers, "health": health,
+            "beat": await asyncio.to_thread(stack.beat_sends),
+            "beat_alive": stack.beat.alive(), "kills": kills,
             "explain": lambda ids: explained["lost" if ids is verdict.lost else "twice"],
         }  # fmt: skip
     finally:
@@ -251,6 +286,7 @@ async def scenario(tmp_path: Path, acks: bool) -> dict:
 
 def report(title: str, run: dict) -> str:
     verdict = run["verdict"]
+    gaps = [b - a for a, b in itertools.pairwise(run["beat"])]
     statuses: dict = {}
     for _, status in run["answers"]:
         statuses[status] = statuses.get(status, 0) + 1
@@ -260,6 +296,8 @@ def report(title: str, run: dict) -> str:
         "promoted after (s)      " + ", ".join(f"{p:.1f}" for p in run["promotions"]),
         "first 202 after kill (s) " + ", ".join(f"{t:.1f}" for t in run["first_accepted"]),
         f"all accepted work done  {run['all_done']:.1f} s after the last submission",
+        f"Beat sends (1/s)        {len(run['beat'])}, closest two {min(gaps, default=0):.2f} s"
+        f" apart, widest gap {max(gaps, default=0):.1f} s",
         f"/healthz meanwhile      {sum(s == 200 for s, _ in run['health'])} ok, "
         f"{sum('failover in progress' in r for _, r in run['health'])} 503 naming the failover, "
         f"{sum(s == 503 and 'failover' not in r for s, r in run['health'])} other 503",
@@ -277,6 +315,12 @@ async def test_sentinel_failovers_lose_no_accepted_task_with_replica_acks(tmp_pa
     assert not verdict.lost, with_acks["explain"](verdict.lost)
     assert not verdict.run_twice, with_acks["explain"](verdict.run_twice)
     assert not verdict.duplicated_effects and not verdict.unexpected
+    # Beat outlived every failover and kept sending, each 1 s slot once (its RedBeat lock
+    # and schedule follow the primary).
+    sends = with_acks["beat"]
+    assert with_acks["beat_alive"]
+    assert any(t > with_acks["kills"][-1] + 1 for t in sends), sends
+    assert min(b - a for a, b in itertools.pairwise(sends)) > 0.5, sends
     # /healthz said what was happening while it happened.
     assert any("failover in progress" in reason for _, reason in with_acks["health"])
     # Work went on after every failover.

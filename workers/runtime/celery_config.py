@@ -125,7 +125,7 @@ def celery_config(settings: Settings) -> dict:
         "worker_disable_rate_limits": True,
         "worker_hijack_root_logger": False,
         # RedBeat keeps the schedule in Redis behind a lock: one Beat acts at a time.
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "workers.runtime.beat:ResilientRedBeatScheduler",
         "redbeat_redis_url": redbeat_url,
         "redbeat_redis_options": redbeat_options,
         "redbeat_key_prefix": REDBEAT_PREFIX,
