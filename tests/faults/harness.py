@@ -305,5 +305,29 @@ class FaultStack:
         return any(first_start - grace <= k <= max(first_end, first_start) + grace for k in kills)
 
 
+async def finish(
+    stack: FaultStack, accepted: list[str], timeout: float, *, give_up: bool = False
+) -> None:
+    """Wait for every accepted task to succeed, restarting dead workers meanwhile and
+    running the lost-task recovery as Beat would. Past `timeout`: fail with a diagnosis,
+    or with `give_up` return and let the verdict count what never finished as lost."""
+    deadline = time.monotonic() + timeout
+    rounds = 0
+    while True:
+        await asyncio.to_thread(stack.supervise)
+        rounds += 1
+        if rounds % 3 == 0:
+            await asyncio.to_thread(stack.run_recovery)
+        try:
+            await asyncio.to_thread(stack.wait_all_finished, accepted, 2.0)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                if give_up:
+                    return
+                print(stack.diagnose(accepted))
+                raise
+
+
 def new_base(tmp_path: Path) -> Path:
     return tmp_path / f"fault-{uuid.uuid4().hex[:6]}"

@@ -28,7 +28,7 @@ import pytest
 import redis
 from celery.schedules import schedule
 
-from tests.faults.harness import FaultStack, new_base
+from tests.faults.harness import FaultStack, finish, new_base
 from tests.support.processes import ManagedProcess, Worker, base_env, spawn_worker, start_gateway
 from tests.support.waiting import async_wait_until, wait_until
 from workers.core import queues
@@ -205,14 +205,12 @@ class FailoverStack(FaultStack):
 async def steady(stack: FailoverStack, stop: asyncio.Event, answers: list) -> list[str]:
     """Submissions at RATE per second until `stop`; (time, status) of each in `answers`."""
     accepted: list[str] = []
-    n = 0
     while not stop.is_set():
         started = time.monotonic()
         ids, statuses = await stack.submit(RATE // 5, parallel=RATE // 5)
         accepted += ids
         now = time.time()
         answers += [(now, status) for status, count in statuses.items() for _ in range(count)]
-        n += 1
         await asyncio.sleep(max(0.0, 0.2 - (time.monotonic() - started)))  # the pace
     return accepted
 
@@ -260,25 +258,16 @@ async def scenario(tmp_path: Path, acks: bool) -> dict:
         accepted = await submitting
         await watching
         done_from = time.time()
-        # Without acknowledgement what is lost never finishes: a shorter wait for it.
-        finish_deadline = time.monotonic() + (90 if acks else 30)
-        while True:
-            await asyncio.to_thread(stack.supervise)
-            await asyncio.to_thread(stack.run_recovery)
-            try:
-                await asyncio.to_thread(stack.wait_all_finished, accepted, 3.0)
-                break
-            except AssertionError:
-                if time.monotonic() > finish_deadline:
-                    break  # what is left is lost: the verdict counts it
+        # What was lost never finishes: the verdict counts it (a shorter wait without acks).
+        await finish(stack, accepted, 90 if acks else 30, give_up=True)
         verdict = await asyncio.to_thread(stack.verdict, accepted)
-        explained = {"lost": stack.explain(verdict.lost), "twice": stack.explain(verdict.run_twice)}
         return {
             "verdict": verdict, "promotions": promotions, "first_accepted": first_accepted,
             "all_done": time.time() - done_from, "answers": answers, "health": health,
             "beat": await asyncio.to_thread(stack.beat_sends),
             "beat_alive": stack.beat.alive(), "kills": kills,
-            "explain": lambda ids: explained["lost" if ids is verdict.lost else "twice"],
+            "explained": {"lost": stack.explain(verdict.lost),
+                          "twice": stack.explain(verdict.run_twice)},
         }  # fmt: skip
     finally:
         await asyncio.to_thread(stack.stop)
@@ -312,8 +301,8 @@ async def test_sentinel_failovers_lose_no_accepted_task_with_replica_acks(tmp_pa
     print(report(f"{FAILOVERS} failovers, REDIS_REPLICA_ACKS=1", with_acks))
     verdict = with_acks["verdict"]
     assert verdict.accepted > 100
-    assert not verdict.lost, with_acks["explain"](verdict.lost)
-    assert not verdict.run_twice, with_acks["explain"](verdict.run_twice)
+    assert not verdict.lost, with_acks["explained"]["lost"]
+    assert not verdict.run_twice, with_acks["explained"]["twice"]
     assert not verdict.duplicated_effects and not verdict.unexpected
     # Beat outlived every failover and kept sending, each 1 s slot once (its RedBeat lock
     # and schedule follow the primary).

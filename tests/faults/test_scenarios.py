@@ -14,7 +14,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.faults.harness import FaultStack, new_base
+from tests.faults.harness import FaultStack, finish, new_base
 from tests.support.waiting import async_wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
@@ -32,25 +32,6 @@ def stacks(tmp_path):
     yield factory
     for stack in started:
         stack.stop()
-
-
-async def finish(stack: FaultStack, accepted: list[str], timeout: float) -> None:
-    """Wait for every accepted task to succeed, restarting dead workers meanwhile and
-    running the lost-task recovery as Beat would."""
-    deadline = time.monotonic() + timeout
-    rounds = 0
-    while True:
-        await asyncio.to_thread(stack.supervise)
-        rounds += 1
-        if rounds % 3 == 0:
-            await asyncio.to_thread(stack.run_recovery)
-        try:
-            await asyncio.to_thread(stack.wait_all_finished, accepted, 2.0)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                print(stack.diagnose(accepted))
-                raise
 
 
 async def test_worker_sigkill_loses_nothing_and_reruns_only_what_was_in_flight(stacks):

@@ -93,12 +93,12 @@ class _HighestFirst:
         client, publish = self._shared_client()
         settings = get_settings()
         wanted = settings.redis_replica_acks
+        if wanted:
+            update = unconfirmed(update, settings.redis_replica_ack_timeout_ms)
+        keys, args = publish_call(update, [("lpush", key, json_dumps(message))])
         if not wanted:
-            keys, args = publish_call(update, [("lpush", key, json_dumps(message))])
             publish(keys=keys, args=args)
             return
-        update = unconfirmed(update, settings.redis_replica_ack_timeout_ms)
-        keys, args = publish_call(update, [("lpush", key, json_dumps(message))])
         with client.pipeline(transaction=False) as pipe:
             publish(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAIT", wanted, settings.redis_replica_ack_timeout_ms)
