@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import logging
@@ -258,6 +259,32 @@ class Client:
             self.transport.abort()  # type: ignore[attr-defined]
 
 
+class TaskWatch:
+    """One SSE stream's view of one task's numbered events: a bounded queue the hub fills
+    without ever waiting, and the reason the stream must end (`overflow`, a shutdown)."""
+
+    def __init__(self, task_id: str, limit: int) -> None:
+        self.task_id = task_id
+        self.limit = limit
+        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self.ended: str | None = None
+        self.wakeup = asyncio.Event()
+
+    def offer(self, event: dict[str, Any]) -> None:
+        if self.ended is not None:
+            return
+        if len(self.events) >= self.limit:
+            self.events.clear()
+            self.end("slow reader")
+        else:
+            self.events.append(event)
+        self.wakeup.set()
+
+    def end(self, reason: str) -> None:
+        self.ended = self.ended or reason
+        self.wakeup.set()
+
+
 StatsFn = Callable[[str | None], Awaitable[dict[str, Any]]]
 
 
@@ -287,6 +314,9 @@ class FeedHub:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._index = SubscriptionIndex()
+        # Per-task SSE streams (service/views/stream.py) by task id: they get the task's
+        # numbered events (those with a `seq`).
+        self.task_watches: dict[str, set[TaskWatch]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -307,6 +337,9 @@ class FeedHub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for watches in list(self.task_watches.values()):
+            for watch in list(watches):
+                watch.end("server shutdown")
         await asyncio.gather(
             *(c.close(WSCloseCode.GOING_AWAY, b"server shutdown") for c in list(self.clients)),
             return_exceptions=True,
@@ -455,7 +488,20 @@ class FeedHub:
             self._owners[task_id] = cast(str | None, owner)  # decoded: see Entry
         return self._owners[task_id]
 
+    def watch(self, watch: TaskWatch) -> None:
+        self.task_watches.setdefault(watch.task_id, set()).add(watch)
+
+    def unwatch(self, watch: TaskWatch) -> None:
+        watches = self.task_watches.get(watch.task_id)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self.task_watches[watch.task_id]
+
     def broadcast(self, event: dict[str, Any], event_id: str | None = None) -> None:
+        if "seq" in event and (watches := self.task_watches.get(event["task_id"])):
+            for watch in list(watches):
+                watch.offer(event)
         text: str | None = None
         # Notifications go by owner to everyone; the rest to subscribers only.
         notification = event.get("type") == "notification"

@@ -10,7 +10,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from service.routes import ROUTES, Route
-from service.schemas import ErrorResponse
+from service.schemas import ErrorResponse, TaskStreamEvent
 
 ERRORS = {
     "400": "invalid input; `details` names each bad field",
@@ -21,6 +21,34 @@ ERRORS = {
     "413": "the body is larger than the gateway accepts (1 MiB)",
     "415": "the body must be application/json",
     "503": "Redis or the broker is unavailable; retry after `Retry-After` seconds",
+}
+
+
+# A task's event stream (service/views/stream.py; docs/sse.md): SSE frames whose `data` is
+# one JSON event.
+STREAM_DESCRIPTION = (
+    "Server-Sent Events. Each event: `id` (its number in the task's event log), `event` "
+    "(`state`, `progress`, `chunk`, `chunks_reset`, `waiting`; `resume` and `submitted` "
+    "without an id) and `data`, a JSON `TaskStreamEvent`. Ends after the final `state`, "
+    "whose `task` is the status body."
+)
+EVENT_STREAM: dict[str, Any] = {
+    # One event of the stream, as an SSE parser yields it.
+    "schema": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "description": "the event's number (absent: unnumbered)"},
+            "event": {"type": "string"},
+            "data": {"type": "string", "description": "a JSON TaskStreamEvent"},
+            "retry": {"type": "integer"},
+        },
+        "required": ["event", "data"],
+    },
+    "example": (
+        'id: 1\nevent: state\ndata: {"type": "task", "seq": 1, "state": "PENDING", ...}\n\n'
+        'id: 3\nevent: chunk\ndata: {"type": "chunk", "seq": 3, "index": 0, "text": "Hel", '
+        "...}\n\n"
+    ),
 }
 
 
@@ -47,9 +75,21 @@ def _operation(route: Route) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "success"}
     if route.response is not None:
         ok["content"] = {"application/json": {"schema": route.response}}
+    if route.events:
+        ok["content"] = {"text/event-stream": EVENT_STREAM}
+        ok["description"] = STREAM_DESCRIPTION
     op["responses"][str(route.status)] = ok
+    if route.events and route.method == "GET":
+        op["responses"]["204"] = {"description": "the reader has the final event already"}
     if route.status == 202 and route.query is not None and "wait" in route.query().fields:
-        op["responses"]["200"] = {"description": "finished within `wait` seconds"}
+        op["responses"]["200"] = {
+            "description": "finished within `wait` seconds (the status body); with "
+            "`stream=true`, the task's event stream: " + STREAM_DESCRIPTION,
+            "content": {
+                "application/json": {"schema": "TaskStatusResponse"},
+                "text/event-stream": EVENT_STREAM,
+            },
+        }
     op["responses"].update(_error_responses(route))
     if not route.public:
         op["security"] = [{"bearer": []}]
@@ -87,6 +127,7 @@ def build_spec() -> dict[str, Any]:
         plugins=[MarshmallowPlugin()],
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("TaskStreamEvent", schema=TaskStreamEvent)
     for route in ROUTES:
         spec.path(path=route.path, operations={route.method.lower(): _operation(route)})
     return spec.to_dict()

@@ -8,7 +8,17 @@ from aiohttp import web
 from marshmallow import Schema
 
 from service import schemas, schemas_tasks
-from service.views import catalog, health, knowledge, live, session, submit, tasks, workers
+from service.views import (
+    catalog,
+    health,
+    knowledge,
+    live,
+    session,
+    stream,
+    submit,
+    tasks,
+    workers,
+)
 
 API = "/api/v1/tasks"
 
@@ -25,6 +35,8 @@ class Route:
     status: int = 200
     tags: tuple[str, ...] = ("tasks",)
     public: bool = False
+    # Answers text/event-stream (always, or with `?stream=true` on a submission).
+    events: bool = False
     # Operators' data or control: an admin key is required (service/middlewares.py).
     admin: bool = False
     extra: dict = field(default_factory=dict)
@@ -57,6 +69,10 @@ ROUTES: list[Route] = [
     # Tasks
     Route("GET", f"{API}/status/{{task_id}}", tasks.task_status, "A task's status and result",
           response=schemas.TaskStatusResponse),
+    Route("GET", f"{API}/{{task_id}}/stream", stream.task_stream,
+          "The task's events as Server-Sent Events: replayed after `Last-Event-ID` or "
+          "`starting_after`, then live, until its final state (docs/sse.md)",
+          query=schemas.StreamQuery, events=True),
     Route("GET", f"{API}/list", tasks.task_list, "Tasks, newest first",
           query=schemas.TaskListQuery, response=schemas.TaskListResponse),
     Route("GET", f"{API}/stats", tasks.task_stats, "Counts by state, queue depths, throughput",

@@ -66,6 +66,18 @@ class WaitQuery(StrictSchema):
         validate=validate.Range(min=0, max=MAX_WAIT),
         metadata={"description": f"seconds (max {MAX_WAIT}) to wait for the task to finish"},
     )
+    stream = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "answer the new task's event stream (text/event-stream, as "
+            "`GET /tasks/{task_id}/stream`), a `submitted` event with its `task_id` first"
+        },
+    )
+
+    @validates_schema
+    def _one_way(self, data: dict, **_: object) -> None:
+        if data.get("stream") and data.get("wait"):
+            raise ValidationError("wait for the result or stream it, not both", "stream")
 
 
 def acting_owner_field() -> fields.String:
@@ -101,6 +113,42 @@ class AiGenerateRequest(SubmitOptions):
         metadata={"description": "ground the reply on this knowledge base (404 if absent)"},
     )
     owner = acting_owner_field()
+
+
+class StreamQuery(StrictSchema):
+    starting_after = fields.Integer(
+        load_default=None,
+        strict=False,
+        validate=validate.Range(min=0, max=2**53),
+        metadata={
+            "description": "replay the events numbered after this one (0: from the start); "
+            "the `Last-Event-ID` header does the same"
+        },
+    )
+
+
+class TaskStreamEvent(Schema):
+    """The `data` of one event of a task's SSE stream (docs/sse.md)."""
+
+    type = fields.String(
+        required=True,
+        metadata={"description": "task (a state change), progress, chunk, chunks_reset, waiting"},
+    )
+    seq = fields.Integer(metadata={"description": "the event's number, also its SSE id"})
+    task_id = fields.String(required=True)
+    state = fields.String(metadata={"description": "the task's state (after the change)"})
+    prev = fields.String(metadata={"description": "state events: the state before"})
+    ts = fields.Float(metadata={"description": "when, epoch seconds"})
+    name = fields.String()
+    queue = fields.String()
+    percent = fields.Float(metadata={"description": "progress events"})
+    message = fields.String(metadata={"description": "progress events"})
+    index = fields.Integer(metadata={"description": "chunk events: the chunk's position"})
+    text = fields.String(metadata={"description": "chunk events: the output piece"})
+    task = fields.Nested(
+        "TaskStatusResponse",
+        metadata={"description": "the final state event: the status body, result included"},
+    )
 
 
 class TaskListQuery(StrictSchema):

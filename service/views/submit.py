@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
 import redis.exceptions
@@ -28,6 +29,7 @@ from service.schemas_tasks import (
     UpdateKnowledgeBaseRequest,
     VectorizeRequest,
 )
+from service.views.stream import stream_task
 from service.views.tasks import status_body
 from workers.core import queues
 from workers.core.headers import OWNER_HEADER
@@ -44,14 +46,14 @@ OPTIONS = ("priority", "countdown", "eta")
 IDEMPOTENCY_TTL = 24 * 3600
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
     """A handler that submits `task_name` with the body validated by `schema`."""
 
-    async def handler(request: web.Request) -> web.Response:
-        wait = load_query(request, shared(WaitQuery))["wait"]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        query = load_query(request, shared(WaitQuery))
         if schema is SendNotificationRequest:
             body_schema: Schema = schema(settings=request.app[settings_key])
         else:
@@ -62,10 +64,22 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
         elif task_name == queues.GENERATE_AI_RESPONSE:
             check_model_request(principal_of(request), request.app[settings_key], data)
         await check_submission(request, task_name, data)
-        return await submit(request, task_name, data, message, wait)
+        if query["stream"]:
+            return await submit_and_stream(request, task_name, data, message)
+        return await submit(request, task_name, data, message, query["wait"])
 
     handler.__name__ = f"submit_{task_name}"
     return handler
+
+
+async def submit_and_stream(
+    request: web.Request, task_name: str, data: dict[str, Any], message: str
+) -> web.StreamResponse:
+    """Submit, then answer the new task's event stream (`?stream=true`): one request for
+    a chat backend. An `Idempotency-Key` seen before streams the first task."""
+    response = await submit(request, task_name, data, message, None)
+    body = json.loads(cast(bytes, response.body))
+    return await stream_task(request, body["task_id"], 0, first=body)
 
 
 async def submit(

@@ -21,6 +21,8 @@ def isolated_gateway(redis_url: str, log_dir) -> Iterator[Any]:
     to stop, so the fuzzer may call every operation with an admin key."""
     from tests.support.processes import start_gateway
 
-    g = start_gateway(database_url(redis_url, 11), log_dir, env={"API_KEYS": API_KEYS})
+    # No worker runs its tasks: a stream (`?stream=true`) ends after a second with `resume`.
+    env = {"API_KEYS": API_KEYS, "SSE_MAX_AGE": "1", "SSE_HEARTBEAT": "0.5"}
+    g = start_gateway(database_url(redis_url, 11), log_dir, env=env)
     yield g
     g.stop()

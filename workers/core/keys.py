@@ -133,6 +133,13 @@ def chunks_key(task_id: str) -> str:
     return f"{task_key(task_id)}:chunks"
 
 
+def events_key(task_id: str) -> str:
+    """A task's event log (list of JSON events: states, progress, chunks), numbered from 1
+    in order; the per-task SSE stream replays it (`GET /tasks/{id}/stream`). Kept as long
+    as the task's record."""
+    return f"{task_key(task_id)}:events"
+
+
 def index_key(dimension: str | None = None, value: str | None = None) -> str:
     """Task ids scored by seq (sorted set): all of them, or those of one state, owner,
     queue or name."""

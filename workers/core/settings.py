@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     # What one websocket may subscribe to: task ids, and task names and queues (each).
     ws_max_task_ids: int = Field(1000, ge=1)
     ws_max_names: int = Field(100, ge=1)
+    # A task's SSE stream (`GET /tasks/{id}/stream`): a comment every `sse_heartbeat`
+    # seconds keeps proxies from closing it; a reader `sse_buffer` events behind, or whose
+    # socket takes no data for `sse_write_timeout` seconds, is told to resume and dropped.
+    sse_heartbeat: float = Field(15.0, gt=0)
+    sse_buffer: int = Field(1000, ge=10)
+    sse_write_timeout: float = Field(10.0, gt=0)
+    # A stream older than this ends with `resume` (the reader reconnects where it was), so
+    # long-lived streams move to new gateway replicas after a deploy or a scale-up.
+    sse_max_age: float = Field(600.0, gt=0)
     # A bearer token for Prometheus scrapers: it reads /metrics and nothing else. Without
     # it, /metrics needs an admin API key.
     metrics_token: SecretStr | None = None

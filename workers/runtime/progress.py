@@ -47,5 +47,13 @@ def publish_chunk(task_id: str, text: str) -> int:
     return index
 
 
+def reset_output(task_id: str) -> None:
+    """Forget a task's output so far (a retried attempt streams it again from the start):
+    its chunk list is emptied and watchers get a `chunks_reset` event."""
+    from workers.runtime.clients import task_index
+
+    task_index().feed("chunks_reset", task_id)
+
+
 def read_chunks(client: Any, task_id: str) -> list[str]:
     return list(client.lrange(chunks_key(task_id), 0, -1))

@@ -12,7 +12,6 @@ owner's namespace only, so a conversation stays tied to a knowledge base of its 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,13 +19,12 @@ from workers.ai.conversations import ConversationStore
 from workers.ai.llm import ChatResult, cost_usd, openai_client, stream_chat
 from workers.celery_app import celery_app
 from workers.core import queues
-from workers.core.keys import chunks_key
 from workers.core.ownership import task_owner
 from workers.core.settings import Settings, get_settings
 from workers.knowledge import indexing as knowledge
 from workers.runtime.base import BaseTaskWithRetry
 from workers.runtime.clients import redis_client
-from workers.runtime.progress import feed_event, publish_chunk
+from workers.runtime.progress import publish_chunk, reset_output
 
 logger = logging.getLogger(__name__)
 
@@ -165,14 +163,6 @@ def generate_reply(
     }
 
 
-def reset_chunks(client: Any, task_id: str) -> None:
-    """Forget a task's streamed chunks and tell the live feed (`type: chunks_reset`)."""
-    client.delete(chunks_key(task_id))
-    feed_event(
-        client, {"type": "chunks_reset", "task_id": task_id, "state": "STARTED", "ts": time.time()}
-    )
-
-
 @celery_app.task(
     name=queues.GENERATE_AI_RESPONSE,
     base=BaseTaskWithRetry,
@@ -200,7 +190,7 @@ def generate_ai_response(
     if task_id and self.request.retries:
         # A retried attempt streams the reply again from the start: drop the earlier
         # attempt's partial output so watchers do not see it twice.
-        reset_chunks(redis_client(), task_id)
+        reset_output(task_id)
 
     def on_delta(text: str) -> None:
         if task_id:

@@ -20,6 +20,7 @@ from workers.core.keys import (
     chunks_key,
     counts_key,
     done_key,
+    events_key,
     index_key,
     owner_state_key,
     task_key,
@@ -125,11 +126,15 @@ def test_record_lua_creates_indexes_counts_and_a_feed_event_then_finishes_once(c
         ("SUCCESS", "PENDING"),
     ]
     assert events[0]["owner"] == "alice" and events[1]["result"] == []  # [] stays a list
+    # The same events, numbered from 1, in the task's event log (its SSE stream).
+    assert [e["seq"] for e in events] == [1, 2]
+    logged = [json.loads(e) for e in client.lrange(events_key(tid), 0, -1)]
+    assert logged == [{k: v for k, v in e.items() if k != "id"} for e in events]
     # Only KEYS and the keys named after the record's state, owner, queue and name.
     named = {index_key(d, v) for d, v in (("state", "PENDING"), ("state", "SUCCESS"),
              ("owner", "alice"), ("queue", "q"), ("name", "t"))}  # fmt: skip
     named |= {owner_state_key("alice", s) for s in ("PENDING", "SUCCESS")}
-    named |= {counts_key("owner", "alice"), counts_key("queue", "q")}
+    named |= {counts_key("owner", "alice"), counts_key("queue", "q"), events_key(tid)}
     passed = set(update.call()[0]) | set(done.call()[0])
     assert set(client.keys("*")) <= passed | named
 
@@ -282,14 +287,24 @@ def test_feed_lua_appends_chunks_and_progress_with_the_tasks_owner(client) -> No
     assert client.xrange(FEED_STREAM)[-1][0] == event_id
     assert last == {
         "type": "progress", "task_id": tid, "state": "STARTED", "ts": pytest.approx(now),
-        "owner": "alice", "name": "t", "queue": "q", "percent": 40.0,
+        "owner": "alice", "name": "t", "queue": "q", "percent": 40.0, "seq": 5,
     }  # fmt: skip
     chunk_event = feed_events(client)[-2]
     assert (chunk_event["index"], chunk_event["text"]) == (1, "lo")
+    # The task's event log: its states and these events, numbered in order.
+    logged = [json.loads(e) for e in client.lrange(events_key(tid), 0, -1)]
+    assert [(e["seq"], e["type"]) for e in logged] == [
+        (1, "task"), (2, "task"), (3, "chunk"), (4, "chunk"), (5, "progress"),
+    ]  # fmt: skip
+    assert logged[-1] == last
+    # A retried attempt restarts the output: the chunks go, the log says so.
+    run(client, "feed", feed_call("chunks_reset", tid, None, "", now))
+    assert not client.exists(chunks_key(tid))
+    assert json.loads(client.lindex(events_key(tid), -1))["type"] == "chunks_reset"
     # Progress of a task without a record creates none.
     unknown = new_id()
     run(client, "feed", feed_call("progress", unknown, {"percent": 1.0}, "", now))
-    assert not client.exists(task_key(unknown))
+    assert not client.exists(task_key(unknown)) and not client.exists(events_key(unknown))
 
 
 def test_prune_lua_removes_expired_records_with_every_index_count_and_chunk(client) -> None:

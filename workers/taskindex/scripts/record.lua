@@ -11,7 +11,8 @@
 -- Writes: the fields, except on a finished task a state update would not move (a late
 --   worker write); `owner`, `queue` and `name` only while the record has none. An applied
 --   change of state moves the task between the state indexes and counts and is appended to
---   the feed; a first terminal state sets `finished_at` and counts in KEYS[7].
+--   the feed and the task's event log (events_key, numbered: `seq`); a first terminal
+--   state sets `finished_at` and counts in KEYS[7].
 --
 -- Keys built here, not passed in KEYS: the indexes and counts named after a value of the
 -- record (its state before and after, its owner, queue and name), with the key functions of
@@ -84,13 +85,17 @@ elseif cur_state and (new_dims.owner or new_dims.queue) then
   if new_dims.queue then redis.call('HINCRBY', counts_key('queue', dims.queue), cur_state, 1) end
 end
 if apply and cur_state ~= state then
+  -- Numbered in the task's event log (its SSE stream replays it) and sent to the feed.
+  local log = events_key(id)
   local event = cjson.encode({type='task', task_id=id, state=state, prev=cur_state or nil,
-    ts=now, name=dims.name or nil, queue=dims.queue or nil, owner=dims.owner or nil})
+    ts=now, name=dims.name or nil, queue=dims.queue or nil, owner=dims.owner or nil,
+    seq=redis.call('LLEN', log) + 1})
   local extra = ARGV[6]
   if extra ~= '' and extra ~= '{}' then
     -- Spliced as text: a decode/encode round trip in Lua would turn [] into {}.
     event = string.sub(event, 1, -2) .. ',' .. string.sub(extra, 2)
   end
+  redis.call('RPUSH', log, event)
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', FEED_MAXLEN, '*', 'event', event)
 end
 if apply then

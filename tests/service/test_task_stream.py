@@ -1,0 +1,271 @@
+"""A task's SSE stream (`GET /api/v1/tasks/{id}/stream`, `POST ...?stream=true`) against the
+real gateway, a real worker and a local OpenAI stand-in: numbered events, replay after
+`Last-Event-ID`, a reconnect in the middle of an AI reply, isolation, slow readers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+
+from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.sse import Event, events
+from tests.support.waiting import async_wait_until
+
+QUEUE = "tests_sse"
+API = "/api/v1/tasks"
+
+
+@pytest.fixture(scope="module")
+def sse_redis_url(redis_url: str) -> str:
+    """A database of its own: the suite's shared worker never takes our AI tasks."""
+    return redis_url.rsplit("/", 1)[0] + "/6"
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    server.slow_words = 40
+    server.slow_delay = 0.03
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sse_worker(sse_redis_url, log_dir, fake_openai) -> Iterator[Any]:
+    from tests.support.processes import start_worker
+
+    queues = f"{QUEUE},ai_high_priority"
+    env = fake_openai.env(AI_RATE_LIMIT="1000/s")
+    worker = start_worker(sse_redis_url, log_dir, name="sse", queues=queues, env=env)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def sse_gateway(sse_redis_url, log_dir, sse_worker, fake_openai) -> Iterator[Any]:
+    from tests.support.processes import start_gateway
+
+    env = fake_openai.env(
+        API_KEYS=API_KEYS, SSE_HEARTBEAT="0.5", SSE_BUFFER="10", SSE_WRITE_TIMEOUT="1"
+    )
+    gateway = start_gateway(sse_redis_url, log_dir, env=env)
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def publish(sse_redis_url, celery_app):
+    """Publish a task with the platform's publisher (its record and event log included)
+    on the module's database."""
+    connection = celery_app.connection_for_write(sse_redis_url)
+
+    def send(name: str, args: list[Any]) -> Any:
+        return celery_app.send_task(name, args=args, queue=QUEUE, connection=connection)
+
+    yield send
+    connection.release()
+
+
+@pytest.fixture(scope="module")
+def sse_redis(sse_redis_url) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(sse_redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def auth(token: str | None, **extra: str) -> dict[str, str]:
+    return {**({"Authorization": f"Bearer {token}"} if token else {}), **extra}
+
+
+async def read_all(
+    resp: aiohttp.ClientResponse, until: int | None = None, timeout: float = 30.0
+) -> list[Event]:
+    """The stream's events until it closes (or `until` events), with a deadline."""
+    got: list[Event] = []
+
+    async def read() -> None:
+        async for event in events(resp):
+            got.append(event)
+            if until is not None and len(got) >= until:
+                return
+
+    await asyncio.wait_for(read(), timeout)
+    return got
+
+
+async def resume_to_the_end(
+    http: aiohttp.ClientSession, url: str, token: str, got: list[Event]
+) -> int:
+    """What a client does with a `resume` event (the gateway ended a stream the reader
+    fell behind on; SSE_BUFFER is 10 here): reconnect after its position, until the end.
+    Returns how many times it resumed."""
+    resumes = 0
+    deadline = time.monotonic() + 30
+    while got and got[-1].name == "resume":
+        resumes += 1
+        position = got.pop().data["starting_after"]
+        assert position == numbered(got)[-1]
+        headers = auth(token, **{"Last-Event-ID": str(position)})
+        async with http.get(url, headers=headers) as resp:
+            got += await read_all(resp)
+        assert time.monotonic() < deadline
+    return resumes
+
+
+def numbered(got: list[Event]) -> list[int]:
+    return [e.id for e in got if e.id is not None]
+
+
+async def test_a_stream_replays_the_log_then_follows_live_and_ends_with_the_result(
+    http, sse_gateway, publish, sse_redis, key
+) -> None:
+    hold = f"{key}:go"
+    task = publish("tests.stream", [20, hold, 5])
+    url = f"{sse_gateway.base_url}{API}/{task.id}/stream"
+    comments: list[str] = []
+    async with http.get(url, headers=auth(ADMIN)) as resp:
+        assert resp.status == 200 and resp.content_type == "text/event-stream"
+        got: list[Event] = []
+
+        async def read() -> None:
+            async for event in events(resp, comments):
+                got.append(event)
+
+        reader = asyncio.create_task(read())
+        # Replayed from the log: the task emits 5 chunks, then waits for `hold` while the
+        # stream sends heartbeats.
+        await async_wait_until(
+            lambda: asyncio.sleep(0, len([e for e in got if e.name == "chunk"]) == 5 and comments),
+            10, what="5 chunks, then a heartbeat comment while the task waits",
+        )  # fmt: skip
+        sse_redis.set(hold, 1)
+        try:
+            await asyncio.wait_for(reader, 20)  # live, until the stream closes
+        except TimeoutError:
+            raise AssertionError([(e.id, e.name, e.data.get("state")) for e in got]) from None
+    await resume_to_the_end(http, url, ADMIN, got)
+    assert numbered(got) == list(range(1, len(got) + 1)), [(e.id, e.name) for e in got]
+    assert [e.data["state"] for e in got if e.name == "state"] == ["PENDING", "STARTED", "SUCCESS"]
+    assert "".join(e.data["text"] for e in got if e.name == "chunk") == "".join(
+        f"c{i} " for i in range(20)
+    )
+    assert [e.data["percent"] for e in got if e.name == "progress"][-1] == 100.0
+    final = got[-1]
+    assert final.name == "state" and final.data["task"]["result"] == {"chunks": 20}
+    assert final.data["task"]["status"] == "SUCCESS" and "keep-alive" in comments
+
+    # Finished: the whole stream again from the start, or only what follows an id.
+    async with http.get(f"{url}?starting_after=0", headers=auth(ADMIN)) as resp:
+        again = await read_all(resp)
+    assert [(e.id, e.name) for e in again] == [(e.id, e.name) for e in got]
+    async with http.get(url, headers=auth(ADMIN, **{"Last-Event-ID": str(len(got) - 3)})) as resp:
+        tail = await read_all(resp)
+    assert numbered(tail) == [len(got) - 2, len(got) - 1, len(got)]
+    async with http.get(url, headers=auth(ADMIN, **{"Last-Event-ID": str(len(got))})) as resp:
+        # Past the end: 204, which tells an EventSource to stop reconnecting.
+        assert resp.status == 204 and await resp.read() == b""
+
+
+async def test_an_ai_reply_streamed_on_submission_survives_a_reconnect_in_the_middle(
+    http, sse_gateway, fake_openai
+) -> None:
+    """`POST /ai/generate?stream=true`; the connection drops after a few chunks; the reader
+    resumes with Last-Event-ID and gets every chunk exactly once."""
+    body = {"conversation_id": f"c-{uuid.uuid4().hex[:8]}", "user_message": "Tell me [slow]"}
+    submit = f"{sse_gateway.base_url}{API}/ai/generate?stream=true"
+    async with http.post(submit, json=body, headers=auth(ALICE)) as resp:
+        assert resp.status == 200 and resp.content_type == "text/event-stream"
+        first = await read_all(resp, until=1)
+        assert first[0].name == "submitted" and first[0].id is None
+        task_id = first[0].data["task_id"]
+        before = await read_all(resp, until=8)  # then the connection drops
+    assert any(e.name == "chunk" for e in before), [e.name for e in before]
+    last = numbered(before)[-1]
+    url = f"{sse_gateway.base_url}{API}/{task_id}/stream"
+    async with http.get(url, headers=auth(ALICE, **{"Last-Event-ID": str(last)})) as resp:
+        after = await read_all(resp)
+    await resume_to_the_end(http, url, ALICE, after)
+    whole = before + after
+    assert numbered(whole) == list(range(1, len(whole) + 1))
+    chunks = [e.data for e in whole if e.name == "chunk"]
+    assert [c["index"] for c in chunks] == list(range(len(chunks)))
+    final = whole[-1].data["task"]
+    assert final["status"] == "SUCCESS"
+    assert "".join(c["text"] for c in chunks) == final["result"]["response"]
+    assert len(chunks) > 40  # the reply really streamed, token by token
+
+
+async def test_the_stream_is_the_owners_alone_and_bad_positions_are_named(
+    http, sse_gateway
+) -> None:
+    body = {"conversation_id": "c-iso", "user_message": "hi"}
+    async with http.post(
+        f"{sse_gateway.base_url}{API}/ai/generate", json=body, headers=auth(ALICE)
+    ) as resp:
+        task_id = (await resp.json())["task_id"]
+    url = f"{sse_gateway.base_url}{API}/{task_id}/stream"
+    async with http.get(url, headers=auth(BOB)) as resp:
+        assert resp.status == 404 and (await resp.json())["error"] == "no such task"
+    async with http.get(url) as resp:
+        assert resp.status == 401
+    async with http.get(f"{sse_gateway.base_url}{API}/{uuid.uuid4()}/stream",
+                        headers=auth(ADMIN)) as resp:  # fmt: skip
+        assert resp.status == 404
+    async with http.get(url, headers=auth(ALICE, **{"Last-Event-ID": "x"})) as resp:
+        assert resp.status == 400 and "Last-Event-ID" in (await resp.json())["details"]
+    async with http.get(f"{url}?starting_after=-1", headers=auth(ALICE)) as resp:
+        assert resp.status == 400 and "starting_after" in (await resp.json())["details"]
+    async with http.post(
+        f"{sse_gateway.base_url}{API}/ai/generate?stream=true&wait=5", json=body,
+        headers=auth(ALICE),
+    ) as resp:  # fmt: skip
+        assert resp.status == 400 and "stream" in (await resp.json())["details"]
+    # The owner's stream works (and ends with the final state).
+    async with http.get(url, headers=auth(ALICE)) as resp:
+        got = await read_all(resp)
+    assert got[-1].name == "state" and got[-1].data["state"] == "SUCCESS"
+
+
+async def test_a_reader_too_far_behind_is_told_to_resume_and_loses_nothing(
+    http, sse_gateway, publish, sse_redis, key
+) -> None:
+    """SSE_BUFFER=10: a burst of 300 chunks overflows a reader's queue; it gets a `resume`
+    event with its position, reconnects from there and has every event once. A stalled
+    reader (a socket that never reads) holds up neither the gateway nor this reader."""
+    hold = f"{key}:go"
+    task = publish("tests.stream", [300, hold, 0])
+    url = f"{sse_gateway.base_url}{API}/{task.id}/stream"
+    host, port = sse_gateway.base_url.split("//")[1].split(":")
+    _, stalled = await asyncio.open_connection(host, int(port))
+    stalled.write(
+        f"GET {API}/{task.id}/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}"
+        "\r\n\r\n".encode()
+    )
+    got: list[Event] = []
+    async with http.get(url, headers=auth(ADMIN)) as resp:
+        got += await read_all(resp, until=1)  # PENDING or STARTED: the stream is open
+        sse_redis.set(hold, 1)
+        got += await read_all(resp)
+    resumes = await resume_to_the_end(http, url, ADMIN, got)
+    stalled.close()
+    assert resumes >= 1, "a burst of 600 events overflowed no 10-event queue"
+    assert numbered(got) == list(range(1, len(got) + 1))
+    assert len([e for e in got if e.name == "chunk"]) == 300
+    assert got[-1].data["task"]["result"] == {"chunks": 300}
+    # The gateway still answers at once.
+    async with http.get(f"{sse_gateway.base_url}/healthz") as resp:
+        assert resp.status == 200
