@@ -17,6 +17,7 @@ from service.views import (
     stream,
     submit,
     tasks,
+    webhooks,
     workers,
 )
 
@@ -73,6 +74,18 @@ ROUTES: list[Route] = [
           "The task's events as Server-Sent Events: replayed after `Last-Event-ID` or "
           "`starting_after`, then live, until its final state (docs/sse.md)",
           query=schemas.StreamQuery, events=True),
+    Route("GET", f"{API}/{{task_id}}/webhooks", webhooks.task_webhooks,
+          "The task's webhook and every delivery attempt (status code, latency, error)",
+          tags=("webhooks",)),
+    Route("POST", f"{API}/{{task_id}}/webhooks/redeliver", webhooks.redeliver_webhook,
+          "Send a delivery of the task's webhook again (default: the last one)",
+          body=webhooks.RedeliverRequest, status=202, tags=("webhooks",)),
+    Route("GET", "/api/v1/webhooks/secret", webhooks.webhook_secret,
+          "The key's owner's webhook signing secret (whsec_..., Standard Webhooks)",
+          response=webhooks.WebhookSecretResponse, tags=("webhooks",)),
+    Route("POST", "/api/v1/webhooks/secret/rotate", webhooks.rotate_webhook_secret,
+          "A new signing secret; the old one signs beside it for 24 hours",
+          response=webhooks.WebhookSecretResponse, tags=("webhooks",)),
     Route("GET", f"{API}/list", tasks.task_list, "Tasks, newest first",
           query=schemas.TaskListQuery, response=schemas.TaskListResponse),
     Route("GET", f"{API}/stats", tasks.task_stats, "Counts by state, queue depths, throughput",

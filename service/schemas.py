@@ -13,6 +13,7 @@ from typing import TypeVar
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from workers.core.queues import QUEUES
+from workers.notify.task_webhooks import EVENTS as WEBHOOK_EVENTS
 from workers.runtime.priority import MAX_PRIORITY, MIN_PRIORITY
 from workers.taskindex.record import STATES
 
@@ -35,8 +36,31 @@ class StrictSchema(Schema):
 # --- requests -------------------------------------------------------------------------
 
 
+class TaskWebhook(StrictSchema):
+    url = fields.Url(
+        required=True, schemes={"http", "https"}, require_tld=False,
+        validate=validate.Length(max=2000),
+        metadata={"description": "where to POST (checked like notification webhooks)"},
+    )  # fmt: skip
+    events = fields.List(
+        fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
+        load_default=lambda: ["completed"],
+        validate=validate.Length(1, len(WEBHOOK_EVENTS)),
+        metadata={"description": "started, output (each chunk and progress), completed"},
+    )
+
+
 class SubmitOptions(StrictSchema):
     """Scheduling options every submission accepts."""
+
+    webhook = fields.Nested(
+        TaskWebhook,
+        load_default=None,
+        metadata={
+            "description": "POST the task's events here, signed per Standard Webhooks "
+            "(docs/webhooks.md)"
+        },
+    )
 
     priority = fields.Integer(
         load_default=None,

@@ -36,6 +36,9 @@ from workers.core.headers import OWNER_HEADER
 from workers.core.keys import idempotency_key
 from workers.core.queues import TASK_QUEUES
 from workers.core.settings import Settings
+from workers.notify.targets import TargetRefused, check_literal
+from workers.notify.task_webhooks import EVENTS as WEBHOOK_EVENTS
+from workers.notify.validation import webhook_policy
 from workers.runtime.priority import DEFAULT_PRIORITY
 from workers.taskindex.index import TERMINAL_STATES
 from workers.taskindex.record import submission_fields
@@ -64,6 +67,8 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
         elif task_name == queues.GENERATE_AI_RESPONSE:
             check_model_request(principal_of(request), request.app[settings_key], data)
         await check_submission(request, task_name, data)
+        if data.get("webhook") is not None:
+            check_webhook(request.app[settings_key], data["webhook"])
         if query["stream"]:
             return await submit_and_stream(request, task_name, data, message)
         return await submit(request, task_name, data, message, query["wait"])
@@ -87,6 +92,7 @@ async def submit(
 ) -> web.Response:
     principal = principal_of(request)
     options = {k: data.pop(k, None) for k in OPTIONS}
+    webhook = data.pop("webhook", None)
     task_id = str(uuid4())
     idem_key = _idempotency_key(request, principal.owner)
     if idem_key is not None:
@@ -108,7 +114,7 @@ async def submit(
         record = submission_fields(
             task_name, [], data, queue=TASK_QUEUES.get(task_name),
             priority=DEFAULT_PRIORITY if options["priority"] is None else options["priority"],
-            owner=principal.owner, eta=_eta_text(options),
+            owner=principal.owner, eta=_eta_text(options), webhook=webhook,
         )  # fmt: skip
         try:
             await publisher.publish(
@@ -160,6 +166,16 @@ def _eta_text(options: dict[str, Any]) -> str | None:
     if options.get("countdown"):
         return (datetime.now(UTC) + timedelta(seconds=options["countdown"])).isoformat()
     return None
+
+
+def check_webhook(settings: Settings, webhook: dict[str, Any]) -> None:
+    """A task webhook's address is checked as a notification webhook's: a forbidden
+    literal address is refused here (a name is resolved and checked at each delivery)."""
+    webhook["events"] = [e for e in WEBHOOK_EVENTS if e in webhook["events"]]
+    try:
+        check_literal(webhook["url"], webhook_policy(settings))
+    except TargetRefused as exc:
+        raise BadRequest("invalid request", details={"webhook": {"url": [str(exc)]}}) from None
 
 
 def check_notification_recipient(principal: Principal, data: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -34,38 +33,14 @@ from workers.runtime import registry
 from workers.runtime.queue_depth import add_depth_reads, depths_from
 from workers.taskindex.index import TERMINAL_STATES, task_key
 from workers.taskindex.record import TaskRecord, submission_fields
+from workers.taskindex.status import status_document, summarize
 
 logger = logging.getLogger(__name__)
 TASK_SUMMARIES = TaskSummary(many=True)
 
 
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
-
-
-def summarize(record: dict[str, Any]) -> dict[str, Any]:
-    started, finished = record.get("started_at"), record.get("finished_at")
-    return {
-        **record,
-        "status": record.get("state"),
-        "runtime": round(finished - started, 6) if started and finished else None,
-        "error": record.get("error_message"),
-        "waiting_reason": record.get("waiting_reason") or None,
-    }
-
-
 def status_body(record: dict[str, Any], meta: dict | None, principal: Principal) -> dict:
-    body = summarize(record)
-    meta_state = (meta or {}).get("status")
-    if meta_state in TERMINAL_STATES and body["status"] not in TERMINAL_STATES:
-        # The backend's write lands a moment before the index's.
-        body["status"] = meta_state
-    result = meta.get("result") if meta else None
-    body["result"] = result if body["status"] == "SUCCESS" else None
-    body["date_done"] = (meta or {}).get("date_done") or _iso(record.get("finished_at"))
-    if not principal.is_admin:
-        body.pop("traceback", None)
-    return shared(TaskStatusResponse).dump(body)
+    return shared(TaskStatusResponse).dump(status_document(record, meta, admin=principal.is_admin))
 
 
 def task_id_of(request: web.Request) -> str:
@@ -205,7 +180,7 @@ async def task_retry(request: web.Request) -> web.Response:
     fields = submission_fields(
         record["name"], options["args"], options["kwargs"], queue=original.queue,
         priority=original.priority, owner=original.owner, timelimit=original.timelimit,
-        retried_from=task_id,
+        retried_from=task_id, webhook=original.webhook,
     )  # fmt: skip
     try:
         await request.app[publisher_key].publish(

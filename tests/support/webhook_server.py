@@ -61,3 +61,37 @@ class WebhookServer(BackgroundServer):
 
     async def redirect(self, request: web.Request) -> web.Response:
         return web.Response(status=307, headers={"Location": request.query["to"]})
+
+
+class TaskWebhookReceiver(BackgroundServer):
+    """A receiver of task webhooks: keeps each request's headers and raw body per name.
+
+    `/ok/<name>` answers 200; `/fail/<name>?times=N` answers 500 to the first N requests,
+    then 200; `/redirect?to=<url>` answers 307 to `to`.
+    """
+
+    def __init__(self) -> None:
+        app = web.Application()
+        app.router.add_post("/ok/{name}", self.ok)
+        app.router.add_post("/fail/{name}", self.fail)
+        app.router.add_post("/redirect", self.redirect)
+        super().__init__(app)
+        self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    async def _keep(self, request: web.Request) -> int:
+        name = request.match_info["name"]
+        self.received[name].append({"headers": dict(request.headers), "body": await request.read()})
+        return len(self.received[name])
+
+    async def ok(self, request: web.Request) -> web.Response:
+        await self._keep(request)
+        return web.json_response({"ok": True})
+
+    async def fail(self, request: web.Request) -> web.Response:
+        count = await self._keep(request)
+        if count <= int(request.query.get("times", "1")):
+            return web.Response(status=500, text="receiver down")
+        return web.json_response({"ok": True})
+
+    async def redirect(self, request: web.Request) -> web.Response:
+        return web.Response(status=307, headers={"Location": request.query["to"]})

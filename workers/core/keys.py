@@ -53,6 +53,12 @@ def idempotency_key(digest: str) -> str:
     return f"{PREFIX}idem:{digest}"
 
 
+def webhook_secret_key(owner: str) -> str:
+    """An owner's signing secrets of task webhooks (hash: `current`, `previous`,
+    `previous_until`), `workers.notify.task_webhooks`."""
+    return f"{PREFIX}webhook-secret:{owner}"
+
+
 # --- Operations -----------------------------------------------------------------------
 HEALTH_REPORT_KEY = f"{PREFIX}health:report"
 WORKERS_HASH = f"{PREFIX}workers"  # hash: hostname -> JSON (queues, concurrency, pid, ...)
@@ -138,6 +144,17 @@ def events_key(task_id: str) -> str:
     in order; the per-task SSE stream replays it (`GET /tasks/{id}/stream`). Kept as long
     as the task's record."""
     return f"{task_key(task_id)}:events"
+
+
+def webhooks_key(task_id: str) -> str:
+    """A task's webhook delivery log (list of JSON attempts, oldest first)."""
+    return f"{task_key(task_id)}:webhooks"
+
+
+# Task events that a task's webhook asked for (stream: task_id, event, seq), written by the
+# index's scripts with the event itself; workers turn each into a delivery task.
+WEBHOOK_STREAM = f"{PREFIX}webhooks"
+WEBHOOK_STREAM_MAXLEN = 100_000
 
 
 def index_key(dimension: str | None = None, value: str | None = None) -> str:

@@ -18,6 +18,7 @@ VECTORIZE_DOCUMENT = "vectorize_document"
 UPDATE_KNOWLEDGE_BASE = "update_knowledge_base"
 DELETE_KNOWLEDGE_VECTORS = "delete_knowledge_vectors"
 RECOVER_LOST_TASKS = "recover_lost_tasks"
+DELIVER_TASK_WEBHOOK = "deliver_task_webhook"
 
 TASK_QUEUES = {
     GENERATE_AI_RESPONSE: AI_HIGH_PRIORITY,
@@ -28,6 +29,7 @@ TASK_QUEUES = {
     UPDATE_KNOWLEDGE_BASE: KNOWLEDGE_DEFAULT,
     DELETE_KNOWLEDGE_VECTORS: KNOWLEDGE_DEFAULT,
     RECOVER_LOST_TASKS: DEFAULT,
+    DELIVER_TASK_WEBHOOK: NOTIFICATION_DEFAULT,
 }
 
 # The source document's qualified names (its module `app.tasks.ai_tasks` and

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0)
     allow_private_webhook_targets: bool = False
     webhook_allowed_networks: str = ""
+    # Task webhooks (a submission's `webhook`): a failed or non-2xx delivery is retried
+    # with exponential backoff (base, capped at max) for this long after its first attempt.
+    task_webhook_retry_for: float = Field(24 * 3600, gt=0)
+    task_webhook_backoff_base: float = Field(5.0, gt=0)
+    task_webhook_backoff_max: float = Field(600.0, gt=0)
     # Email.
     smtp_host: str | None = None
     smtp_port: int = Field(587, ge=1, le=65535)

@@ -73,18 +73,36 @@ def post_json(
     body = json.dumps(payload, separators=(",", ":"), default=str).encode()
     timestamp = str(int(time.time()))
     headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
         TIMESTAMP_HEADER: timestamp,
         SIGNATURE_HEADER: signature(secret, timestamp, body),
     }
     if delivery_id:
         headers[DELIVERY_HEADER] = delivery_id
+    try:
+        status, response, url, address = post_signed(
+            url, body, headers, timeout=timeout, policy=policy
+        )
+    except TargetRefused as exc:
+        raise PermanentError(str(exc)) from None
+    if 200 <= status < 300:
+        return {"status": status, "url": url, "address": address}
+    if status >= 500 or status in (408, 429):
+        raise TransientError(
+            f"webhook answered {status}", retry_after=retry_after(response.headers)
+        )
+    raise PermanentError(f"webhook answered {status}; not retried")
+
+
+def post_signed(
+    url: str, body: bytes, headers: dict[str, str], *, timeout: float, policy: TargetPolicy
+) -> tuple[int, http.client.HTTPResponse, str, str]:
+    """POST `body` (JSON) with `headers` (its signature) to `url`, following up to 3
+    307/308 redirects, each target checked against `policy` (TargetRefused) and connected
+    to at its checked address. Returns (status, response, the last URL, its address).
+    Timeouts and connection errors raise TransientError."""
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
     for _ in range(MAX_REDIRECTS + 1):
-        try:
-            target = resolve(url, policy)
-        except TargetRefused as exc:
-            raise PermanentError(str(exc)) from None
+        target = resolve(url, policy)
         connection_class = (
             _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
         )
@@ -103,11 +121,5 @@ def post_json(
         if status in (307, 308) and response.getheader("Location"):
             url = urljoin(url, response.getheader("Location", ""))
             continue
-        if 200 <= status < 300:
-            return {"status": status, "url": url, "address": target.address}
-        if status >= 500 or status in (408, 429):
-            raise TransientError(
-                f"webhook answered {status}", retry_after=retry_after(response.headers)
-            )
-        raise PermanentError(f"webhook answered {status}; not retried")
-    raise PermanentError(f"webhook redirected more than {MAX_REDIRECTS} times")
+        return status, response, url, target.address
+    raise TargetRefused(f"webhook redirected more than {MAX_REDIRECTS} times")

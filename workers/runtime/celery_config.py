@@ -24,6 +24,7 @@ TASK_MODULES = [
     "workers.tasks.knowledge",
     "workers.tasks.notifications",
     "workers.tasks.maintenance",
+    "workers.tasks.webhooks",
 ]
 
 

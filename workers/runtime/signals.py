@@ -27,7 +27,9 @@ import workers.runtime.logs
 import workers.runtime.queue_selection  # noqa: F401
 from workers.core import queues
 from workers.core.headers import DEFERRED_HEADER, INDEXED_HEADER, RECORD_HEADER
+from workers.core.redis_client import sync_redis
 from workers.core.settings import get_settings
+from workers.notify.task_webhooks import Dispatcher
 from workers.runtime import registry
 from workers.runtime.clients import redis_client, task_index
 from workers.runtime.internals import exit_unless_internals_hold
@@ -123,12 +125,28 @@ def _check_tasks(sender: Any = None, **_: Any) -> None:
             tasks[alias] = tasks[name]
 
 
+_dispatcher: Dispatcher | None = None
+
+
+def _publish_delivery(task_id: str, event: str, seq: int) -> None:
+    from workers.celery_app import celery_app
+
+    celery_app.send_task(
+        queues.DELIVER_TASK_WEBHOOK, kwargs={"task_id": task_id, "event": event, "seq": seq},
+        queue=queues.TASK_QUEUES[queues.DELIVER_TASK_WEBHOOK],
+    )  # fmt: skip
+
+
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    global _dispatcher
     app = sender.app
     hostname = sender.hostname
     client = redis_client()
     check_eviction_policy(client)
+    # Task events a webhook asked for become delivery tasks (workers/notify/task_webhooks.py).
+    _dispatcher = Dispatcher(sync_redis(get_settings()), _publish_delivery, hostname)
+    _dispatcher.start()
     registry.record_worker(
         client,
         hostname,
@@ -175,6 +193,8 @@ _heap_frozen = False
 
 @worker_shutdown.connect
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    if _dispatcher is not None:
+        _dispatcher.stop()
     try:
         registry.record_offline(redis_client(), sender.hostname)
     except redis.exceptions.RedisError as exc:

@@ -29,6 +29,8 @@ from workers.core.keys import (
     FEED_MAXLEN,
     FEED_STREAM,
     SEQ_KEY,
+    WEBHOOK_STREAM,
+    WEBHOOK_STREAM_MAXLEN,
     chunks_key,
     counts_key,
     done_key,
@@ -36,6 +38,7 @@ from workers.core.keys import (
     index_key,
     owner_state_key,
     task_key,
+    webhooks_key,
 )
 from workers.core.lua import lua_file
 from workers.taskindex.record import STATE_RANK, STATES, TERMINAL_STATES, encode_fields
@@ -96,9 +99,12 @@ def header() -> str:
             f"local CLAIM_RUN, CLAIM_CANCELLED, CLAIM_DONE, CLAIM_DUPLICATE = "
             f"{CLAIM_RUN}, {CLAIM_CANCELLED}, {CLAIM_DONE}, {CLAIM_DUPLICATE}",
             f"local FEED_MAXLEN, CHUNKS_TTL, DONE_TTL = {FEED_MAXLEN}, {CHUNKS_TTL}, {DONE_TTL}",
+            f"local WEBHOOK_STREAM, WEBHOOK_STREAM_MAXLEN = '{WEBHOOK_STREAM}', "
+            f"{WEBHOOK_STREAM_MAXLEN}",
             lua_key_function("task_key", task_key, "id"),
             lua_key_function("chunks_key", chunks_key, "id"),
             lua_key_function("events_key", events_key, "id"),
+            lua_key_function("webhooks_key", webhooks_key, "id"),
             lua_key_function("index_key", index_key, "dimension", "value"),
             lua_key_function("owner_state_key", owner_state_key, "owner", "state"),
             lua_key_function("counts_key", counts_key, "dimension", "value"),

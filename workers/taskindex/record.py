@@ -99,6 +99,10 @@ class TaskRecord:
     # time unless the publisher confirmed the task (replicas hold it) and removed it; a
     # task it refused instead is revoked by then.
     confirm_by: float | None = field(default=None, metadata=_stored("number"))
+    # A completion webhook the submitter asked for ({"url", "events"}), and its events as
+    # ",started,output,completed," for the scripts (record.lua, feed.lua) to match.
+    webhook: dict[str, Any] | None = field(default=None, metadata=_stored("json"))
+    webhook_events: str | None = field(default=None, metadata=_stored("text"))
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str | None]) -> TaskRecord:
@@ -218,6 +222,7 @@ def submission_fields(
     eta: str | None = None,
     timelimit: Any = None,
     retried_from: str | None = None,
+    webhook: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A new task's record fields, as its publisher knows them."""
     args_json, args_cut = capped_json(args)
@@ -234,6 +239,8 @@ def submission_fields(
         "args": args_json,
         "kwargs": kwargs_json,
         "args_truncated": True if args_cut or kwargs_cut else None,
+        "webhook": webhook,
+        "webhook_events": f",{','.join(webhook['events'])}," if webhook else None,
     }
 
 

@@ -1,5 +1,5 @@
 -- prune: remove the records whose retention has passed, with every index entry, count,
--- chunk list and event log of theirs.
+-- chunk list, event log and webhook delivery log of theirs.
 --
 -- KEYS: 1 the expiry index, 2 the index of all tasks, 3 the counts of all tasks.
 -- ARGV: 1 now, 2 the most records removed in one call.
@@ -31,7 +31,7 @@ for _, id in ipairs(ids) do
     if state then redis.call('HINCRBY', counts_key('queue', queue), state, -1) end
   end
   if name then redis.call('ZREM', index_key('name', name), id) end
-  redis.call('DEL', task, chunks_key(id), events_key(id))
+  redis.call('DEL', task, chunks_key(id), events_key(id), webhooks_key(id))
   redis.call('ZREM', KEYS[1], id)
 end
 return #ids

@@ -11,7 +11,9 @@
 -- Writes: the fields, except on a finished task a state update would not move (a late
 --   worker write); `owner`, `queue` and `name` only while the record has none. An applied
 --   change of state moves the task between the state indexes and counts and is appended to
---   the feed and the task's event log (events_key, numbered: `seq`); a first terminal
+--   the feed and the task's event log (events_key, numbered: `seq`), and, when the task's
+--   webhook asked for it (STARTED: started, a final state: completed), to WEBHOOK_STREAM,
+--   which workers turn into deliveries (workers/notify/task_webhooks.py); a first terminal
 --   state sets `finished_at` and counts in KEYS[7].
 --
 -- Keys built here, not passed in KEYS: the indexes and counts named after a value of the
@@ -22,7 +24,8 @@
 local task = KEYS[1]
 local id, state = ARGV[1], ARGV[2]
 local attempt, now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local cur = redis.call('HMGET', task, 'state', 'attempt', 'seq', 'owner', 'queue', 'name')
+local cur = redis.call('HMGET', task, 'state', 'attempt', 'seq', 'owner', 'queue', 'name',
+  'webhook_events')
 local cur_state, cur_attempt, seq = cur[1], tonumber(cur[2]) or 0, tonumber(cur[3])
 local old = {owner=cur[4], queue=cur[5], name=cur[6]}
 if not seq then
@@ -95,8 +98,16 @@ if apply and cur_state ~= state then
     -- Spliced as text: a decode/encode round trip in Lua would turn [] into {}.
     event = string.sub(event, 1, -2) .. ',' .. string.sub(extra, 2)
   end
-  redis.call('RPUSH', log, event)
+  local seq_e = redis.call('RPUSH', log, event)
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', FEED_MAXLEN, '*', 'event', event)
+  -- The task's webhook, when it asked for this event (set at submission, before any of
+  -- these states).
+  local hooks = cur[7]
+  local hook = (state == 'STARTED' and 'started') or (TERMINAL[state] and 'completed')
+  if hooks and hook and string.find(hooks, ',' .. hook .. ',', 1, true) then
+    redis.call('XADD', WEBHOOK_STREAM, 'MAXLEN', '~', WEBHOOK_STREAM_MAXLEN, '*',
+      'task_id', id, 'event', hook, 'seq', seq_e)
+  end
 end
 if apply then
   redis.call('HSET', task, 'state', state, 'updated_at', now)
