@@ -10,7 +10,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from service.routes import ROUTES, Route
-from service.schemas import ErrorResponse, TaskStreamEvent
+from service.schemas import ErrorResponse, TaskStreamEvent, TaskWebhookPayload
 
 ERRORS = {
     "400": "invalid input; `details` names each bad field",
@@ -49,6 +49,37 @@ EVENT_STREAM: dict[str, Any] = {
         'id: 3\nevent: chunk\ndata: {"type": "chunk", "seq": 3, "index": 0, "text": "Hel", '
         "...}\n\n"
     ),
+}
+
+
+# A task webhook's delivery (docs/webhooks.md), as an OpenAPI callback of the submissions.
+WEBHOOK_CALLBACK: dict[str, Any] = {
+    "post": {
+        "summary": "A task event, signed per Standard Webhooks",
+        "parameters": [
+            {
+                "in": "header",
+                "name": name,
+                "required": True,
+                "schema": {"type": "string"},
+                "description": text,
+            }
+            for name, text in (
+                ("webhook-id", "the event's id: the same on retries and redeliveries"),
+                ("webhook-timestamp", "epoch seconds of this attempt"),
+                (
+                    "webhook-signature",
+                    "space-separated `v1,<base64 HMAC-SHA256>` of "
+                    "`<webhook-id>.<webhook-timestamp>.<body>`, keyed with the owner's secret",
+                ),
+            )
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": "TaskWebhookPayload"}},
+        },
+        "responses": {"2XX": {"description": "received; anything else is retried"}},
+    }
 }
 
 
@@ -91,6 +122,8 @@ def _operation(route: Route) -> dict[str, Any]:
             },
         }
     op["responses"].update(_error_responses(route))
+    if route.body is not None and "webhook" in route.body().fields:
+        op["callbacks"] = {"taskWebhook": {"{$request.body#/webhook/url}": WEBHOOK_CALLBACK}}
     if not route.public:
         op["security"] = [{"bearer": []}]
     return op
@@ -128,6 +161,7 @@ def build_spec() -> dict[str, Any]:
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.schema("TaskStreamEvent", schema=TaskStreamEvent)
+    spec.components.schema("TaskWebhookPayload", schema=TaskWebhookPayload)
     for route in ROUTES:
         spec.path(path=route.path, operations={route.method.lower(): _operation(route)})
     return spec.to_dict()

@@ -175,6 +175,22 @@ class TaskStreamEvent(Schema):
     )
 
 
+class TaskWebhookPayload(Schema):
+    """What a task's webhook is POSTed (docs/webhooks.md), signed per Standard Webhooks."""
+
+    type = fields.String(
+        required=True, metadata={"description": "task.started, task.output, task.completed"}
+    )
+    timestamp = fields.String(required=True, metadata={"description": "ISO 8601, UTC"})
+    data = fields.Raw(
+        required=True,
+        metadata={
+            "description": "task.started, task.completed: the status body "
+            "(TaskStatusResponse); task.output: the output event (TaskStreamEvent)"
+        },
+    )
+
+
 class TaskListQuery(StrictSchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
     cursor = fields.Integer(load_default=None, validate=validate.Range(min=0))
