@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e clients/python
 	touch $(STAMP)
 
 ## run: the whole platform in the foreground (gateway :8000, worker, beat, Flower :5555)
@@ -55,18 +55,18 @@ audit: $(STAMP)
 	$(BIN)/pip-audit --strict --no-deps --progress-spinner off -r requirements.lock
 
 lint: $(STAMP)
-	$(BIN)/ruff check service workers tests bench
-	$(BIN)/ruff format --check service workers tests bench
+	$(BIN)/ruff check service workers tests bench clients
+	$(BIN)/ruff format --check service workers tests bench clients
 
 format: $(STAMP)
-	$(BIN)/ruff format service workers tests bench
-	$(BIN)/ruff check --fix service workers tests bench
+	$(BIN)/ruff format service workers tests bench clients
+	$(BIN)/ruff check --fix service workers tests bench clients
 
-## typecheck: mypy over service and workers (its config: setup.cfg's [mypy] sections).
+## typecheck: mypy over service, workers and the client (its config: setup.cfg's [mypy] sections).
 ## Not a step of `make test`: on a fresh clone (CI) mypy has no cache and takes ~20 s, a
 ## second run under 1 s; .ci/run runs it on its own, before the suites, so it fails fast.
 typecheck: $(STAMP)
-	$(BIN)/mypy service workers
+	$(BIN)/mypy service workers clients/python/claw_client
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
+from claw_client import AsyncClawClient
 
 ADMIN = "admin-token-0123456789"
 ALICE = "alice-token-0123456789"
@@ -14,6 +15,11 @@ API_KEYS = f"{ADMIN}:ops:admin,{ALICE}:alice:user,{BOB}:bob:user"
 
 
 class Api:
+    """The gateway's API as tests call it: (status, body) for any request, through the
+    client package's transport (clients/python: `AsyncClawClient.request`), so every test
+    that calls the API exercises the client too. `http` is kept for the tests that open
+    websockets beside it."""
+
     def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str | None) -> None:
         self.http = http
         self.base_url = base_url
@@ -28,14 +34,12 @@ class Api:
         self, method: str, path: str, *, json: Any = None, params: dict | None = None,
         headers: dict[str, str] | None = None, data: Any = None,
     ) -> tuple[int, Any]:  # fmt: skip
-        async with self.http.request(
-            method, f"{self.base_url}{path}", json=json, params=params, data=data,
-            headers=self.headers(headers),
-        ) as resp:  # fmt: skip
-            body = (
-                await resp.json() if resp.content_type == "application/json" else await resp.text()
+        async with AsyncClawClient(self.base_url, self.token or "") as claw:
+            resp = await claw.request(
+                method, path, json=json, params=params, headers=headers, content=data
             )
-            return resp.status, body
+        is_json = resp.headers.get("Content-Type", "").startswith("application/json")
+        return resp.status_code, resp.json() if is_json else resp.text
 
     async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         return await self.call("GET", path, **kwargs)
