@@ -56,6 +56,11 @@ class Conflict(ApiError):
     message = "conflict"
 
 
+class Unprocessable(ApiError):
+    status = 422
+    message = "unprocessable request"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     message = "service temporarily unavailable"

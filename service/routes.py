@@ -22,6 +22,10 @@ from service.views import (
 )
 
 API = "/api/v1/tasks"
+# What every submission may answer besides the common errors.
+SUBMIT_EXTRA = {
+    "responses": {"422": "the Idempotency-Key was already used with a different request"}
+}
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ ROUTES: list[Route] = [
     # Submission
     Route("POST", f"{API}/ai/generate", submit.submit_ai_generate, "Submit an AI reply task",
           body=schemas.AiGenerateRequest, query=schemas.WaitQuery,
-          response=schemas.SubmitResponse, status=202, tags=("submit",)),
+          response=schemas.SubmitResponse, status=202, tags=("submit",), extra=SUBMIT_EXTRA),
     Route("POST", f"{API}/knowledge/vectorize", submit.submit_vectorize,
           "Submit a document for chunking and embedding", body=schemas_tasks.VectorizeRequest,
           query=schemas.WaitQuery, response=schemas.SubmitResponse, status=202,
@@ -58,15 +62,15 @@ ROUTES: list[Route] = [
     Route("POST", f"{API}/knowledge/update", submit.submit_update_kb,
           "Re-embed every document of a knowledge base",
           body=schemas_tasks.UpdateKnowledgeBaseRequest, query=schemas.WaitQuery,
-          response=schemas.SubmitResponse, status=202, tags=("submit",)),
+          response=schemas.SubmitResponse, status=202, tags=("submit",), extra=SUBMIT_EXTRA),
     Route("POST", f"{API}/knowledge/delete", submit.submit_delete_vectors,
           "Delete the vectors of a document or knowledge base",
           body=schemas_tasks.DeleteVectorsRequest, query=schemas.WaitQuery,
-          response=schemas.SubmitResponse, status=202, tags=("submit",)),
+          response=schemas.SubmitResponse, status=202, tags=("submit",), extra=SUBMIT_EXTRA),
     Route("POST", f"{API}/notifications/send", submit.submit_notification,
           "Send a notification (webhook, email, in_app)",
           body=schemas_tasks.SendNotificationRequest, query=schemas.WaitQuery,
-          response=schemas.SubmitResponse, status=202, tags=("submit",)),
+          response=schemas.SubmitResponse, status=202, tags=("submit",), extra=SUBMIT_EXTRA),
     # Tasks
     Route("GET", f"{API}/status/{{task_id}}", tasks.task_status, "A task's status and result",
           response=schemas.TaskStatusResponse),

@@ -263,6 +263,9 @@ class TaskSummary(Schema):
 
 
 class TaskStatusResponse(TaskSummary):
+    class Meta:
+        exclude = ("result_preview",)  # `result` is here in full
+
     result = fields.Raw(allow_none=True)
     date_done = fields.String(allow_none=True)
     error_type = fields.String(allow_none=True)

@@ -17,7 +17,7 @@ from aiohttp import web
 from marshmallow import Schema
 
 from service.auth import Principal
-from service.errors import BadRequest, Forbidden
+from service.errors import BadRequest, Forbidden, Unprocessable
 from service.keys import publisher_key, redis_key, settings_key, task_store_key, waiter_key
 from service.middlewares import principal_of
 from service.ownership import check_submission
@@ -91,20 +91,28 @@ async def submit(
     request: web.Request, task_name: str, data: dict[str, Any], message: str, wait: float | None
 ) -> web.Response:
     principal = principal_of(request)
+    fingerprint = _fingerprint(task_name, data)
     options = {k: data.pop(k, None) for k in OPTIONS}
     webhook = data.pop("webhook", None)
     task_id = str(uuid4())
     idem_key = _idempotency_key(request, principal.owner)
     if idem_key is not None:
         client = request.app[redis_key]
-        first = await client.set(idem_key, task_id, nx=True, ex=IDEMPOTENCY_TTL)
+        first = await client.set(idem_key, f"{task_id} {fingerprint}", nx=True, ex=IDEMPOTENCY_TTL)
         if not first:
-            existing = await client.get(idem_key)
+            stored = cast(str, await client.get(idem_key) or "")  # decoded (decode_responses)
+            existing, _, seen = stored.partition(" ")
+            if seen and seen != fingerprint:
+                # The IETF Idempotency-Key draft (and Stripe): a key names one request.
+                raise Unprocessable(
+                    "Idempotency-Key was already used with a different request",
+                    details={IDEMPOTENCY_HEADER: ["reused with another body or endpoint"]},
+                )
             body = {"task_id": existing, "status": "PENDING", "message": "already submitted"}
             return web.json_response(
                 shared(SubmitResponse).dump(body),
                 status=202,
-                headers={"Idempotent-Replayed": "true"},
+                headers={"Idempotent-Replayed": "true", "Location": status_url(existing)},
             )
     publisher = request.app[publisher_key]
 
@@ -125,10 +133,11 @@ async def submit(
             await _undo(request, task_id, idem_key)
             raise
 
+    location = {"Location": status_url(task_id)}
     if not wait:
         await publish()
         body = {"task_id": task_id, "status": "PENDING", "message": message}
-        return web.json_response(shared(SubmitResponse).dump(body), status=202)
+        return web.json_response(shared(SubmitResponse).dump(body), status=202, headers=location)
 
     # Subscribe before publishing so a fast task cannot finish unseen.
     async with request.app[waiter_key].watch(task_id) as finished:
@@ -141,7 +150,17 @@ async def submit(
         if body["status"] in TERMINAL_STATES:
             return web.json_response(body, status=200)
     body = {"task_id": task_id, "status": "PENDING", "message": message}
-    return web.json_response(shared(SubmitResponse).dump(body), status=202)
+    return web.json_response(shared(SubmitResponse).dump(body), status=202, headers=location)
+
+
+def status_url(task_id: str) -> str:
+    return f"/api/v1/tasks/status/{task_id}"
+
+
+def _fingerprint(task_name: str, data: dict[str, Any]) -> str:
+    """What an Idempotency-Key is bound to: the endpoint and the validated body."""
+    text = json.dumps([task_name, data], sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 async def _undo(request: web.Request, task_id: str, idem_key: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -13,7 +14,15 @@ from aiohttp import web
 
 from service.auth import Principal
 from service.errors import Conflict, Forbidden, NotFound
-from service.keys import celery_key, executor_key, publisher_key, redis_key, task_store_key
+from service.keys import (
+    celery_key,
+    executor_key,
+    publisher_key,
+    redis_key,
+    settings_key,
+    sync_redis_key,
+    task_store_key,
+)
 from service.middlewares import principal_of
 from service.requests import load_query
 from service.schemas import (
@@ -30,6 +39,7 @@ from service.task_store import ListQuery, TaskStore, is_task_id
 from workers.core.headers import RETRIED_FROM_HEADER
 from workers.core.keys import HEALTH_REPORT_KEY
 from workers.runtime import registry
+from workers.runtime.health import health_report as check_health
 from workers.runtime.queue_depth import add_depth_reads, depths_from
 from workers.taskindex.index import TERMINAL_STATES, task_key
 from workers.taskindex.record import TaskRecord, submission_fields
@@ -191,13 +201,25 @@ async def task_retry(request: web.Request) -> web.Response:
         raise
     body = {"task_id": new_id, "retried_from": task_id, "status": "PENDING",
             "message": "task submitted again"}  # fmt: skip
-    return web.json_response(shared(RetryResponse).dump(body), status=202)
+    return web.json_response(
+        shared(RetryResponse).dump(body), status=202,
+        headers={"Location": f"/api/v1/tasks/status/{new_id}"},
+    )  # fmt: skip
 
 
 async def health_report(request: web.Request) -> web.Response:
+    """The last `check_task_health` report; before Beat's first run (every 30 minutes),
+    one made now, with the same check (and stored, as Beat's would be)."""
     raw = await request.app[redis_key].get(HEALTH_REPORT_KEY)
     if raw is None:
-        raise NotFound("no health report yet: check_task_health has not run")
-    report = json.loads(raw)
+        loop = asyncio.get_running_loop()
+        report = await loop.run_in_executor(
+            request.app[executor_key], functools.partial(
+                check_health, request.app[sync_redis_key], request.app[settings_key],
+                time.time(),
+            ),
+        )  # fmt: skip
+    else:
+        report = json.loads(raw)
     report["age_seconds"] = round(time.time() - report.get("checked_at", time.time()), 3)
     return web.json_response(report)

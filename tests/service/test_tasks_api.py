@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
+from claw_client import AsyncClawClient
 
 from tests.support.waiting import async_wait_until
+from workers.core.keys import HEALTH_REPORT_KEY
 
 AI = "/api/v1/tasks/ai/generate"
 T = "/api/v1/tasks"
@@ -181,14 +184,34 @@ async def test_wait_that_runs_out_answers_202(alice, worker) -> None:
 
 async def test_idempotency_key_returns_the_first_task(alice, bob) -> None:
     key = {"Idempotency-Key": uuid.uuid4().hex}
-    s1, first = await alice.post(AI, json=ai_body(countdown=60), headers=key)
-    s2, again = await alice.post(AI, json=ai_body(countdown=60), headers=key)
+    body = ai_body(countdown=60)
+    s1, first = await alice.post(AI, json=body, headers=key)
+    s2, again = await alice.post(AI, json=body, headers=key)
     assert s1 == s2 == 202 and first["task_id"] == again["task_id"]
+    # The key names one request: another body (or endpoint) with it is 422, not the first.
+    s3, other_body = await alice.post(AI, json={**body, "countdown": 61}, headers=key)
+    assert s3 == 422 and "Idempotency-Key" in other_body["details"]
+    note = {"channel": "in_app", "recipient": "alice", "message": "m"}
+    s4, body4 = await alice.post(f"{T}/notifications/send", headers=key, json=note)
+    assert s4 == 422, body4
     # the same key from another owner is another submission
     _, other = await bob.post(AI, json=ai_body(countdown=60), headers=key)
     assert other["task_id"] != first["task_id"]
     for api, task in ((alice, first), (bob, other)):
         assert (await api.post(f"{T}/cancel/{task['task_id']}"))[0] == 200
+
+
+async def test_a_202_names_its_status_url_in_location(alice) -> None:
+    async with AsyncClawClient(alice.base_url, alice.token) as claw:
+        submitted = await claw.request("POST", AI, json=ai_body(countdown=60))
+        assert submitted.status_code == 202
+        status = await claw.request("GET", submitted.headers["Location"])
+        assert status.json()["task_id"] == submitted.json()["task_id"]
+        await claw.cancel(submitted.json()["task_id"])
+        retried = await claw.request("POST", f"{T}/retry/{submitted.json()['task_id']}")
+        assert retried.status_code == 202
+        assert retried.headers["Location"] == f"{T}/status/{retried.json()['task_id']}"
+        await claw.cancel(retried.json()["task_id"])
 
 
 async def test_openapi_document_is_generated_from_the_schemas(admin) -> None:
@@ -226,3 +249,14 @@ async def test_malformed_inputs_are_clear_4xx(alice) -> None:
     assert status == 404
     status, body = await alice.call("PUT", f"{T}/list")
     assert status == 405 and body["error"]
+
+
+async def test_a_health_report_is_there_before_beats_first_run(admin, alice, rclient, worker):
+    """`check_task_health` runs every 30 minutes; before its first run the gateway makes the
+    report with the same check (and stores it), instead of answering 404."""
+    rclient.delete(HEALTH_REPORT_KEY)
+    status, report = await admin.get(f"{T}/health")
+    assert status == 200 and report["age_seconds"] < 5
+    assert worker.hostname in report["live_workers"] and "queue_depths" in report
+    assert json.loads(rclient.get(HEALTH_REPORT_KEY))["checked_at"] == report["checked_at"]
+    assert (await alice.get(f"{T}/health"))[0] == 403

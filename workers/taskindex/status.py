@@ -10,12 +10,13 @@ from typing import Any
 from workers.taskindex.record import TERMINAL_STATES
 
 # Every field of the document (tests/workers/taskindex/test_status_document.py checks
-# that the API's schema names the same).
+# that the API's schema names the same). Not `result_preview`: the document has `result`
+# itself (task lists, which do not, carry the preview).
 STATUS_FIELDS = (
     "task_id", "status", "name", "queue", "priority", "owner", "submitted_at", "started_at",
-    "finished_at", "runtime", "retries", "worker", "error", "result_preview",
-    "waiting_reason", "result", "date_done", "error_type", "traceback", "progress", "args",
-    "kwargs", "eta", "deferrals", "retried_from", "retried_as",
+    "finished_at", "runtime", "retries", "worker", "error", "waiting_reason", "result",
+    "date_done", "error_type", "traceback", "progress", "args", "kwargs", "eta",
+    "deferrals", "retried_from", "retried_as",
 )  # fmt: skip
 
 
