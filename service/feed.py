@@ -545,8 +545,10 @@ class FeedHub:
             self._worker_message(hostname, "offline")
         elif kind == "task-received":
             task_id = event.get("uuid")
+            # Not a state change (it may arrive after STARTED: pub/sub and the stream are
+            # two channels): `state` is null, the task's state is the last `task` event's.
             received = message(
-                "received", task_id=task_id, state="PENDING", worker=hostname,
+                "received", task_id=task_id, state=None, worker=hostname,
                 name=event.get("name"), owner=self._owners.get(task_id or ""),
             )  # fmt: skip
             if received["owner"] is None and task_id:

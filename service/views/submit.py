@@ -127,7 +127,7 @@ async def submit(
         try:
             await publisher.publish(
                 task_name, data, task_id=task_id, headers={OWNER_HEADER: principal.owner},
-                record=record, event={"priority": options["priority"]}, **options,
+                record=record, event={"priority": record["priority"]}, **options,
             )  # fmt: skip
         except Exception:
             await _undo(request, task_id, idem_key)

@@ -211,7 +211,8 @@ async def test_a_202_names_its_status_url_in_location(alice) -> None:
         retried = await claw.request("POST", f"{T}/retry/{submitted.json()['task_id']}")
         assert retried.status_code == 202
         assert retried.headers["Location"] == f"{T}/status/{retried.json()['task_id']}"
-        await claw.cancel(retried.json()["task_id"])
+        # (The retry may already have run: its outcome does not matter here.)
+        await claw.request("POST", f"{T}/cancel/{retried.json()['task_id']}")
 
 
 async def test_openapi_document_is_generated_from_the_schemas(admin) -> None:
