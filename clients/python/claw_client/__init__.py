@@ -1,7 +1,6 @@
 """A client of the CLAW.AI task platform's HTTP API (sync and async) and its CLI."""
 
 from claw_client._async import AsyncClawClient
-from claw_client._core import TERMINAL_STATES, Event
 from claw_client._sync import ClawClient
 from claw_client.errors import (
     BadRequest,
@@ -15,6 +14,7 @@ from claw_client.errors import (
     Unauthorized,
     WebhookVerificationError,
 )
+from claw_client.sse import TERMINAL_STATES, Event
 from claw_client.webhooks import verify_webhook
 
 __all__ = [

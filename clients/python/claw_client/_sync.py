@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from typing import Any
 
 import httpx
 
-from claw_client import _core as core
-from claw_client._core import API, Event, Position, Request
-from claw_client.errors import ClawConnectionError
+from claw_client import _api as api
+from claw_client._api import Request
+from claw_client.errors import ClawConnectionError, NotFound
+from claw_client.sse import TERMINAL_STATES, Event, Position, SSEParser
 
 
 class ClawClient:
-    """The gateway's API. `base_url` and `api_key` default to CLAW_URL and CLAW_API_KEY."""
+    """The gateway's API. `base_url` and `api_key` default to CLAW_URL and CLAW_API_KEY.
+    Answers are the API's JSON; an error answer raises its `ClawError` subclass."""
 
     def __init__(
         self, base_url: str | None = None, api_key: str | None = None, *,
-        timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
+        timeout: float | httpx.Timeout = 30.0, transport: httpx.BaseTransport | None = None,
     ) -> None:  # fmt: skip
-        url, headers = core.settings(base_url, api_key)
+        url, headers = api.settings(base_url, api_key)
         self.base_url = url
         self._http = httpx.Client(
             base_url=url, headers=headers, timeout=timeout, transport=transport
@@ -47,10 +50,10 @@ class ClawClient:
                 method, path, json=json, params=params, headers=headers, content=content
             )
         except httpx.TransportError as exc:
-            raise ClawConnectionError(f"{self.base_url}: {exc}") from exc
+            raise api.unreachable(self.base_url, exc) from exc
 
     def _call(self, req: Request) -> Any:
-        return core.body_of(
+        return api.body_of(
             self.request(
                 req.method, req.path, json=req.json, params=req.params, headers=req.headers
             )
@@ -61,125 +64,171 @@ class ClawClient:
     def submit(
         self, kind: str, body: dict[str, Any], *, idempotency_key: str | None = None,
         wait: float | None = None,
-    ) -> Any:  # fmt: skip
-        """Submit (`kind`: ai/generate, knowledge/vectorize, ...): {task_id, status,
-        message}, or the status body when it finished within `wait` seconds."""
-        return self._call(core.submit(kind, body, idempotency_key, wait))
+    ) -> dict[str, Any]:  # fmt: skip
+        """Submit (`kind`: ai/generate, knowledge/vectorize, knowledge/update,
+        knowledge/delete, notifications/send): {task_id, status, message}, or the status
+        body when the task finished within `wait` seconds."""
+        return self._call(api.submit(kind, body, idempotency_key, wait))
 
-    def generate(self, conversation_id: str, user_message: str, **options: Any) -> Any:
-        body = {"conversation_id": conversation_id, "user_message": user_message, **options}
-        return self.submit("ai/generate", body)
+    def generate(self, conversation_id: str, user_message: str, **options: Any) -> dict[str, Any]:
+        """An AI reply; `options`: model, knowledge_base_id, priority, countdown, ..."""
+        return self._call(api.generate(conversation_id, user_message, options))
 
-    def vectorize(self, kb_id: str, document_id: str, text: str, **options: Any) -> Any:
-        body = {"kb_id": kb_id, "document_id": document_id, "text": text, **options}
-        return self.submit("knowledge/vectorize", body)
+    def vectorize(self, kb_id: str, document_id: str, text: str, **options: Any) -> dict[str, Any]:
+        return self._call(api.vectorize(kb_id, document_id, text, options))
 
-    def notify(self, channel: str, recipient: str, message: str, **options: Any) -> Any:
-        body = {"channel": channel, "recipient": recipient, "message": message, **options}
-        return self.submit("notifications/send", body)
+    def notify(self, channel: str, recipient: str, message: str, **options: Any) -> dict[str, Any]:
+        return self._call(api.notify(channel, recipient, message, options))
 
-    def status(self, task_id: str) -> Any:
-        return self._call(Request("GET", f"{API}/status/{task_id}"))
+    def status(self, task_id: str) -> dict[str, Any]:
+        return self._call(api.status(task_id))
 
-    def list(self, **filters: Any) -> Any:
-        """One page: {tasks, count, next_cursor}. Filters: status, queue, name, owner
-        (admin), limit, cursor."""
-        return self._call(core.listing(**filters))
+    def list(
+        self, status: str | None = None, queue: str | None = None, name: str | None = None,
+        limit: int | None = None, cursor: str | None = None, *, owner: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """One page, newest first: {tasks, count, next_cursor}. `owner`: admin keys only."""
+        return self._call(api.listing(status, queue, name, owner, limit, cursor))
 
-    def iter_tasks(self, **filters: Any) -> Iterator[dict[str, Any]]:
-        """Every task matching, newest first, following the cursor."""
+    def iter_tasks(
+        self, status: str | None = None, queue: str | None = None, name: str | None = None,
+        limit: int | None = None, *, owner: str | None = None,
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Every task matching, newest first, `limit` a page, following `next_cursor`."""
+        cursor = None
         while True:
-            page = self.list(**filters)
+            page = self._call(api.listing(status, queue, name, owner, limit, cursor))
             yield from page["tasks"]
-            if not page.get("next_cursor"):
+            cursor = page.get("next_cursor")
+            if not cursor:
                 return
-            filters["cursor"] = page["next_cursor"]
 
-    def cancel(self, task_id: str, terminate: bool = False) -> Any:
-        params = {"terminate": "true"} if terminate else {}
-        return self._call(Request("POST", f"{API}/cancel/{task_id}", params))
+    def cancel(self, task_id: str, terminate: bool = False) -> dict[str, Any]:
+        return self._call(api.cancel(task_id, terminate))
 
-    def retry(self, task_id: str) -> Any:
-        return self._call(Request("POST", f"{API}/retry/{task_id}"))
+    def retry(self, task_id: str) -> dict[str, Any]:
+        """Submit a FAILURE or REVOKED task again: the new task's {task_id, ...}."""
+        return self._call(api.retry(task_id))
 
-    def stats(self) -> Any:
-        return self._call(Request("GET", f"{API}/stats"))
+    def stats(self) -> dict[str, Any]:
+        return self._call(api.stats())
 
-    def wait(self, task_id: str, timeout: float = 60.0, interval: float = 0.2) -> Any:
-        """The status body once the task has finished; TimeoutError after `timeout`."""
+    def wait(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The status body once the task is SUCCESS, FAILURE or REVOKED, followed on its
+        stream (polling `status` where none can be had); TimeoutError after `timeout` s."""
         deadline = time.monotonic() + timeout
+        body = self.status(task_id)
+        if body["status"] in TERMINAL_STATES:
+            return body
+        try:
+            with closing(self._follow(task_id, Position(), deadline)) as events:
+                for event in events:
+                    if event.final and event.data.get("task"):
+                        return event.data["task"]
+        except TimeoutError:
+            raise api.still_running(task_id, timeout) from None
+        except (ClawConnectionError, NotFound):
+            pass  # no stream here (an older gateway, a proxy that cuts it): poll
+        return self._poll(task_id, deadline, timeout)
+
+    def _poll(self, task_id: str, deadline: float, timeout: float) -> dict[str, Any]:
+        pause = api.POLL_FIRST
         while True:
             body = self.status(task_id)
-            if body["status"] in core.TERMINAL_STATES:
+            if body["status"] in TERMINAL_STATES:
                 return body
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"task {task_id} is still {body['status']}")
-            time.sleep(interval)
-            interval = min(interval * 1.5, 2.0)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise api.still_running(task_id, timeout)
+            time.sleep(min(pause, left))
+            pause = min(pause * 1.5, api.POLL_MAX)
 
     # --- streams ----------------------------------------------------------------------
 
-    def _events(self, req: Request, position: Position) -> Iterator[Event]:
-        with self._http.stream(
-            req.method, req.path, params=req.params, json=req.json, headers=req.headers,
-            timeout=core.STREAM_TIMEOUT,
-        ) as resp:  # fmt: skip
-            if resp.status_code == 204:
-                position.done = True
-                return
-            if resp.status_code >= 400:
-                resp.read()
-                core.body_of(resp)
-            parser = core.SSEParser()
-            for line in resp.iter_lines():
-                event = parser.feed(line)
-                if event is not None and position.see(event):
-                    yield event
-                    if position.done:
-                        return
-
     def stream(self, task_id: str, starting_after: int = 0) -> Iterator[Event]:
-        """The task's events (GET /tasks/{id}/stream) until its final state, resuming
-        after a dropped connection or a `resume` event: each event once, in order."""
-        position = Position(starting_after)
-        while not position.done:
-            try:
-                yield from self._events(core.stream_request(task_id, position.last), position)
-                if not position.done:
-                    position.retry(ClawConnectionError("the stream ended early"))
-            except httpx.TransportError as exc:
-                position.retry(ClawConnectionError(f"{self.base_url}: {exc}"))
+        """The task's events (GET /tasks/{id}/stream) after `starting_after`, until its
+        final state; reconnects after a dropped connection or a `resume` event with
+        `Last-Event-ID`, so each event comes once, in order."""
+        yield from self._follow(task_id, Position(starting_after))
 
     def generate_stream(
         self, conversation_id: str, user_message: str, **options: Any
     ) -> Iterator[Event]:
         """Submit an AI reply and stream it (`?stream=true`): `submitted` (with the
         task_id) first, then the task's events, resumed as `stream` does."""
-        body = {"conversation_id": conversation_id, "user_message": user_message, **options}
-        position = Position(0)
-        task_id = None
+        position = Position()
+        task_id: str | None = None
         try:
-            for event in self._events(core.submit("ai/generate", body, stream=True), position):
+            submission = api.generate(conversation_id, user_message, options, stream=True)
+            for event in self._events(submission, position):
                 if event.event == "submitted":
                     task_id = event.data["task_id"]
                 yield event
         except httpx.TransportError as exc:
-            if task_id is None:
-                raise ClawConnectionError(f"{self.base_url}: {exc}") from exc
-        if not position.done and task_id is not None:
-            yield from self.stream(task_id, position.last)
+            if task_id is None:  # the submission itself failed
+                raise api.unreachable(self.base_url, exc) from exc
+        if task_id is None:
+            raise ClawConnectionError(f"{self.base_url}: the submission answered no stream")
+        yield from self._follow(task_id, position)
+
+    def _follow(
+        self, task_id: str, position: Position, deadline: float | None = None
+    ) -> Generator[Event]:
+        """The task's stream from `position` until it is done, reconnecting as needed;
+        TimeoutError past `deadline` (time.monotonic())."""
+        while not position.done:
+            if api.expired(deadline):
+                raise TimeoutError
+            try:
+                yield from self._events(api.stream(task_id, position.last), position, deadline)
+                if position.done:
+                    return
+                pause = position.reconnect(ClawConnectionError(f"{task_id}: the stream ended"))
+            except httpx.ReadTimeout as exc:
+                if deadline is not None:
+                    continue  # one slice of a wait: reconnect, or time out above
+                pause = position.reconnect(api.unreachable(self.base_url, exc))
+            except httpx.TransportError as exc:
+                pause = position.reconnect(api.unreachable(self.base_url, exc))
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0))
+            time.sleep(pause)
+
+    def _events(
+        self, req: Request, position: Position, deadline: float | None = None
+    ) -> Iterator[Event]:
+        """One response's new events; `position.done` once nothing more will come."""
+        with self._http.stream(
+            req.method, req.path, params=req.params, json=req.json, headers=req.headers,
+            timeout=api.stream_timeout(deadline),
+        ) as resp:  # fmt: skip
+            if resp.status_code == 204:  # past the final event
+                position.done = True
+                return
+            if resp.status_code >= 400:
+                resp.read()
+                api.body_of(resp)
+            parser = SSEParser()
+            for line in resp.iter_lines():
+                if api.expired(deadline):
+                    raise TimeoutError
+                event = parser.feed(line)
+                if event is not None and position.see(event):
+                    yield event
+                    if position.done:
+                        return
 
     # --- webhooks ---------------------------------------------------------------------
 
-    def webhook_secret(self) -> Any:
-        return self._call(Request("GET", "/api/v1/webhooks/secret"))
+    def webhook_secret(self) -> dict[str, Any]:
+        """The key's webhook signing secret(s) (`whsec_...`)."""
+        return self._call(api.webhook_secret())
 
-    def rotate_webhook_secret(self) -> Any:
-        return self._call(Request("POST", "/api/v1/webhooks/secret/rotate"))
+    def rotate_webhook_secret(self) -> dict[str, Any]:
+        return self._call(api.rotate_webhook_secret())
 
-    def webhook_deliveries(self, task_id: str) -> Any:
-        return self._call(Request("GET", f"{API}/{task_id}/webhooks"))
+    def webhook_deliveries(self, task_id: str) -> dict[str, Any]:
+        return self._call(api.webhook_deliveries(task_id))
 
-    def redeliver_webhook(self, task_id: str, webhook_id: str | None = None) -> Any:
-        body = {"webhook_id": webhook_id} if webhook_id else {}
-        return self._call(Request("POST", f"{API}/{task_id}/webhooks/redeliver", json=body))
+    def redeliver_webhook(self, task_id: str, webhook_id: str | None = None) -> dict[str, Any]:
+        return self._call(api.redeliver_webhook(task_id, webhook_id))

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from claw_client._core import Event
 from claw_client._sync import ClawClient
 from claw_client.errors import ClawConnectionError, ClawError
+from claw_client.sse import Event
 
 COLUMNS = ("task_id", "status", "name", "queue", "submitted_at", "runtime")
 
