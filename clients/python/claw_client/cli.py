@@ -1,6 +1,6 @@
 """`claw`: the task platform from a terminal. Reads CLAW_URL and CLAW_API_KEY.
 
-    claw tasks list [--status S] [--queue Q] [--name N] [--limit N] [--json]
+    claw tasks list [--status S] [--queue Q] [--name N] [--limit N] [--cursor C] [--json]
     claw tasks status <id>
     claw tasks watch <id>          (output as it streams; exit 0 on SUCCESS, 1 otherwise)
     claw tasks cancel <id> [--terminate]
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--queue")
     listing.add_argument("--name")
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--cursor", help="the next page (printed under a full page)")
     listing.add_argument("--json", action="store_true", help="the API's JSON")
     for name, text in (("status", "a task's status"), ("watch", "follow a task to its end"),
                        ("retry", "submit a failed task again")):  # fmt: skip
@@ -87,6 +88,8 @@ def follow(events: Iterable[Event], out: TextIO, err: TextIO) -> int:
             out.flush()
         elif event.event == "chunks_reset":
             err.write("\n[retrying: the output starts again]\n")
+        elif event.event == "waiting":
+            err.write(f"[waiting: {event.data.get('reason', '')}]\n")
         elif event.event == "progress":
             err.write(f"[{event.data.get('percent', 0):.0f}%] {event.data.get('message', '')}\n")
         elif event.event == "state":
@@ -113,12 +116,14 @@ def run(args: argparse.Namespace, client: ClawClient, out: TextIO, err: TextIO) 
         out.write("\n")
         return code
     if args.action == "list":
-        page = client.list(status=args.status, queue=args.queue, name=args.name, limit=args.limit)
+        page = client.list(args.status, args.queue, args.name, args.limit, args.cursor)
         if args.json:
             json.dump(page, out, indent=2)
             out.write("\n")
-        else:
-            table(page["tasks"], out)
+            return 0
+        table(page["tasks"], out)
+        if page.get("next_cursor"):
+            err.write(f"more: --cursor {page['next_cursor']}\n")
         return 0
     if args.action == "watch":
         return follow(client.stream(args.task_id), out, err)

@@ -13,10 +13,10 @@ from typing import Any
 
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 # Reconnections in a row without an event between them before a stream gives up, and the
-# pause before each (the first is immediate: a drop or a `resume` is usually one-off).
-MAX_RECONNECTS = 8
-FIRST_PAUSE = 0.1
-MAX_PAUSE = 2.0
+# pause before each: none before the first (a drop is usually one-off), then doubling
+# (0.25, 0.5, 1, 2 s: about 4 s in all, a gateway's restart).
+MAX_RECONNECTS = 5
+FIRST_PAUSE = 0.25
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,4 @@ class Position:
         self.reconnects += 1
         if self.reconnects > MAX_RECONNECTS:
             raise error
-        if self.reconnects == 1:
-            return 0.0
-        return min(FIRST_PAUSE * 2 ** (self.reconnects - 2), MAX_PAUSE)
+        return 0.0 if self.reconnects == 1 else FIRST_PAUSE * 2 ** (self.reconnects - 2)

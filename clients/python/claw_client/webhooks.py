@@ -17,9 +17,14 @@ PREFIX = "whsec_"
 
 def verify_webhook(
     secret: str, headers: Mapping[str, str], body: bytes | str, tolerance: float = 300
-) -> Any:
+) -> dict[str, Any]:
     """The JSON payload of a delivery whose signature and timestamp verify; raises
-    WebhookVerificationError otherwise. `secret`: `whsec_<base64>` (GET /api/v1/webhooks/secret)."""
+    WebhookVerificationError otherwise.
+
+    `secret`: `whsec_<base64>` (GET /api/v1/webhooks/secret); `headers`: the request's
+    (any case); `body`: the raw body, as received; `tolerance`: seconds the
+    `webhook-timestamp` may be off the local clock (either way: replays and clock skew).
+    """
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
         msg_id = lowered["webhook-id"]
@@ -34,12 +39,22 @@ def verify_webhook(
     if abs(time.time() - sent_at) > tolerance:
         raise WebhookVerificationError("webhook-timestamp outside the tolerance")
     raw = body.encode() if isinstance(body, str) else body
-    key = base64.b64decode(secret.removeprefix(PREFIX))
+    try:
+        key = base64.b64decode(secret.removeprefix(PREFIX), validate=True)
+    except ValueError:
+        raise WebhookVerificationError("the secret is not whsec_<base64>") from None
     expected = base64.b64encode(
         hmac.new(key, f"{msg_id}.{timestamp}.".encode() + raw, hashlib.sha256).digest()
     ).decode()
-    for signature in signatures:
-        version, _, value = signature.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
-            return json.loads(raw)
-    raise WebhookVerificationError("no matching signature")
+    if not any(
+        version == "v1" and hmac.compare_digest(value.encode(), expected.encode())
+        for version, _, value in (signature.partition(",") for signature in signatures)
+    ):
+        raise WebhookVerificationError("no matching signature")
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        raise WebhookVerificationError("the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise WebhookVerificationError("the body is not a JSON object")
+    return payload
