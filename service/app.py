@@ -155,7 +155,8 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     app[metrics_key] = Metrics(multiprocess_dir=metrics_dir)
     app[keyring_key] = KeyRing(settings.api_keys.get_secret_value())
     app[admin_paths_key] = admin_paths() | {METRICS_PATH}
-    page_routes = {("GET", "/"), ("GET", "/login"), ("GET", STATIC_PREFIX.rstrip("/"))}
+    page_routes = {("GET", "/"), ("GET", "/tasks/{task_id}"), ("GET", "/login"),
+                   ("GET", STATIC_PREFIX.rstrip("/"))}  # fmt: skip
     app[public_routes_key] = public_routes() | page_routes
     app.cleanup_ctx.extend([redis_ctx, celery_ctx, feed_ctx])
     app.on_startup.append(freeze_heap)
@@ -164,6 +165,7 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     setup_openapi(app)
     app.router.add_get(METRICS_PATH, metrics_view)
     app.router.add_get("/", pages.index)
+    app.router.add_get("/tasks/{task_id}", pages.index)  # a deep link to a task's detail
     app.router.add_get("/login", pages.login_page)
     app.router.add_static(STATIC_PREFIX, pages.STATIC, append_version=True)
     return app

@@ -196,7 +196,11 @@ class TaskListQuery(StrictSchema):
     cursor = fields.Integer(load_default=None, validate=validate.Range(min=0))
     status = fields.String(load_default=None, validate=validate.OneOf(STATES))
     queue = fields.String(load_default=None, validate=validate.Length(1, 200))
-    name = fields.String(load_default=None, validate=validate.Length(1, 200))
+    name = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 200),
+        metadata={"description": "a task name, or a part of one (case-insensitive)"},
+    )
     owner = fields.String(load_default=None, validate=validate.Length(1, 200))
 
 
@@ -260,11 +264,29 @@ class TaskSummary(Schema):
         allow_none=True,
         metadata={"description": "why a task due to run waits (its rate limit) until `eta`"},
     )
+    retried_from = fields.String(allow_none=True, metadata={"description": "the task retried"})
+    retried_as = fields.String(
+        allow_none=True, metadata={"description": "the task a retry created (retried already)"}
+    )
+
+
+class QueueState(Schema):
+    queue = fields.String(required=True)
+    waiting = fields.Integer(required=True, metadata={"description": "messages in the queue"})
+    consumers = fields.Integer(
+        required=True, metadata={"description": "live workers consuming it (0: it waits)"}
+    )
 
 
 class TaskStatusResponse(TaskSummary):
     class Meta:
         exclude = ("result_preview",)  # `result` is here in full
+
+    queue_state = fields.Nested(
+        QueueState,
+        allow_none=True,
+        metadata={"description": "a PENDING task: its queue's depth and consumers"},
+    )
 
     result = fields.Raw(allow_none=True)
     date_done = fields.String(allow_none=True)
@@ -277,8 +299,6 @@ class TaskStatusResponse(TaskSummary):
     deferrals = fields.Integer(
         allow_none=True, metadata={"description": "deliveries that waited for the rate limit"}
     )
-    retried_from = fields.String(allow_none=True)
-    retried_as = fields.String(allow_none=True)
 
 
 class TaskListResponse(Schema):
@@ -321,6 +341,10 @@ class StatsResponse(Schema):
         keys=fields.String(validate=validate.OneOf(QUEUES)),
         values=fields.Integer(),
         metadata={"description": "messages waiting per queue"},
+    )
+    unconsumed_queues = fields.List(
+        fields.String(),
+        metadata={"description": "queues with waiting tasks and no live worker consuming them"},
     )
     tasks_per_minute = fields.List(fields.Nested(MinuteCount))
 

@@ -7,6 +7,7 @@ history, so they cost the same at a thousand tasks or a million.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -161,6 +162,11 @@ class TaskStore:
         selective index is walked in batches and the rest checked on each record, up to a
         budget per request; a short page then comes with a cursor to go on from.
         """
+        # A name no task has exactly is a part of names ("generate" finds
+        # generate_ai_response): matched on each record walked, case-insensitively.
+        part = None
+        if query.name is not None and not await self.client.exists(index_key("name", query.name)):
+            part, query = query.name.lower(), dataclasses.replace(query, name=None)
         primary, remaining = self._plan(query)
         upper = f"({query.cursor}" if query.cursor is not None else "+inf"
         tasks: list[dict[str, Any]] = []
@@ -168,14 +174,18 @@ class TaskStore:
         more = False
         last_seq: float | None = None
         while len(tasks) < query.limit and scanned < SCAN_BUDGET:
-            size = SCAN_BATCH if remaining else query.limit - len(tasks)
+            size = SCAN_BATCH if remaining or part else query.limit - len(tasks)
             batch = await self._page_of(primary, upper, size + 1)
             more = len(batch) > size
             batch = batch[:size]
             for i, (score, record) in enumerate(batch):
                 last_seq = score
                 scanned += 1
-                if record is not None and all(record.get(f) == v for f, v in remaining.items()):
+                if (
+                    record is not None
+                    and all(record.get(f) == v for f, v in remaining.items())
+                    and (part is None or part in (record.get("name") or "").lower())
+                ):
                     tasks.append(record)
                 if len(tasks) == query.limit:
                     more = more or i < len(batch) - 1

@@ -62,6 +62,9 @@ class Dashboard {
     await live;
     this.workers?.load(); // a worker broadcast: up to a second, not worth waiting for
     await Promise.all([this.table.load(), this.refreshStats()]);
+    // A deep link: /tasks/<id> opens that task's detail.
+    const linked = window.location.pathname.match(/^\/tasks\/([0-9a-fA-F-]{36})$/);
+    if (linked) this.table.detail.open(linked[1].toLowerCase());
     document.body.classList.remove("booting");
   }
 
@@ -89,6 +92,20 @@ class Dashboard {
     replace($("#who"), h("span", { class: "who-name" }, owner),
       h("span", { class: `role role-${role}` }, role));
     document.body.classList.toggle("is-admin", role === "admin");
+  }
+
+  /** Say why tasks wait when no worker consumes their queue (or none runs at all). */
+  showCoverage(stats) {
+    const banner = $("#queue-banner");
+    const queues = stats.unconsumed_queues || [];
+    if (stats.workers === 0) {
+      banner.textContent = "No worker is running: submitted tasks wait until one starts "
+        + "(make run starts one; or: celery -A workers.celery_app worker).";
+    } else if (queues.length) {
+      banner.textContent = `No worker consumes ${queues.join(", ")}: tasks there wait until `
+        + `one does (celery -A workers.celery_app worker -Q ${queues.join(",")}).`;
+    }
+    banner.hidden = !(stats.workers === 0 || queues.length);
   }
 
   showConnection(state) {
@@ -144,6 +161,7 @@ class Dashboard {
   }
 
   showStats(stats) {
+    this.showCoverage(stats);
     for (const [key] of COUNTERS) {
       if (typeof stats[key] === "number") this.counts[key] = stats[key];
     }
@@ -205,7 +223,11 @@ async function boot() {
     toast(`Cannot reach the gateway: ${err.message}`, "error");
     session = { owner: "?", role: "user" };
   }
-  if (session.auth_required === false) $("#logout").hidden = true;
+  if (session.auth_required === false) {
+    // Development mode (no API_KEYS): say so, instead of a log-out that leads nowhere.
+    $("#logout").hidden = true;
+    $("#dev-banner").hidden = false;
+  }
   try {
     await loadCatalog();
   } catch (err) {

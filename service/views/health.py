@@ -1,23 +1,22 @@
-"""`GET /healthz`: is Redis reachable, how many workers are live."""
+"""`GET /healthz`: is Redis reachable, how many workers are live; `degraded` (200) with
+the reasons when tasks would wait (no live worker, a queue with waiting tasks and no
+consumer), 503 when Redis is unreachable."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis.exceptions
 from aiohttp import web
 
+from service.coverage import coverage
 from service.keys import redis_key
-from workers.core.keys import WORKERS_SEEN
-from workers.runtime import registry
 
 
 async def healthz(request: web.Request) -> web.Response:
     client = request.app[redis_key]
     try:
-        await client.ping()
-        workers = await client.zcount(WORKERS_SEEN, registry.live_since(time.time()), "+inf")
+        covered = await coverage(client)
     except (redis.exceptions.RedisError, OSError) as exc:
         reason = f"redis unreachable: {type(exc).__name__}"
         failover = await sentinel_view(client)
@@ -26,7 +25,13 @@ async def healthz(request: web.Request) -> web.Response:
             status=503,
             headers={"Retry-After": "2"},
         )
-    return web.json_response({"status": "ok", "redis": "ok", "workers": workers})
+    # Degraded is still 200: the gateway itself serves, a load balancer keeps it.
+    reasons = covered.reasons()
+    body: dict[str, Any] = {"status": "degraded" if reasons else "ok", "redis": "ok",
+                            "workers": covered.live_workers}  # fmt: skip
+    if reasons:
+        body["reasons"] = reasons
+    return web.json_response(body)
 
 
 async def sentinel_view(client: Any) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -16,7 +17,8 @@ async def index(request: web.Request) -> web.StreamResponse:
     try:
         await authenticate(request)
     except ApiError:
-        raise web.HTTPFound("/login") from None
+        # Back here once logged in (a deep link to a task, filters in the query).
+        raise web.HTTPFound(f"/login?next={quote(request.path_qs, safe='')}") from None
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
 

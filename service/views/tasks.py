@@ -13,6 +13,7 @@ from uuid import uuid4
 from aiohttp import web
 
 from service.auth import Principal
+from service.coverage import coverage
 from service.errors import Conflict, Forbidden, NotFound
 from service.keys import (
     celery_key,
@@ -38,9 +39,7 @@ from service.schemas import (
 from service.task_store import ListQuery, TaskStore, is_task_id
 from workers.core.headers import RETRIED_FROM_HEADER
 from workers.core.keys import HEALTH_REPORT_KEY
-from workers.runtime import registry
 from workers.runtime.health import health_report as check_health
-from workers.runtime.queue_depth import add_depth_reads, depths_from
 from workers.taskindex.index import TERMINAL_STATES, task_key
 from workers.taskindex.record import TaskRecord, submission_fields
 from workers.taskindex.status import status_document, summarize
@@ -78,7 +77,14 @@ async def task_status(request: web.Request) -> web.Response:
     record, meta = await request.app[task_store_key].get_with_result(task_id)
     principal = principal_of(request)
     record = _check_visible(record, principal)
-    return web.json_response(status_body(record, meta, principal))
+    body = status_body(record, meta, principal)
+    if body["status"] == "PENDING" and body.get("queue"):
+        # Why it waits: how deep its queue is, and whether any live worker consumes it.
+        covered = await coverage(request.app[redis_key])
+        queue = body["queue"]
+        body["queue_state"] = {"queue": queue, "waiting": covered.depths.get(queue, 0),
+                               "consumers": covered.consumers.get(queue, 0)}  # fmt: skip
+    return web.json_response(body)
 
 
 async def task_list(request: web.Request) -> web.Response:
@@ -104,17 +110,15 @@ async def compute_stats(app: web.Application, owner: str | None) -> dict[str, An
     """The stats body for one owner (None: everyone). Shared with the live feed."""
     store = app[task_store_key]
     client = app[redis_key]
-    counts, per_minute = await asyncio.gather(store.counts(owner), store.finished_per_minute(10))
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.zcount(registry.WORKERS_SEEN, registry.live_since(), "+inf")
-        add_depth_reads(pipe)
-        replies = await pipe.execute()
-    depths = depths_from(replies[1:])
+    counts, per_minute, covered = await asyncio.gather(
+        store.counts(owner), store.finished_per_minute(10), coverage(client)
+    )
     body = {
         "total_tasks": sum(counts.values()),
         **{state.lower(): n for state, n in counts.items()},
-        "workers": replies[0],
-        "queues": depths,
+        "workers": covered.live_workers,
+        "queues": covered.depths,
+        "unconsumed_queues": covered.unconsumed,
         "tasks_per_minute": per_minute,
     }
     return shared(StatsResponse).dump(body)

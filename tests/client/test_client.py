@@ -1,214 +1,187 @@
-"""The Python client (clients/python) and the `claw` CLI against the real gateway, a real
-worker and a local OpenAI stand-in: every call, typed errors, streams that resume by
-themselves, webhook verification."""
+"""The client's REST calls (clients/python) against the real gateway and worker: each
+method answers the API's body; each error answer raises its typed exception, carrying
+the API's status and body."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
+import httpx
 import pytest
 from claw_client import (
     AsyncClawClient,
     BadRequest,
     ClawClient,
     ClawConnectionError,
+    ClawError,
     Conflict,
+    Forbidden,
     NotFound,
+    RateLimited,
+    ServerError,
     Unauthorized,
-    WebhookVerificationError,
-    verify_webhook,
 )
-from standardwebhooks.webhooks import Webhook
 
-from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
-from tests.support.fake_openai import FakeOpenAI
-
-QUEUE = "tests_client"
+from tests.support.api import ALICE, BOB
 
 
-@pytest.fixture(scope="module")
-def client_redis_url(redis_url: str) -> str:
-    """A database of its own: the suite's shared worker never takes our AI tasks."""
-    return redis_url.rsplit("/", 1)[0] + "/4"
+def conversation() -> str:
+    return f"c-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    server.slow_words = 30
-    server.slow_delay = 0.02
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client_worker(client_redis_url, log_dir, fake_openai) -> Iterator[Any]:
-    from tests.support.processes import start_worker
-
-    env = fake_openai.env(AI_RATE_LIMIT="1000/s")
-    worker = start_worker(
-        client_redis_url, log_dir, name="client", queues=f"{QUEUE},ai_high_priority",
-        env=env, concurrency=2,
-    )  # fmt: skip
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(client_redis_url, log_dir, client_worker, fake_openai) -> Iterator[Any]:
-    from tests.support.processes import start_gateway
-
-    # A 10-event buffer: a burst makes the gateway end streams with `resume`, which the
-    # client must follow by itself.
-    env = fake_openai.env(API_KEYS=API_KEYS, SSE_BUFFER="10", SSE_HEARTBEAT="1")
-    g = start_gateway(client_redis_url, log_dir, env=env)
-    yield g
-    g.stop()
-
-
-@pytest.fixture(scope="module")
-def publish(client_redis_url, celery_app):
-    connection = celery_app.connection_for_write(client_redis_url)
-
-    def send(name: str, args: list[Any]) -> Any:
-        return celery_app.send_task(name, args=args, queue=QUEUE, connection=connection)
-
-    yield send
-    connection.release()
-
-
-@pytest.fixture
-def alice(gateway) -> Iterator[ClawClient]:
-    with ClawClient(gateway.base_url, ALICE) as client:
-        yield client
-
-
-@pytest.fixture
-async def async_alice(gateway) -> AsyncIterator[AsyncClawClient]:
-    async with AsyncClawClient(gateway.base_url, ALICE) as client:
-        yield client
-
-
-def test_submit_status_list_wait_cancel_retry_and_typed_errors(alice, gateway) -> None:
-    submitted = alice.generate(f"c-{uuid.uuid4().hex[:6]}", "Hello there")
-    assert submitted["status"] == "PENDING"
+def test_submit_answers_202_and_wait_the_final_status_body(alice) -> None:
+    submitted = alice.generate(conversation(), "Hello there")
+    assert submitted["status"] == "PENDING" and set(submitted) == {"task_id", "status", "message"}
     done = alice.wait(submitted["task_id"], timeout=20)
     assert done["status"] == "SUCCESS" and done["result"]["response"].startswith("Echo")
     assert alice.status(submitted["task_id"]) == done
-    page = alice.list(limit=1)
-    assert page["tasks"][0]["task_id"] == submitted["task_id"]
-    every = [t["task_id"] for t in alice.iter_tasks(limit=1, name="generate_ai_response")]
-    assert submitted["task_id"] in every and len(every) == len(set(every))
-    assert alice.stats()["total_tasks"] >= 1
-    # Errors are typed and carry the API's body.
-    with pytest.raises(Conflict) as conflict:
-        alice.retry(submitted["task_id"])  # a SUCCESS is not retried
-    assert conflict.value.status == 409 and "retried" in conflict.value.message
+    # ?wait=: the full status body when the task finishes in time.
+    body = {"conversation_id": conversation(), "user_message": "quick"}
+    answered = alice.submit("ai/generate", body, wait=20)
+    assert answered["status"] == "SUCCESS" and "result" in answered
+    # The same Idempotency-Key and body: the same task.
+    key = uuid.uuid4().hex
+    first = alice.submit("ai/generate", {**body, "countdown": 600}, idempotency_key=key)
+    again = alice.submit("ai/generate", {**body, "countdown": 600}, idempotency_key=key)
+    assert again["task_id"] == first["task_id"]
+    alice.cancel(first["task_id"])
+    with pytest.raises(ValueError, match="unknown submission"):
+        alice.submit("ai/nothing", body)
+
+
+def test_the_convenience_submissions_send_their_fields(alice) -> None:
+    vectorized = alice.vectorize("kb-client", "doc-1", "Some text.", title="T", countdown=600)
+    notified = alice.notify("in_app", "alice", "hi", subject="S", countdown=600)
+    for submitted, name in ((vectorized, "vectorize_document"), (notified, "send_notification")):
+        status = alice.status(submitted["task_id"])
+        assert status["name"] == name and status["status"] == "PENDING"
+        assert alice.cancel(submitted["task_id"])["status"] == "REVOKED"
+    assert alice.status(vectorized["task_id"])["kwargs"]["title"] == "T"
+
+
+def test_list_filters_and_iter_tasks_follows_the_cursor_over_every_page(alice) -> None:
+    for _ in range(3):
+        alice.generate(conversation(), "listed", countdown=600)
+    page = alice.list(status="PENDING", name="generate_ai_response", limit=2)
+    assert len(page["tasks"]) == 2 and page["next_cursor"]
+    assert {t["status"] for t in page["tasks"]} == {"PENDING"}
+    following = alice.list(status="PENDING", limit=2, cursor=page["next_cursor"])
+    assert not {t["task_id"] for t in following["tasks"]} & {t["task_id"] for t in page["tasks"]}
+    # One task a page, following next_cursor: every task of one big page, in its order.
+    every = alice.list(status="PENDING", limit=500)["tasks"]
+    assert len(every) >= 3
+    assert [t["task_id"] for t in alice.iter_tasks(status="PENDING", limit=1)] == [
+        t["task_id"] for t in every
+    ]
+    assert alice.stats()["pending"] >= 3
+    for task in every:
+        alice.cancel(task["task_id"])
+    assert list(alice.iter_tasks(status="PENDING")) == []
+
+
+def test_cancel_and_retry_answer_the_api_bodies(alice) -> None:
+    later = alice.generate(conversation(), "later", countdown=600)
+    cancelled = alice.cancel(later["task_id"])
+    assert cancelled["task_id"] == later["task_id"] and cancelled["status"] == "REVOKED"
+    again = alice.retry(later["task_id"])
+    assert again["task_id"] != later["task_id"]
+    assert alice.status(again["task_id"])["retried_from"] == later["task_id"]
+    with pytest.raises(Conflict) as twice:
+        alice.retry(later["task_id"])
+    assert twice.value.status == 409 and "already retried" in twice.value.message
+    assert alice.wait(again["task_id"], timeout=20)["status"] == "SUCCESS"
+    with pytest.raises(Conflict, match="already finished"):
+        alice.cancel(again["task_id"])
+
+
+def test_error_answers_raise_typed_exceptions_with_the_apis_body(alice, gateway) -> None:
+    task = alice.generate(conversation(), "mine", countdown=600)
+    with ClawClient(gateway.base_url, BOB) as bob, pytest.raises(NotFound) as foreign:
+        bob.status(task["task_id"])  # another owner's task is not there for BOB
+    assert foreign.value.status == 404 and foreign.value.body == {"error": "no such task"}
+    assert foreign.value.message == "no such task"
+    with pytest.raises(NotFound):
+        alice.cancel(str(uuid.uuid4()))
+    for key in ("", "not-a-key-0123456789"):
+        with ClawClient(gateway.base_url, key) as stranger, pytest.raises(Unauthorized) as no:
+            stranger.list()
+        assert no.value.status == 401 and no.value.message
     with pytest.raises(BadRequest) as bad:
-        alice.submit("ai/generate", {"conversation_id": "c", "user_message": "", "priority": 42})
-    assert "priority" in bad.value.details
-    with ClawClient(gateway.base_url, BOB) as bob, pytest.raises(NotFound):
-        bob.status(submitted["task_id"])  # another owner's
-    with ClawClient(gateway.base_url, "") as anonymous, pytest.raises(Unauthorized):
-        anonymous.list()
+        alice.generate("c", "", priority=42)
+    assert bad.value.status == 400 and set(bad.value.details) == {"user_message", "priority"}
+    assert bad.value.body["details"] == bad.value.details
+    with pytest.raises(Forbidden) as forbidden:
+        alice.generate("c", "as bob", owner="bob")  # a user key acting for another owner
+    assert forbidden.value.status == 403
+    key = uuid.uuid4().hex
+    alice.submit("ai/generate", {"conversation_id": "c", "user_message": "a", "countdown": 600},
+                 idempotency_key=key)  # fmt: skip
+    with pytest.raises(BadRequest) as reused:  # the same key, another body: 422
+        alice.submit("ai/generate", {"conversation_id": "c", "user_message": "b"},
+                     idempotency_key=key)  # fmt: skip
+    assert reused.value.status == 422
     with ClawClient("http://127.0.0.1:9", ALICE) as nowhere, pytest.raises(ClawConnectionError):
         nowhere.stats()
-    # A delayed task is cancelled, then retried.
-    later = alice.submit("ai/generate", {"conversation_id": "c2", "user_message": "x",
-                                         "countdown": 600})  # fmt: skip
-    assert alice.cancel(later["task_id"])["status"] == "REVOKED"
-    again = alice.retry(later["task_id"])
-    assert again["retried_from"] == later["task_id"]
-    alice.cancel(again["task_id"])
+    alice.cancel(task["task_id"])
+    for pending in alice.iter_tasks(status="PENDING"):
+        alice.cancel(pending["task_id"])
 
 
-def test_a_stream_resumes_by_itself_and_yields_each_event_once(gateway, publish) -> None:
-    """300 chunks in a burst overflow the gateway's 10-event buffer: the stream is ended
-    with `resume` several times; the client reconnects each time and loses nothing."""
-    task = publish("tests.stream", [300])
-    with ClawClient(gateway.base_url, ADMIN) as admin:
-        events = list(admin.stream(task.id))
-    ids = [e.id for e in events]
-    assert ids == list(range(1, len(events) + 1))
-    assert [e.data["index"] for e in events if e.event == "chunk"] == list(range(300))
-    assert events[-1].final and events[-1].data["task"]["result"] == {"chunks": 300}
-    # From a position: only what follows; past the end: nothing (204).
-    with ClawClient(gateway.base_url, ADMIN) as admin:
-        assert [e.id for e in admin.stream(task.id, starting_after=len(events) - 2)] == ids[-2:]
-        assert list(admin.stream(task.id, starting_after=len(events))) == []
+def test_statuses_the_gateway_does_not_give_here_map_to_their_exceptions() -> None:
+    """429 and 5xx (the gateway answers 503 when Redis is down): a stand-in answers them."""
+    answers = {
+        "/api/v1/tasks/stats": httpx.Response(
+            429, json={"error": "slow down"}, headers={"Retry-After": "3"}
+        ),
+        "/api/v1/tasks/status/x": httpx.Response(
+            503, json={"error": "Redis is unavailable"}, headers={"Retry-After": "2"}
+        ),
+        "/api/v1/tasks/list": httpx.Response(502, text="<html>bad gateway</html>"),
+    }
+    transport = httpx.MockTransport(lambda request: answers[request.url.path])
+    with ClawClient("http://gateway.test", "k", transport=transport) as claw:
+        with pytest.raises(RateLimited) as limited:
+            claw.stats()
+        assert limited.value.retry_after == 3.0 and limited.value.message == "slow down"
+        with pytest.raises(ServerError) as unavailable:
+            claw.status("x")
+        assert unavailable.value.status == 503 and unavailable.value.retry_after == 2.0
+        with pytest.raises(ServerError) as proxy:
+            claw.list()
+        assert proxy.value.body == "<html>bad gateway</html>"
+    assert all(issubclass(e, ClawError) for e in (RateLimited, ServerError, BadRequest))
 
 
-async def test_the_async_client_streams_an_ai_reply_submitted_with_stream_true(
-    async_alice,
-) -> None:
-    events = [e async for e in async_alice.generate_stream("c-async", "Tell me [slow]")]
-    assert events[0].event == "submitted" and events[0].id is None
-    text = "".join(e.data["text"] for e in events if e.event == "chunk")
-    final = events[-1].data["task"]
-    assert final["status"] == "SUCCESS" and text == final["result"]["response"]
-    assert [e.id for e in events[1:]] == list(range(1, len(events)))
-    status = await async_alice.status(final["task_id"])
-    assert status["status"] == "SUCCESS"
-    tasks = [t async for t in async_alice.iter_tasks(limit=2)]
-    assert final["task_id"] in {t["task_id"] for t in tasks}
+def test_url_and_key_default_to_the_environment(gateway, monkeypatch) -> None:
+    monkeypatch.setenv("CLAW_URL", gateway.base_url)
+    monkeypatch.setenv("CLAW_API_KEY", ALICE)
+    with ClawClient() as claw:
+        assert claw.base_url == gateway.base_url
+        assert claw.list(limit=1)["count"] >= 0
+    monkeypatch.setenv("CLAW_API_KEY", "")
+    with ClawClient() as anonymous, pytest.raises(Unauthorized):
+        anonymous.list()
+
+
+async def test_the_async_client_has_the_same_calls(async_alice, gateway) -> None:
+    submitted = await async_alice.generate(conversation(), "async hello")
+    done = await async_alice.wait(submitted["task_id"], timeout=20)
+    assert done["status"] == "SUCCESS" and done == await async_alice.status(submitted["task_id"])
+    later = await async_alice.submit(
+        "ai/generate", {"conversation_id": "c", "user_message": "x", "countdown": 600}
+    )
+    assert (await async_alice.cancel(later["task_id"]))["status"] == "REVOKED"
+    again = await async_alice.retry(later["task_id"])
+    assert again["task_id"] != later["task_id"]
+    await async_alice.wait(again["task_id"], timeout=20)
+    page = await async_alice.list(limit=1)
+    assert len(page["tasks"]) == 1
+    seen = [t["task_id"] async for t in async_alice.iter_tasks(limit=1)]
+    assert {submitted["task_id"], later["task_id"], again["task_id"]} <= set(seen)
+    assert len(seen) == len(set(seen))
+    assert (await async_alice.stats())["total_tasks"] >= 3
     with pytest.raises(NotFound):
         await async_alice.status(str(uuid.uuid4()))
-
-
-def test_webhook_verification_follows_the_standard() -> None:
-    from workers.notify.task_webhooks import new_secret, signed_headers
-
-    secret, body = new_secret(), b'{"type":"task.completed","data":{"status":"SUCCESS"}}'
-    headers = signed_headers([secret], "msg_1", body)
-    assert verify_webhook(secret, headers, body)["type"] == "task.completed"
-    # The reference library agrees, both ways.
-    library_headers = {"webhook-id": "msg_2", "webhook-timestamp": str(int(time.time()))}
-    library_headers["webhook-signature"] = Webhook(secret).sign("msg_2", _utc_now(), body.decode())
-    assert verify_webhook(secret, library_headers, body)["data"]["status"] == "SUCCESS"
-    assert Webhook(secret).verify(body, headers)["type"] == "task.completed"
-    for bad_secret, bad_headers, bad_body in (
-        (new_secret(), headers, body),  # another secret
-        (secret, headers, body + b" "),  # a changed body
-        (secret, {**headers, "webhook-timestamp": str(int(time.time()) - 3600)}, body),
-        (secret, {k: v for k, v in headers.items() if k != "webhook-id"}, body),
-    ):
-        with pytest.raises(WebhookVerificationError):
-            verify_webhook(bad_secret, bad_headers, bad_body)
-
-
-def _utc_now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
-
-
-def claw(gateway: Any, *args: str, key: str = ALICE) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLAW_URL": gateway.base_url, "CLAW_API_KEY": key}
-    return subprocess.run(
-        [sys.executable, "-m", "claw_client.cli", *args], env=env, capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
-
-
-def test_the_cli_asks_lists_watches_and_reports_errors(gateway) -> None:
-    asked = claw(gateway, "ai", "Tell me [slow] please")
-    assert asked.returncode == 0, asked.stderr
-    assert asked.stdout.startswith("Echo: Tell me [slow] please") and "[SUCCESS]" in asked.stderr
-    task_id = asked.stderr.split("[task ", 1)[1].split("]", 1)[0]
-    listed = claw(gateway, "tasks", "list", "--json", "--limit", "5")
-    assert listed.returncode == 0 and task_id in listed.stdout
-    table = claw(gateway, "tasks", "list", "--status", "SUCCESS")
-    assert table.stdout.splitlines()[0].split() == ["task_id", "status", "name", "queue",
-                                                    "submitted_at", "runtime"]  # fmt: skip
-    watched = claw(gateway, "tasks", "watch", task_id)
-    assert watched.returncode == 0 and watched.stdout.startswith("Echo: Tell me")
-    missing = claw(gateway, "tasks", "status", str(uuid.uuid4()))
-    assert missing.returncode == 2 and "error 404" in missing.stderr
-    foreign = claw(gateway, "tasks", "status", task_id, key=BOB)
-    assert foreign.returncode == 2
+    async with AsyncClawClient(gateway.base_url, "") as anonymous:
+        with pytest.raises(Unauthorized):
+            await anonymous.stats()

@@ -69,7 +69,7 @@ class TaskRecord:
     kwargs: Any = field(default=None, metadata=_stored("json"))
     # Set when args or kwargs were too large to keep (then not resent).
     args_truncated: bool | None = field(default=None, metadata=_stored("flag"))
-    retried_from: str | None = field(default=None, metadata=_stored("text"))
+    retried_from: str | None = field(default=None, metadata=_stored("text", summary=True))
     # Written by the workers (`workers.runtime.backend`, `workers.runtime.progress`).
     retries: int | None = field(default=None, metadata=_stored("integer", summary=True))
     worker: str | None = field(default=None, metadata=_stored("text", summary=True))
@@ -90,7 +90,7 @@ class TaskRecord:
     # Republished by `workers.runtime.recovery`.
     recovered_at: float | None = field(default=None, metadata=_stored("number"))
     # The task a retry through the API created.
-    retried_as: str | None = field(default=None, metadata=_stored("text"))
+    retried_as: str | None = field(default=None, metadata=_stored("text", summary=True))
     # Why a task that should run now waits (its rate limit; `workers/runtime/rate_limit.py`)
     # until `eta`, and how many deliveries waited so; cleared when it starts.
     waiting_reason: str | None = field(default=None, metadata=_stored("text", summary=True))

@@ -16,7 +16,7 @@ STATUS_FIELDS = (
     "task_id", "status", "name", "queue", "priority", "owner", "submitted_at", "started_at",
     "finished_at", "runtime", "retries", "worker", "error", "waiting_reason", "result",
     "date_done", "error_type", "traceback", "progress", "args", "kwargs", "eta",
-    "deferrals", "retried_from", "retried_as",
+    "deferrals", "retried_from", "retried_as", "queue_state",
 )  # fmt: skip
 
 

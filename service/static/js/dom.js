@@ -58,6 +58,12 @@ export function ago(ts, now = Date.now() / 1000) {
   return `${Math.floor(d / 86400)}d ago`;
 }
 
+/** How long until `ts` (epoch seconds): "in 4m 10s", or "now" once due. */
+export function until(ts, now = Date.now() / 1000) {
+  const d = ts - now;
+  return d <= 0 ? "now" : `in ${duration(d)}`;
+}
+
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "";
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;

@@ -2,8 +2,9 @@
 import { api } from "./api.js";
 import { catalog } from "./catalog.js";
 import { compareIds } from "./feed.js";
-import { $, ago, clock, duration, h, json, replace, shortId, toast } from "./dom.js";
+import { $, ago, clock, duration, h, json, replace, shortId, toast, until } from "./dom.js";
 
+const TASK_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TERMINAL = catalog.terminal;
 const PAGE = 50;
 const MAX_ROWS = 500;
@@ -13,10 +14,21 @@ export function badge(state) {
   return h("span", { class: `badge badge-${value.toLowerCase()}`, "data-state": value }, value);
 }
 
-function errorText(error) {
-  if (!error) return null;
-  if (typeof error === "string") return error;
-  return [error.type, error.message].filter(Boolean).join(": ");
+/** A feed event's error as the REST fields: `error` (the message) and `error_type`. */
+function errorFields(error) {
+  if (!error) return {};
+  if (typeof error === "string") return { error };
+  return { error: error.message || null, error_type: error.type || null };
+}
+
+/** A pending task's queue, in words. */
+function queueText(state) {
+  if (!state) return "";
+  if (!state.consumers) {
+    return `No worker consumes ${state.queue}: it waits until one starts.`;
+  }
+  const workers = state.consumers === 1 ? "1 worker consumes" : `${state.consumers} workers consume`;
+  return `${state.waiting} waiting in ${state.queue}; ${workers} it.`;
 }
 
 /** A task event from the feed, as the fields of a list row. */
@@ -31,7 +43,7 @@ function fromEvent(msg) {
       fields.waiting_reason = null; // it waits no more
     }
     if (TERMINAL.has(msg.state)) fields.finished_at = msg.ts;
-    if (msg.error) fields.error = errorText(msg.error);
+    if (msg.error) Object.assign(fields, errorFields(msg.error));
     if ("result" in msg) fields.result = msg.result;
   }
   if (msg.type === "progress") fields.progress = { percent: msg.percent, message: msg.message };
@@ -51,7 +63,12 @@ export class TaskTable {
     this.body = $("#task-rows");
     this.empty = $("#tasks-empty");
     this.more = $("#more");
-    this.filters = { status: "", queue: "", name: "" };
+    // Filters live in the URL (?status=&queue=&name=): a view can be bookmarked and shared.
+    const query = new URLSearchParams(window.location.search);
+    this.filters = {
+      status: query.get("status") || "", queue: query.get("queue") || "",
+      name: query.get("name") || "",
+    };
     this.cursor = null;
     this.detail = new TaskDetail(this);
     this.setupFilters();
@@ -78,11 +95,20 @@ export class TaskTable {
       catalog.queues.map((q) => h("option", { value: q }, q)));
     replace($("#task-names"), Object.keys(catalog.tasks).map((n) => h("option", { value: n })));
     let typing = null;
+    form.elements.status.value = this.filters.status;
+    form.elements.queue.value = this.filters.queue;
+    form.elements.name.value = this.filters.name;
     form.addEventListener("input", (event) => {
       clearTimeout(typing);
+      const name = form.elements.name.value.trim();
+      if (TASK_ID.test(name)) {
+        // A task id in the search box opens that task.
+        form.elements.name.value = "";
+        this.detail.open(name.toLowerCase());
+        return;
+      }
       typing = setTimeout(() => this.setFilters({
-        status: status.value, queue: form.elements.queue.value,
-        name: form.elements.name.value.trim(),
+        status: status.value, queue: form.elements.queue.value, name,
       }), event.target.name === "name" ? 300 : 0);
     });
     form.addEventListener("submit", (event) => event.preventDefault());
@@ -91,6 +117,7 @@ export class TaskTable {
   setFilters(filters) {
     const form = $("#filters");
     Object.assign(this.filters, filters);
+    this.syncUrl();
     form.elements.status.value = this.filters.status;
     form.elements.queue.value = this.filters.queue;
     form.elements.name.value = this.filters.name;
@@ -99,8 +126,25 @@ export class TaskTable {
 
   matches(task) {
     const f = this.filters;
+    // As the API: an exact name, or a part of one, case-insensitively.
     return (!f.status || task.status === f.status) && (!f.queue || task.queue === f.queue)
-      && (!f.name || task.name === f.name);
+      && (!f.name || (task.name || "").toLowerCase().includes(f.name.toLowerCase()));
+  }
+
+  /** The URL says what is shown: /tasks/<id> for an open task, the filters as a query. */
+  syncUrl() {
+    const query = new URLSearchParams(
+      Object.entries(this.filters).filter(([, value]) => value),
+    ).toString();
+    const path = this.detail.taskId ? `/tasks/${this.detail.taskId}` : "/";
+    const url = `${path}${query ? `?${query}` : ""}`;
+    if (url !== window.location.pathname + window.location.search) {
+      window.history.replaceState(null, "", url);
+    }
+  }
+
+  get filtered() {
+    return Boolean(this.filters.status || this.filters.queue || this.filters.name);
   }
 
   async load({ append = false } = {}) {
@@ -135,6 +179,15 @@ export class TaskTable {
 
   updateEmpty() {
     this.empty.hidden = this.rows.size > 0;
+    if (this.filtered) {
+      replace(this.empty, "No tasks match these filters. ", h("button", {
+        class: "link", type: "button", "data-testid": "clear-filters",
+        onclick: () => this.setFilters({ status: "", queue: "", name: "" }),
+      }, "Clear the filters"));
+    } else {
+      replace(this.empty, "No tasks yet. Submit one with ", h("em", {}, "New task"),
+        " or the AI chat.");
+    }
   }
 
   /** Merge what we learned about a task; new tasks go on top if they match the filters. */
@@ -255,6 +308,13 @@ export class TaskTable {
         onclick: () => this.retry(task.task_id),
       }, "Retry"));
     }
+    if (task.retried_as) {
+      // Retried already: where the retry is, instead of a Retry that would be refused.
+      buttons.push(h("button", {
+        class: `${cls} btn-ghost`, type: "button", "data-action": "show-retry",
+        title: `Retried as ${task.retried_as}`, onclick: () => this.detail.open(task.retried_as),
+      }, `Retried → ${shortId(task.retried_as)}`));
+    }
     return buttons;
   }
 
@@ -326,7 +386,8 @@ export class TaskTable {
     });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const options = { priority: Number(priority.value) };
+      // An empty priority is the default (5), not 0.
+      const options = priority.value === "" ? {} : { priority: Number(priority.value) };
       if (Number(delay.value) > 0) options.countdown = Number(delay.value);
       const value = text.value.trim();
       const KINDS = {
@@ -388,6 +449,7 @@ class TaskDetail {
     document.body.classList.add("detail-open");
     this.render();
     this.table.feed.watch(id);
+    this.table.syncUrl();
     this.refresh();
   }
 
@@ -398,6 +460,7 @@ class TaskDetail {
     this.taskId = null;
     this.panel.hidden = true;
     document.body.classList.remove("detail-open");
+    this.table.syncUrl();
   }
 
   async refresh() {
@@ -439,9 +502,13 @@ class TaskDetail {
     if (!t) return;
     const submitted = t.submitted_at || t.created_at;
     const progress = t.progress && t.progress.percent !== undefined ? t.progress : null;
+    const eta = t.eta && !t.started_at ? Date.parse(t.eta) / 1000 : null;
     const facts = [
-      ["Queue", t.queue], ["Priority", t.priority], ["Owner", t.owner], ["Worker", t.worker],
-      ["Retries", t.retries], ["ETA", t.eta],
+      ["Queue", t.queue], ["Priority", t.priority], ["Owner", t.owner],
+      // A task that never ran has no worker (a delivery may have been received, not run).
+      ["Worker", t.started_at ? t.worker : null],
+      ["Retries", t.retries],
+      ["Runs at", eta ? `${clock(eta)} (${until(eta)})` : null],
     ].filter(([, v]) => v !== null && v !== undefined && v !== "");
     const link = (id) => h("button", {
       class: "link mono", type: "button", onclick: () => this.open(id),
@@ -463,6 +530,10 @@ class TaskDetail {
       t.waiting_reason && !TERMINAL.has(t.status) && t.status !== "STARTED"
         ? this.section("Waiting", h("p", { "data-testid": "detail-waiting" },
           t.waiting_reason, t.eta ? ` · runs at ${clock(Date.parse(t.eta) / 1000)}` : ""))
+        : null,
+      t.status === "PENDING" && (t.queue_state || eta)
+        ? this.section("Why it waits", h("p", { "data-testid": "detail-queue-state" },
+          queueText(t.queue_state), eta ? ` Runs at ${clock(eta)} (${until(eta)}).` : ""))
         : null,
       progress && !TERMINAL.has(t.status)
         ? this.section("Progress", progressBar(progress.percent, progress.message))
@@ -488,8 +559,10 @@ class TaskDetail {
         h("pre", { class: "code", "data-testid": "detail-result" }, json(t.result ?? null))) : null,
       t.status === "FAILURE" || t.status === "REVOKED" || (t.error && t.status === "RETRY")
         ? this.section(t.status === "REVOKED" ? "Cancelled" : "Error",
-          h("p", { class: "error-text" },
-            [t.error_type, t.error].filter(Boolean).join(": ") || "no message"),
+          h("p", { class: "error-text", "data-testid": "detail-error" },
+            // A cancel's reason says it all; a failure is "<type>: <message>".
+            (t.status === "REVOKED" ? t.error
+              : [t.error_type, t.error].filter(Boolean).join(": ")) || "no message"),
           t.traceback ? h("pre", { class: "code small" }, t.traceback) : null)
         : null,
     );

@@ -1,0 +1,95 @@
+"""The client's tests run against a real gateway process and a real worker on a Redis
+database of their own (the suite's shared worker never takes their tasks), with a local
+OpenAI stand-in: one of each for the package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from claw_client import AsyncClawClient, ClawClient
+
+from tests.support.api import ALICE, API_KEYS
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import Gateway, Worker, start_gateway, start_worker
+
+QUEUE = "tests_client"
+
+
+@pytest.fixture(scope="package")
+def client_redis_url(redis_url: str) -> str:
+    return redis_url.rsplit("/", 1)[0] + "/4"
+
+
+@pytest.fixture(scope="package")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    # "[slow]" replies stream 30 more words, 20 ms apart: long enough to be followed live.
+    server.slow_words = 30
+    server.slow_delay = 0.02
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="package")
+def client_worker(client_redis_url, log_dir, fake_openai) -> Iterator[Worker]:
+    env = fake_openai.env(AI_RATE_LIMIT="1000/s")
+    worker = start_worker(
+        client_redis_url, log_dir, name="client", queues=f"{QUEUE},ai_high_priority",
+        env=env, concurrency=2,
+    )  # fmt: skip
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="package")
+def gateway(client_redis_url, log_dir, client_worker, fake_openai) -> Iterator[Gateway]:
+    # A 10-event buffer: a burst makes the gateway end streams with `resume`, which the
+    # client must follow by itself. A heartbeat every second, as a quiet stream sees them.
+    env = fake_openai.env(API_KEYS=API_KEYS, SSE_BUFFER="10", SSE_HEARTBEAT="1")
+    g = start_gateway(client_redis_url, log_dir, env=env)
+    yield g
+    g.stop()
+
+
+@pytest.fixture(scope="package")
+def publish(client_redis_url, celery_app) -> Iterator[Callable[..., Any]]:
+    """Publish a test task (tests/support/tasks.py) to the package's worker; it has no
+    owner, so only ADMIN's key sees it."""
+    connection = celery_app.connection_for_write(client_redis_url)
+
+    def send(name: str, args: list[Any]) -> Any:
+        return celery_app.send_task(name, args=args, queue=QUEUE, connection=connection)
+
+    yield send
+    connection.release()
+
+
+@pytest.fixture
+def alice(gateway) -> Iterator[ClawClient]:
+    with ClawClient(gateway.base_url, ALICE) as client:
+        yield client
+
+
+@pytest.fixture
+async def async_alice(gateway) -> AsyncIterator[AsyncClawClient]:
+    async with AsyncClawClient(gateway.base_url, ALICE) as client:
+        yield client
+
+
+@pytest.fixture
+def claw(gateway) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the `claw` CLI (as `python -m claw_client.cli`) against the gateway."""
+
+    def run(*args: str, key: str = ALICE) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "CLAW_URL": gateway.base_url, "CLAW_API_KEY": key}
+        return subprocess.run(
+            [sys.executable, "-m", "claw_client.cli", *args], env=env, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+
+    return run

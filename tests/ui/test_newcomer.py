@@ -1,0 +1,133 @@
+"""What a newcomer meets in the dashboard (issue 15), in headless Chromium against the real
+gateway, worker and live feed: the form's defaults, retries that link to their retry, a
+cancelled task's detail, filters in the URL and deep links, development mode, and why
+tasks wait when no worker consumes their queue."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support.api import ALICE
+from tests.ui.test_dashboard import log_in, submit_from_form, task_row
+
+pytestmark = pytest.mark.slow
+
+AUTH = {"Authorization": f"Bearer {ALICE}"}
+
+
+def status_of(page: Page, task_id: str) -> dict[str, Any]:
+    return page.request.get(f"/api/v1/tasks/status/{task_id}", headers=AUTH).json()
+
+
+def test_an_empty_priority_submits_the_default(page: Page) -> None:
+    log_in(page, ALICE)
+    page.get_by_test_id("new-task").click()
+    page.get_by_test_id("new-task-priority").fill("")
+    task_id = submit_from_form(page, "no priority given", delay=300)
+    assert status_of(page, task_id)["priority"] == 5
+    task_row(page, task_id).locator("[data-action=cancel]").click()
+    expect(task_row(page, task_id)).to_have_attribute("data-state", "REVOKED")
+    assert not page.errors
+
+
+def test_a_cancelled_task_reads_well_and_its_retry_is_linked(page: Page) -> None:
+    log_in(page, ALICE)
+    task_id = submit_from_form(page, "cancel then retry me", delay=300)
+    row = task_row(page, task_id)
+    row.click()
+    detail = page.get_by_test_id("detail")
+    # Not run yet: when it runs, in words, and no worker.
+    expect(detail).to_contain_text("Runs at")
+    expect(detail).to_contain_text(re.compile(r"in \d+m"))
+    expect(detail).not_to_contain_text("Worker")
+    expect(detail).not_to_contain_text("+00:00")
+    row.locator("[data-action=cancel]").click()
+    expect(detail.get_by_test_id("detail-error")).to_have_text("cancelled by alice")
+    # The deep link of the open task is the page's URL; a reload reads the same.
+    expect(page).to_have_url(re.compile(rf"/tasks/{task_id}$"))
+    page.reload()
+    expect(page.get_by_test_id("detail").get_by_test_id("detail-error")).to_have_text(
+        "cancelled by alice"
+    )
+
+    row = task_row(page, task_id)
+    row.locator("[data-action=retry]").click()
+    link = row.locator("[data-action=show-retry]")
+    expect(link).to_contain_text("Retried")
+    expect(row.locator("[data-action=retry]")).to_have_count(0)
+    retried_as = status_of(page, task_id)["retried_as"]
+    # The list itself carries the lineage: after a reload, still a link, not a Retry.
+    page.goto("/")
+    row = task_row(page, task_id)
+    expect(row.locator("[data-action=show-retry]")).to_be_visible()
+    expect(row.locator("[data-action=retry]")).to_have_count(0)
+    row.locator("[data-action=show-retry]").click()
+    expect(page.get_by_test_id("detail-id")).to_have_text(retried_as)
+    assert not page.errors
+
+
+def test_filters_match_parts_of_names_live_in_the_url_and_say_when_nothing_matches(
+    page: Page,
+) -> None:
+    log_in(page, ALICE)
+    task_id = submit_from_form(page, "find me by a part of my name", delay=300)
+    page.get_by_test_id("filter-name").fill("GENERATE")
+    expect(page).to_have_url(re.compile(r"\?name=GENERATE$"))
+    expect(task_row(page, task_id)).to_be_visible()
+    page.reload()  # the filter is in the URL
+    expect(page.get_by_test_id("filter-name")).to_have_value("GENERATE")
+    expect(task_row(page, task_id)).to_be_visible()
+
+    page.get_by_test_id("filter-name").fill("no-task-is-called-this")
+    empty = page.locator("#tasks-empty")
+    expect(empty).to_contain_text("No tasks match these filters")
+    page.get_by_test_id("clear-filters").click()
+    expect(task_row(page, task_id)).to_be_visible()
+
+    # A task id in the search box opens it; a deep link does too.
+    page.get_by_test_id("filter-name").fill(task_id)
+    expect(page.get_by_test_id("detail-id")).to_have_text(task_id)
+    page.goto(f"/tasks/{task_id}")
+    expect(page.get_by_test_id("detail-id")).to_have_text(task_id)
+    task_row(page, task_id).locator("[data-action=cancel]").click()
+    assert not page.errors
+
+
+@pytest.fixture(scope="module")
+def dev_gateway(redis_url, log_dir) -> Iterator[Any]:
+    """Development mode (no API_KEYS) on a database no worker consumes."""
+    from tests.support.processes import start_gateway
+
+    gateway = start_gateway(redis_url.rsplit("/", 1)[0] + "/8", log_dir, env={"API_KEYS": ""})
+    yield gateway
+    gateway.stop()
+
+
+def test_development_mode_and_a_missing_worker_are_explained(browser, dev_gateway) -> None:
+    context = browser.new_context(base_url=dev_gateway.base_url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto("/")
+        expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+        expect(page.get_by_test_id("dev-banner")).to_contain_text("Development mode")
+        expect(page.get_by_test_id("logout")).to_be_hidden()
+        # No worker runs here: the dashboard says why tasks wait, and on the task itself.
+        expect(page.get_by_test_id("queue-banner")).to_contain_text("No worker is running")
+        task_id = submit_from_form(page, "who will run me?")
+        task_row(page, task_id).click()
+        expect(page.get_by_test_id("detail-queue-state")).to_contain_text(
+            "No worker consumes ai_high_priority"
+        )
+        health = page.request.get("/healthz").json()
+        assert health["status"] == "degraded" and "no live workers" in health["reasons"]
+        assert not errors
+    finally:
+        context.close()
