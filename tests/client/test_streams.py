@@ -108,28 +108,35 @@ def client_redis(client_redis_url) -> Iterator[redis.Redis]:
     client.close()
 
 
-def held_stream(publish: Any, chunks: int = 6) -> tuple[str, str]:
-    """A `tests.stream` task (ADMIN's to see) that stops after 2 chunks until its key is
-    set: (task id, key)."""
+def held_stream(publish: Any, chunks: int = 6, hold_after: int = 2) -> tuple[str, str]:
+    """A `tests.stream` task (only ADMIN's key sees it) that stops before chunk
+    `hold_after` until its key is set: (task id, key)."""
     hold = f"hold:{uuid.uuid4().hex}"
-    return publish("tests.stream", [chunks, hold, 2]).id, hold
+    return publish("tests.stream", [chunks, hold, hold_after]).id, hold
 
 
-def test_a_stream_follows_resume_events_and_yields_each_event_once(gateway, publish) -> None:
-    """300 chunks in a burst overflow the gateway's 10-event buffer: it ends the stream
-    with `resume` several times; the client reconnects each time and loses nothing."""
-    task_id = publish("tests.stream", [300]).id
+def test_a_stream_follows_resume_events_and_yields_each_event_once(
+    gateway, publish, client_redis
+) -> None:
+    """300 chunks in a burst (once the stream is open) overflow the gateway's 10-event
+    buffer: it ends the stream with `resume`; the client reconnects each time with
+    Last-Event-ID and loses nothing."""
+    task_id, hold = held_stream(publish, chunks=300, hold_after=0)
     network = Network()
+    events = []
     with ClawClient(gateway.base_url, ADMIN, transport=network.transport()) as admin:
-        events = list(admin.stream(task_id))
+        for event in admin.stream(task_id):
+            events.append(event)
+            if len(events) == 1:  # the stream is open: let the burst go
+                client_redis.set(hold, 1)
     ids = [e.id for e in events]
     assert ids == list(range(1, len(events) + 1))
     assert [e.data["index"] for e in events if e.event == "chunk"] == list(range(300))
     assert events[-1].final and events[-1].data["task"]["result"] == {"chunks": 300}
-    assert not any(e.event == "resume" for e in events)  # the client's business, not ours
-    # (A fast reader may never fall behind: then one connection was enough.)
-    resumed_from = [int(last) for _, path, last in network.requests[1:] if last]
-    assert resumed_from == sorted(set(resumed_from))
+    assert "resume" not in {e.event for e in events}  # the client's business, not the caller's
+    resumed_from = [last for _, path, last in network.requests if path.endswith("/stream")][1:]
+    assert resumed_from, "a burst of 600 events overflowed no 10-event buffer"
+    assert [int(n) for n in resumed_from] == sorted({int(n) for n in resumed_from})
     # From a position: only what follows; past the end: nothing (the gateway answers 204).
     with ClawClient(gateway.base_url, ADMIN) as admin:
         assert [e.id for e in admin.stream(task_id, starting_after=len(events) - 2)] == ids[-2:]
