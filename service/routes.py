@@ -103,6 +103,12 @@ ROUTES: list[Route] = [
     Route("GET", f"{API}/health", tasks.health_report, "The last task-system health report",
           tags=("operations",), admin=True),
     # Knowledge base
+    Route("GET", "/api/v1/knowledge", knowledge.knowledge_bases,
+          "The caller's knowledge bases and their numbers of documents",
+          query=schemas_tasks.OwnerQuery, tags=("knowledge",)),
+    Route("GET", "/api/v1/knowledge/{kb_id}/documents", knowledge.knowledge_documents,
+          "The documents of a knowledge base (delete one: POST /tasks/knowledge/delete)",
+          query=schemas_tasks.OwnerQuery, tags=("knowledge",)),
     Route("GET", "/api/v1/knowledge/{kb_id}/search", knowledge.knowledge_search,
           "The chunks of a knowledge base best matching a query",
           query=schemas_tasks.KnowledgeSearchQuery,

@@ -69,6 +69,10 @@ class SendNotificationRequest(SubmitOptions):
             raise ValidationError(exc.message, exc.field) from None
 
 
+class OwnerQuery(Schema):
+    owner = acting_owner_field()
+
+
 class KnowledgeSearchQuery(Schema):
     # 500 characters stay under the HTTP parser's 8 KiB request line, percent-encoded.
     q = fields.String(required=True, validate=validate.Length(1, 500))

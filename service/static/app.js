@@ -36,6 +36,7 @@ class Dashboard {
     this.counts = {};
     this.chat = new ChatPanel({ feed: this.feed });
     this.knowledge = new KnowledgePanel({ feed: this.feed });
+    this.knowledge.onBases = (bases) => this.chat.setBases(bases);
     if (session.role === "admin") {
       $(".workers-card").hidden = false;
       this.workers = new WorkersPanel({ feed: this.feed });
@@ -61,7 +62,7 @@ class Dashboard {
     this.feed.connect();
     await live;
     this.workers?.load(); // a worker broadcast: up to a second, not worth waiting for
-    await Promise.all([this.table.load(), this.refreshStats()]);
+    await Promise.all([this.table.load(), this.refreshStats(), this.knowledge.loadBases()]);
     // A deep link: /tasks/<id> opens that task's detail.
     const linked = window.location.pathname.match(/^\/tasks\/([0-9a-fA-F-]{36})$/);
     if (linked) this.table.detail.open(linked[1].toLowerCase());

@@ -19,7 +19,7 @@ from service.middlewares import principal_of
 from service.ownership import acting_owner, require_knowledge_base
 from service.requests import load_query
 from service.schemas import shared
-from service.schemas_tasks import KnowledgeSearchQuery, KnowledgeSearchResponse
+from service.schemas_tasks import KnowledgeSearchQuery, KnowledgeSearchResponse, OwnerQuery
 from workers.core.settings import Settings
 
 
@@ -35,6 +35,45 @@ def _search(
     from workers.knowledge.indexing import search
 
     return search(client, settings, owner, kb_id, query, k)
+
+
+def _bases(client: Any, owner: str) -> list[dict[str, Any]]:
+    from workers.knowledge.indexing import store_for
+
+    bases = store_for(client, owner).knowledge_bases()
+    return [{"kb_id": kb, "documents": n} for kb, n in bases.items()]
+
+
+def _documents(client: Any, owner: str, kb_id: str) -> list[dict[str, Any]]:
+    from workers.knowledge.indexing import store_for
+
+    return [
+        {"document_id": d.document_id, "title": d.title, "chunks": d.chunks,
+         "updated_at": d.updated_at, "size": len(d.text)}
+        for d in store_for(client, owner).documents(kb_id)
+    ]  # fmt: skip
+
+
+async def _blocking(request: web.Request, call: Any, *args: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        request.app[executor_key], functools.partial(call, request.app[sync_redis_key], *args)
+    )
+
+
+async def knowledge_bases(request: web.Request) -> web.Response:
+    """The caller's knowledge bases (an admin may name another `owner`)."""
+    owner = acting_owner(principal_of(request), load_query(request, shared(OwnerQuery))["owner"])
+    return web.json_response({"knowledge_bases": await _blocking(request, _bases, owner)})
+
+
+async def knowledge_documents(request: web.Request) -> web.Response:
+    """The documents of one of the caller's knowledge bases (404 for one it lacks)."""
+    owner = acting_owner(principal_of(request), load_query(request, shared(OwnerQuery))["owner"])
+    kb_id = request.match_info["kb_id"]
+    await require_knowledge_base(request.app[redis_key], owner, kb_id, "kb_id")
+    documents = await _blocking(request, _documents, owner, kb_id)
+    return web.json_response({"kb_id": kb_id, "documents": documents})
 
 
 async def knowledge_search(request: web.Request) -> web.Response:

@@ -18,6 +18,9 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.processes import Gateway, Worker, start_gateway, start_worker
 
 QUEUE = "tests_client"
+# Task webhooks may be delivered to a receiver on loopback (every other private address
+# stays forbidden).
+WEBHOOK_NETWORKS = "127.0.0.1/32"
 
 
 @pytest.fixture(scope="package")
@@ -37,10 +40,10 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="package")
 def client_worker(client_redis_url, log_dir, fake_openai) -> Iterator[Worker]:
-    env = fake_openai.env(AI_RATE_LIMIT="1000/s")
+    env = fake_openai.env(AI_RATE_LIMIT="1000/s", WEBHOOK_ALLOWED_NETWORKS=WEBHOOK_NETWORKS)
     worker = start_worker(
-        client_redis_url, log_dir, name="client", queues=f"{QUEUE},ai_high_priority",
-        env=env, concurrency=2,
+        client_redis_url, log_dir, name="client", env=env, concurrency=2,
+        queues=f"{QUEUE},ai_high_priority,notification_default",
     )  # fmt: skip
     yield worker
     worker.stop()
@@ -48,9 +51,12 @@ def client_worker(client_redis_url, log_dir, fake_openai) -> Iterator[Worker]:
 
 @pytest.fixture(scope="package")
 def gateway(client_redis_url, log_dir, client_worker, fake_openai) -> Iterator[Gateway]:
-    # A 10-event buffer: a burst makes the gateway end streams with `resume`, which the
-    # client must follow by itself. A heartbeat every second, as a quiet stream sees them.
-    env = fake_openai.env(API_KEYS=API_KEYS, SSE_BUFFER="10", SSE_HEARTBEAT="1")
+    # The gateway ends a stream with `resume` once it is a second old, or 10 events behind
+    # (a burst): the client must follow by itself. A heartbeat every second.
+    env = fake_openai.env(
+        API_KEYS=API_KEYS, SSE_MAX_AGE="1", SSE_BUFFER="10", SSE_HEARTBEAT="1",
+        WEBHOOK_ALLOWED_NETWORKS=WEBHOOK_NETWORKS,
+    )  # fmt: skip
     g = start_gateway(client_redis_url, log_dir, env=env)
     yield g
     g.stop()

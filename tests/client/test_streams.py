@@ -118,25 +118,32 @@ def held_stream(publish: Any, chunks: int = 6, hold_after: int = 2) -> tuple[str
 def test_a_stream_follows_resume_events_and_yields_each_event_once(
     gateway, publish, client_redis
 ) -> None:
-    """300 chunks in a burst (once the stream is open) overflow the gateway's 10-event
-    buffer: it ends the stream with `resume`; the client reconnects each time with
-    Last-Event-ID and loses nothing."""
+    """The gateway ends a stream a second old with `resume` (SSE_MAX_AGE), and one 10
+    events behind (SSE_BUFFER; a burst of 600 may do it): the client reconnects each time
+    with Last-Event-ID and hands over each event once. The task holds until the client
+    has reconnected, then bursts 300 chunks."""
     task_id, hold = held_stream(publish, chunks=300, hold_after=0)
     network = Network()
-    events = []
-    with ClawClient(gateway.base_url, ADMIN, transport=network.transport()) as admin:
-        for event in admin.stream(task_id):
-            events.append(event)
-            if len(events) == 1:  # the stream is open: let the burst go
-                client_redis.set(hold, 1)
+
+    def release_once_resumed() -> None:
+        wait_until(lambda: network.count("/stream") >= 2, 10, what="a reconnection")
+        client_redis.set(hold, 1)
+
+    with (
+        ClawClient(gateway.base_url, ADMIN, transport=network.transport()) as admin,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        released = pool.submit(release_once_resumed)
+        events = list(admin.stream(task_id))
+        released.result()
     ids = [e.id for e in events]
     assert ids == list(range(1, len(events) + 1))
     assert [e.data["index"] for e in events if e.event == "chunk"] == list(range(300))
     assert events[-1].final and events[-1].data["task"]["result"] == {"chunks": 300}
     assert "resume" not in {e.event for e in events}  # the client's business, not the caller's
     resumed_from = [last for _, path, last in network.requests if path.endswith("/stream")][1:]
-    assert resumed_from, "a burst of 600 events overflowed no 10-event buffer"
-    assert [int(n) for n in resumed_from] == sorted({int(n) for n in resumed_from})
+    assert resumed_from and all(resumed_from)
+    assert [int(n) for n in resumed_from] == sorted(int(n) for n in resumed_from)
     # From a position: only what follows; past the end: nothing (the gateway answers 204).
     with ClawClient(gateway.base_url, ADMIN) as admin:
         assert [e.id for e in admin.stream(task_id, starting_after=len(events) - 2)] == ids[-2:]

@@ -15,6 +15,20 @@ async def test_healthz_reports_redis_and_live_workers(serve_gateway, worker) -> 
     assert body["workers"] >= 1
 
 
+async def test_healthz_is_degraded_with_reasons_when_tasks_would_wait(
+    serve_gateway, redis_url
+) -> None:
+    """No live worker (a database none uses): still 200, so a load balancer keeps the
+    gateway, but `degraded`, saying why submitted tasks would wait."""
+    gateway = await serve_gateway(redis_url=redis_url.rsplit("/", 1)[0] + "/12")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway.base_url}/healthz") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+    assert body == {"status": "degraded", "redis": "ok", "workers": 0,
+                    "reasons": ["no live workers"]}  # fmt: skip
+
+
 async def test_healthz_is_503_with_a_reason_when_redis_is_down(serve_gateway) -> None:
     from workers.dev.embedded_redis import free_port
 

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.api import ALICE
+from tests.support.waiting import wait_until
 from tests.ui.test_dashboard import log_in, submit_from_form, task_row
 
 pytestmark = pytest.mark.slow
@@ -131,3 +132,48 @@ def test_development_mode_and_a_missing_worker_are_explained(browser, dev_gatewa
         assert not errors
     finally:
         context.close()
+
+
+def vectorize(page: Page, kb_id: str, document_id: str, text: str) -> None:
+    body = {"kb_id": kb_id, "document_id": document_id, "text": text, "title": document_id}
+    reply = page.request.post("/api/v1/tasks/knowledge/vectorize", data=body, headers=AUTH)
+    assert reply.status == 202
+    task_id = reply.json()["task_id"]
+    wait_until(lambda: status_of(page, task_id)["status"] == "SUCCESS", timeout=20,
+               what=f"{document_id} vectorized")  # fmt: skip
+
+
+def test_knowledge_bases_are_listed_deleted_picked_in_the_chat_and_cited(page: Page) -> None:
+    kb_id = "ui-cites"
+    log_in(page, ALICE)
+    vectorize(page, kb_id, "platypus", "The platypus is a mammal that lays eggs. " * 5)
+    vectorize(page, kb_id, "celery", "Celery workers take tasks from Redis queues. " * 5)
+    page.goto("/")
+    base = page.locator(f'[data-testid=kb-base][data-kb-id="{kb_id}"]')
+    expect(base).to_contain_text("2 documents")
+
+    # A nonsense query finds nothing (a relevance floor), rather than a 0.000 match.
+    page.get_by_test_id("kb-id").fill(kb_id)
+    page.get_by_test_id("kb-query").fill("zxqv wplm")
+    page.get_by_test_id("kb-query").press("Enter")
+    expect(page.get_by_test_id("kb-results")).to_contain_text("matches")
+
+    # The chat answers from the chosen knowledge base and its citations open the passages.
+    page.get_by_test_id("chat-kb").select_option(kb_id)
+    page.get_by_test_id("chat-input").fill("which mammal lays eggs")
+    page.get_by_test_id("chat-send").click()
+    message = page.get_by_test_id("chat-message").last
+    expect(message).to_have_attribute("data-state", "SUCCESS", timeout=20_000)
+    citation = message.get_by_test_id("citation").first
+    expect(citation).to_contain_text("platypus")
+    citation.click()
+    expect(message.get_by_test_id("citation-passage")).to_contain_text("lays eggs")
+
+    # A document is deleted from the list; the base shows what is left.
+    page.on("dialog", lambda dialog: dialog.accept())
+    base.locator("summary").click()
+    documents = base.get_by_test_id("kb-document")
+    expect(documents).to_have_count(2)
+    documents.filter(has_text="celery").locator("[data-action=delete-document]").click()
+    expect(base).to_contain_text("1 document")
+    assert not page.errors

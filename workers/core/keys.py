@@ -94,6 +94,11 @@ def kb_prefix(owner: str | None, kb_id: str) -> str:
     return f"{PREFIX}kb:{namespace(owner)}:{kb_id}:"
 
 
+def kbs_key(owner: str | None) -> str:
+    """An owner's knowledge bases (set of kb ids): each has at least one document."""
+    return f"{PREFIX}kbs:{namespace(owner)}"
+
+
 def docs_key(owner: str | None, kb_id: str) -> str:
     """The knowledge base's document map; it exists while the base has a document."""
     return f"{kb_prefix(owner, kb_id)}docs"

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout: float = Field(60.0, gt=0)
+    # Without OPENAI_API_KEY the offline provider answers (from a knowledge base), streamed
+    # word by word this many seconds apart, as a model would.
+    offline_token_delay: float = Field(0.03, ge=0)
     # The models a request may name (comma-separated). Empty: OPENAI_MODEL and every model
     # priced in MODEL_PRICES. The gateway answers 400 to others; workers fail such tasks.
     openai_allowed_models: str = ""
@@ -142,6 +145,9 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(32, ge=1)
     offline_embedding_dims: int = Field(256, ge=16)
     grounding_top_k: int = Field(4, ge=1, le=50)
+    # Search results (and grounding passages) less similar than this are not returned: a
+    # nonsense query finds nothing rather than the least bad chunk (cosine similarity).
+    knowledge_min_score: float = Field(0.1, ge=-1, le=1)
 
     # Webhooks: HMAC-SHA256 key for the signature header. Private, loopback and
     # link-local targets are refused unless allowed (all, or a comma-separated CIDR list).

@@ -123,7 +123,9 @@ def delete_vectors(store: VectorStore, kb_id: str, document_id: str | None) -> d
 def search(
     client: Any, settings: Settings, owner: str | None, kb_id: str, query: str, k: int = 5
 ) -> list[dict[str, Any]]:
-    """The `k` chunks of `owner`'s knowledge base best matching `query`, with scores."""
+    """The `k` chunks of `owner`'s knowledge base best matching `query`, with scores; none
+    scored under KNOWLEDGE_MIN_SCORE."""
     embedder = embedder_for(settings)
     [vector] = embedder.embed([query])
-    return [match.as_dict() for match in store_for(client, owner).search(kb_id, vector, k)]
+    matches = store_for(client, owner).search(kb_id, vector, k)
+    return [m.as_dict() for m in matches if m.score >= settings.knowledge_min_score]

@@ -28,7 +28,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from workers.core.keys import docs_key, version_key
+from workers.core.keys import docs_key, kbs_key, version_key
 from workers.core.lua import lua_file
 
 # A version being written expires unless it is swapped in: a crashed writer leaves nothing.
@@ -83,6 +83,10 @@ class VectorStore(Protocol):
         """Remove every document of a knowledge base; returns the chunks removed."""
         ...
 
+    def knowledge_bases(self) -> dict[str, int]:
+        """The owner's knowledge bases, each with its number of documents."""
+        ...
+
     def documents(self, kb_id: str) -> list[Document]:
         """The current documents of a knowledge base, with their source text."""
         ...
@@ -97,12 +101,12 @@ Call = tuple[list[str], list[Any]]
 
 def swap_version_call(owner: str | None, kb_id: str, document_id: str, version: str) -> Call:
     """workers/knowledge/scripts/swap_version.lua's KEYS and ARGV."""
-    return [docs_key(owner, kb_id), version], [document_id]
+    return [docs_key(owner, kb_id), version, kbs_key(owner)], [document_id, kb_id]
 
 
 def delete_documents_call(owner: str | None, kb_id: str, document_id: str | None) -> Call:
     """workers/knowledge/scripts/delete_documents.lua's: one document, or all (None)."""
-    return [docs_key(owner, kb_id)], [document_id or ""]
+    return [docs_key(owner, kb_id), kbs_key(owner)], [document_id or "", kb_id]
 
 
 def snapshot_documents_call(owner: str | None, kb_id: str) -> Call:
@@ -166,6 +170,15 @@ class RedisVectorStore:
         keys, args = delete_documents_call(self.owner, kb_id, None)
         return int(self._delete(keys=keys, args=args))
 
+    def knowledge_bases(self) -> dict[str, int]:
+        """The owner's knowledge bases and how many documents each has."""
+        kb_ids = sorted(self.client.smembers(kbs_key(self.owner)))
+        with self.client.pipeline(transaction=False) as pipe:
+            for kb_id in kb_ids:
+                pipe.hlen(docs_key(self.owner, kb_id))
+            counts = pipe.execute()
+        return {kb: n for kb, n in zip(kb_ids, counts, strict=True) if n}
+
     def _read(self, kb_id: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
         keys, args = snapshot_documents_call(self.owner, kb_id)
         flat = self._snapshot(keys=keys, args=args)
@@ -177,7 +190,8 @@ class RedisVectorStore:
         return out
 
     def documents(self, kb_id: str) -> list[Document]:
-        return [
+        """The knowledge base's documents, oldest first."""
+        found = [
             Document(
                 document_id=doc["document_id"],
                 text=doc["text"],
@@ -189,6 +203,7 @@ class RedisVectorStore:
             )
             for doc, _ in self._read(kb_id)
         ]
+        return sorted(found, key=lambda d: d.updated_at)
 
     def search(self, kb_id: str, vector: list[float], k: int) -> list[Match]:
         query = array("f", vector)

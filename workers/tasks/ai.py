@@ -12,6 +12,8 @@ owner's namespace only, so a conversation stays tied to a knowledge base of its 
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +50,7 @@ def retrieve_sources(
     if not kb_id:
         return []
     matches = knowledge.search(client, settings, owner, kb_id, question, settings.grounding_top_k)
-    return [m for m in matches if m["score"] > 0]
+    return [m for m in matches if m["score"] > 0]  # (and above KNOWLEDGE_MIN_SCORE)
 
 
 def build_messages(
@@ -76,6 +78,15 @@ def offline_answer(sources: list[dict[str, Any]]) -> str:
         for n, s in enumerate(sources, start=1)
     ]
     return "\n".join(lines)
+
+
+def stream_offline(text: str, on_delta: Callable[[str], None], delay: float) -> None:
+    """The offline answer as a model would send it: word by word, `delay` seconds apart,
+    so streaming is visible (chat, SSE, websocket) without a model configured."""
+    for n, token in enumerate(re.findall(r"\S+\s*|\s+", text)):
+        if n and delay:
+            time.sleep(delay)
+        on_delta(token)
 
 
 def source_refs(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,7 +134,7 @@ def generate_reply(
     offline = settings.openai_api_key is None or not settings.openai_api_key.get_secret_value()
     if offline:
         text = offline_answer(sources)
-        on_delta(text)
+        stream_offline(text, on_delta, settings.offline_token_delay)
         result = ChatResult(text, OFFLINE_MODEL, 0, 0, "stop")
     else:
         result = stream_chat(

@@ -70,6 +70,10 @@ export const api = {
   generate: (body) => request("POST", `${TASKS}/ai/generate`, { body }),
   vectorize: (body) => request("POST", `${TASKS}/knowledge/vectorize`, { body }),
   notify: (body) => request("POST", `${TASKS}/notifications/send`, { body }),
+  knowledgeBases: () => request("GET", "/api/v1/knowledge"),
+  documents: (kbId) =>
+    request("GET", `/api/v1/knowledge/${encodeURIComponent(kbId)}/documents`),
+  deleteVectors: (body) => request("POST", `${TASKS}/knowledge/delete`, { body }),
   search: (kbId, q, k = 5) =>
     request("GET", `/api/v1/knowledge/${encodeURIComponent(kbId)}/search`, { query: { q, k } }),
 };

@@ -42,16 +42,30 @@ export class ChatPanel {
         this.send();
       }
     });
-    $("#chat-new").addEventListener("click", () => {
-      this.conversationId = newConversationId();
-      this.log.replaceChildren();
-      this.placeholder();
-    });
+    $("#chat-new").addEventListener("click", () => this.restart());
+    // A conversation stays tied to the knowledge base it started with: another one starts
+    // another conversation.
+    this.kb = $("#chat-kb");
+    this.kb.addEventListener("change", () => this.restart());
     feed.on("chunk", (msg) => this.onChunk(msg));
     feed.on("chunks_reset", (msg) => this.onReset(msg));
     feed.on("snapshot", (msg) => this.onSnapshot(msg));
     feed.on("task", (msg) => this.onTask(msg));
     this.placeholder();
+  }
+
+  restart() {
+    this.conversationId = newConversationId();
+    this.log.replaceChildren();
+    this.placeholder();
+  }
+
+  /** The knowledge bases the picker offers (the knowledge panel's list). */
+  setBases(bases) {
+    const chosen = this.kb.value;
+    replace(this.kb, h("option", { value: "" }, "No knowledge base"),
+      bases.map((b) => h("option", { value: b.kb_id }, `Knowledge: ${b.kb_id}`)));
+    this.kb.value = bases.some((b) => b.kb_id === chosen) ? chosen : "";
   }
 
   placeholder() {
@@ -70,9 +84,9 @@ export class ChatPanel {
     const reply = this.bubble();
     this.scroll();
     try {
-      const submitted = await api.generate({
-        conversation_id: this.conversationId, user_message: message, priority: 9,
-      });
+      const body = { conversation_id: this.conversationId, user_message: message, priority: 9 };
+      if (this.kb.value) body.knowledge_base_id = this.kb.value;
+      const submitted = await api.generate(body);
       reply.taskId = submitted.task_id;
       reply.el.dataset.taskId = submitted.task_id;
       this.replies.set(submitted.task_id, reply);
@@ -172,11 +186,33 @@ export class ChatPanel {
       h("span", { "data-testid": "chat-tokens" }, `${tokens ?? "?"} tokens`),
       " · ",
       h("span", { "data-testid": "chat-cost" }, formatCost(result.cost)),
-      result.model ? ` · ${result.model}` : "",
+      result.offline ? " · offline provider (no OPENAI_API_KEY)" : "",
+      result.model && !result.offline ? ` · ${result.model}` : "",
       " · ",
       h("span", { class: "mono" }, shortId(reply.taskId)));
+    if (Array.isArray(result.sources) && result.sources.length) {
+      reply.el.querySelector(".bubble").append(this.citations(result.sources));
+    }
     this.feed.unwatch(reply.taskId);
     this.scroll();
+  }
+
+  /** The passages a grounded reply cites ([1], [2], ...): each opens its text. */
+  citations(sources) {
+    const passage = h("blockquote", { class: "citation-passage", "data-testid": "citation-passage", hidden: true });
+    const buttons = sources.map((s) => h("button", {
+      class: "btn btn-small btn-ghost", type: "button", "data-testid": "citation",
+      title: `${s.document_id} · chunk ${s.chunk_index} · similarity ${Number(s.score).toFixed(3)}`,
+      onclick: () => {
+        const same = !passage.hidden && passage.dataset.ref === String(s.ref);
+        passage.hidden = same;
+        passage.dataset.ref = String(s.ref);
+        replace(passage, h("strong", {}, `[${s.ref}] ${s.title || s.document_id}`), h("br"),
+          s.snippet || "");
+      },
+    }, `[${s.ref}] ${s.title || s.document_id}`));
+    return h("div", { class: "citations-wrap" },
+      h("div", { class: "citations", "data-testid": "citations" }, "Sources: ", buttons), passage);
   }
 
   fail(reply, message) {

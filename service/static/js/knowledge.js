@@ -4,6 +4,7 @@ import { $, h, replace, shortId, toast } from "./dom.js";
 import { progressBar } from "./tasks.js";
 
 const MAX_BYTES = 2_000_000;
+const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
 
 function slug(text) {
   const base = text.toLowerCase().replace(/\.[a-z0-9]+$/, "").replace(/[^a-z0-9]+/g, "-");
@@ -35,6 +36,68 @@ export class KnowledgePanel {
     feed.on("progress", (msg) => this.keepEarly(msg) || this.onProgress(msg));
     feed.on("task", (msg) => this.keepEarly(msg) || this.onTask(msg));
     feed.on("snapshot", (msg) => this.onSnapshot(msg));
+    this.listHost = $("#kb-list");
+    this.onBases = () => {};
+    this.deleting = new Set(); // delete task ids asked for here, not finished yet
+    this.deleted = new Set(); // ... finished before the submit call answered
+    feed.on("task", (msg) => {
+      if (msg.name !== "delete_knowledge_vectors" || !TERMINAL.has(msg.state)) return;
+      if (this.deleting.delete(msg.task_id)) this.loadBases();
+      else this.deleted.add(msg.task_id);
+    });
+  }
+
+  /** The signed-in owner's knowledge bases, each with its documents on demand. */
+  async loadBases() {
+    let bases;
+    try {
+      bases = (await api.knowledgeBases()).knowledge_bases;
+    } catch (err) {
+      return;
+    }
+    replace($("#kb-names"), bases.map((b) => h("option", { value: b.kb_id })));
+    this.onBases(bases);
+    if (!bases.length) {
+      replace(this.listHost, h("p", { class: "muted small" }, "No knowledge bases yet."));
+      return;
+    }
+    replace(this.listHost, bases.map((base) => {
+      const docs = h("ul", { class: "kb-docs" });
+      const details = h("details", { dataset: { kbId: base.kb_id }, "data-testid": "kb-base" },
+        h("summary", {}, `${base.kb_id} · ${base.documents} document${base.documents === 1 ? "" : "s"}`),
+        docs);
+      details.addEventListener("toggle", () => details.open && this.loadDocuments(base.kb_id, docs));
+      return details;
+    }));
+  }
+
+  async loadDocuments(kbId, host) {
+    let documents;
+    try {
+      documents = (await api.documents(kbId)).documents;
+    } catch (err) {
+      replace(host, h("li", { class: "muted small" }, err.message));
+      return;
+    }
+    replace(host, documents.map((doc) => h("li", { "data-testid": "kb-document" },
+      h("span", { class: "ellipsis", title: doc.document_id },
+        doc.title || doc.document_id, h("span", { class: "muted small" }, ` · ${doc.chunks} chunks`)),
+      h("button", {
+        class: "btn btn-small btn-danger-ghost", type: "button", "data-action": "delete-document",
+        onclick: () => this.deleteDocument(kbId, doc.document_id),
+      }, "Delete"))));
+  }
+
+  async deleteDocument(kbId, documentId) {
+    if (!window.confirm(`Delete ${documentId} from ${kbId}? Its vectors are removed.`)) return;
+    try {
+      const reply = await api.deleteVectors({ kb_id: kbId, document_id: documentId });
+      if (this.deleted.delete(reply.task_id)) this.loadBases();
+      else this.deleting.add(reply.task_id);
+      toast(`Deleting ${documentId}…`, "ok");
+    } catch (err) {
+      toast(`Delete failed: ${err.message}`, "error");
+    }
   }
 
   keepEarly(msg) {
@@ -142,6 +205,7 @@ export class KnowledgePanel {
         ? `indexed ${result.chunks} chunk${result.chunks === 1 ? "" : "s"} into ${result.kb_id || this.kbId}`
         : "indexed";
       this.feed.unwatch(job.taskId);
+      this.loadBases();
     } else if (msg.state === "FAILURE" || msg.state === "REVOKED") {
       job.done = true;
       const error = msg.error;

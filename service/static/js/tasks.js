@@ -407,7 +407,9 @@ export class TaskTable {
           });
         } else {
           reply = await api.vectorize({
-            kb_id: "docs", document_id: `note_${Date.now().toString(36)}`, text: value,
+            // Into the knowledge base the knowledge panel names.
+            kb_id: $("#kb-upload").elements.kb_id.value.trim() || "docs",
+            document_id: `note_${Date.now().toString(36)}`, text: value,
             title: value.slice(0, 40), ...options,
           });
         }

@@ -31,7 +31,9 @@ from workers.taskindex.record import (
 
 # Fields of the API's task bodies that are not stored but derived from the record and
 # Celery's result meta (service/views/tasks.py: summarize, status_body).
-DERIVED = {"status", "runtime", "error", "result", "date_done"}
+# Fields of the API computed at read time, not stored: `queue_state` is read from the
+# worker registry and the queue for a PENDING task.
+DERIVED = {"status", "runtime", "error", "result", "date_done", "queue_state"}
 # cancel.lua's replies besides a state.
 CANCEL_REPLIES = {"MISSING", "RUNNING", "OK"}
 HASH_COMMAND = re.compile(r"redis\.call\('H[A-Z]+',([^)]*)\)")

@@ -173,6 +173,16 @@ def test_offline_provider_says_no_model_is_configured(rclient) -> None:
     assert result["cost"] == 0.0 and result["tokens"]["total"] == 0
 
 
+def test_offline_provider_streams_its_answer_word_by_word(rclient) -> None:
+    """Streaming is visible without a model: the offline answer comes token by token."""
+    deltas: list[str] = []
+    result = generate_reply(
+        rclient, load_settings(openai_api_key="", offline_token_delay=0), owner=None,
+        task_id=None, conversation_id=conv(), user_message="Hi", on_delta=deltas.append,
+    )  # fmt: skip
+    assert len(deltas) > 10 and "".join(deltas) == result["response"]
+
+
 def test_offline_provider_answers_from_the_knowledge_base(rclient) -> None:
     settings = offline_settings()
     kb = f"kb_{uuid.uuid4().hex[:8]}"
