@@ -190,7 +190,7 @@ def test_generate_stream_submits_then_streams_and_resumes_on_the_task_stream(gat
     text = "".join(e.data["text"] for e in events if e.event == "chunk")
     assert text == final["result"]["response"] and "more29" in text
     methods = [(method, path.rsplit("/", 1)[-1]) for method, path, _ in network.requests]
-    assert methods == [("POST", "generate"), ("GET", "stream")]
+    assert methods[0] == ("POST", "generate") and set(methods[1:]) == {("GET", "stream")}
 
 
 async def test_the_async_client_submits_and_streams_an_ai_reply(async_alice) -> None:
@@ -254,7 +254,7 @@ def test_wait_raises_timeout_error_at_its_deadline(alice) -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="has not finished after 1 s"):
         alice.wait(task["task_id"], timeout=1)
-    assert 1 <= time.monotonic() - started < 3
+    assert 1 <= time.monotonic() - started < 3.5  # not a 5 s read slice, nor 60 s
     with pytest.raises(NotFound):
         alice.wait(str(uuid.uuid4()), timeout=1)
     alice.cancel(task["task_id"])
@@ -280,5 +280,5 @@ async def test_the_async_wait_follows_the_stream_and_keeps_its_deadline(
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         await async_alice.wait(task["task_id"], timeout=0.5)
-    assert 0.5 <= time.monotonic() - started < 2
+    assert 0.5 <= time.monotonic() - started < 3
     await async_alice.cancel(task["task_id"])
