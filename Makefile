@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: run test test-faults lint format typecheck clean venv browser loadgen audit lock
 
@@ -12,11 +13,18 @@ $(STAMP): setup.cfg pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]' -e clients/python
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME)
+
+# What `make run` needs: the platform and its runtime dependencies, not the test tools.
+$(RUNTIME): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
 
 ## run: the whole platform in the foreground (gateway :8000, worker, beat, Flower :5555)
-run: $(STAMP)
-	$(BIN)/python -m workers.dev.devstack
+run: $(RUNTIME)
+	@$(BIN)/python -m workers.dev.devstack
 
 ## test: lint, then the whole suite against real Redis, workers and gateway, in 4 xdist
 ## processes (mostly waiting on subprocesses; see tests/conftest.py). PYTEST_ARGS=-n0: serial

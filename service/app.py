@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from swagger_ui_bundle import swagger_ui_path
 
 from service.auth import KeyRing
 from service.feed import FeedHub
@@ -140,6 +141,7 @@ async def freeze_heap(app: web.Application) -> None:
 
 
 STATIC_PREFIX = "/static/"
+API_DOCS_ASSETS = "/api/docs/static"
 
 
 def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.Application:
@@ -156,7 +158,8 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     app[keyring_key] = KeyRing(settings.api_keys.get_secret_value())
     app[admin_paths_key] = admin_paths() | {METRICS_PATH}
     page_routes = {("GET", "/"), ("GET", "/tasks/{task_id}"), ("GET", "/login"),
-                   ("GET", STATIC_PREFIX.rstrip("/"))}  # fmt: skip
+                   ("GET", "/api/docs"), ("GET", STATIC_PREFIX.rstrip("/")),
+                   ("GET", API_DOCS_ASSETS)}  # fmt: skip
     app[public_routes_key] = public_routes() | page_routes
     app.cleanup_ctx.extend([redis_ctx, celery_ctx, feed_ctx])
     app.on_startup.append(freeze_heap)
@@ -168,4 +171,6 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     app.router.add_get("/tasks/{task_id}", pages.index)  # a deep link to a task's detail
     app.router.add_get("/login", pages.login_page)
     app.router.add_static(STATIC_PREFIX, pages.STATIC, append_version=True)
+    app.router.add_get("/api/docs", pages.api_docs)
+    app.router.add_static(API_DOCS_ASSETS, swagger_ui_path)  # Swagger UI's own files
     return app

@@ -41,6 +41,7 @@ SESSION_ENDED = 4001
 SLOW_CONSUMER = 4008
 READ_BLOCK_MS = 2000
 READ_COUNT = 500
+WORKER_PUSH_EVERY = 2.0  # seconds between a worker's live heartbeat messages
 WORKER_TIMEOUT = 10.0
 OWNER_CACHE = 50_000
 YIELD_EVERY = 20
@@ -311,6 +312,7 @@ class FeedHub:
         self.last_id: str | None = None
         self._owners: dict[str, str | None] = {}
         self._workers: dict[str, float] = {}
+        self._worker_pushed: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._index = SubscriptionIndex()
@@ -537,9 +539,14 @@ class FeedHub:
         hostname = event.get("hostname")
         if kind in ("worker-online", "worker-heartbeat") and hostname:
             known = hostname in self._workers
-            self._workers[hostname] = time.time()
+            now = time.time()
+            self._workers[hostname] = now
             if not known:
-                self._worker_message(hostname, "online")
+                self._worker_message(hostname, "online", event)
+            elif now - self._worker_pushed.get(hostname, 0) >= WORKER_PUSH_EVERY:
+                # Live heartbeats and counts, not only online/offline (at most one a few
+                # seconds per worker, however often it beats).
+                self._worker_message(hostname, "online", event)
         elif kind == "worker-offline" and hostname:
             self._workers.pop(hostname, None)
             self._worker_message(hostname, "offline")
@@ -560,8 +567,12 @@ class FeedHub:
         received["owner"] = await self._owner_of(received["task_id"])
         self.broadcast(received)
 
-    def _worker_message(self, hostname: str, state: str) -> None:
-        self.broadcast(message("worker", state=state, hostname=hostname))
+    def _worker_message(
+        self, hostname: str, state: str, event: dict[str, Any] | None = None
+    ) -> None:
+        self._worker_pushed[hostname] = time.time()
+        counts = {k: event[k] for k in ("active", "processed") if event and k in event}
+        self.broadcast(message("worker", state=state, hostname=hostname, **counts))
 
     # --- periodic --------------------------------------------------------------------
 

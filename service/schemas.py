@@ -196,6 +196,13 @@ class TaskListQuery(StrictSchema):
     cursor = fields.Integer(load_default=None, validate=validate.Range(min=0))
     status = fields.String(load_default=None, validate=validate.OneOf(STATES))
     queue = fields.String(load_default=None, validate=validate.Length(1, 200))
+    system = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "include the platform's housekeeping tasks (health "
+            "check, cleanup, webhook deliveries); a `name` filter always does"
+        },
+    )
     name = fields.String(
         load_default=None,
         validate=validate.Length(1, 200),

@@ -56,6 +56,8 @@ class ListQuery:
     queue: str | None = None
     name: str | None = None
     owner: str | None = None
+    # Names left out (the platform's housekeeping tasks, unless asked for).
+    hidden: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -168,13 +170,14 @@ class TaskStore:
         if query.name is not None and not await self.client.exists(index_key("name", query.name)):
             part, query = query.name.lower(), dataclasses.replace(query, name=None)
         primary, remaining = self._plan(query)
+        hidden = query.hidden if query.name is None else frozenset()
         upper = f"({query.cursor}" if query.cursor is not None else "+inf"
         tasks: list[dict[str, Any]] = []
         scanned = 0
         more = False
         last_seq: float | None = None
         while len(tasks) < query.limit and scanned < SCAN_BUDGET:
-            size = SCAN_BATCH if remaining or part else query.limit - len(tasks)
+            size = SCAN_BATCH if remaining or part or hidden else query.limit - len(tasks)
             batch = await self._page_of(primary, upper, size + 1)
             more = len(batch) > size
             batch = batch[:size]
@@ -185,6 +188,7 @@ class TaskStore:
                     record is not None
                     and all(record.get(f) == v for f, v in remaining.items())
                     and (part is None or part in (record.get("name") or "").lower())
+                    and record.get("name") not in hidden
                 ):
                     tasks.append(record)
                 if len(tasks) == query.limit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -76,7 +77,6 @@ def test_make_run_serves_health_and_flower_then_stops_everything(tmp_path: Path)
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
-        import json
 
         def healthy() -> bool:
             try:
@@ -92,14 +92,43 @@ def test_make_run_serves_health_and_flower_then_stops_everything(tmp_path: Path)
         assert http_status(flower, ("admin", "admin")) == 200
         assert (tmp_path / "var" / "redis").is_dir()
 
+        wait_until(lambda: "CLAW.AI is running:" in read_log(tmp_path), 30, 0.25, "the summary")
+
+        # A shutdown of the only worker (from the dashboard or the API) does not end the
+        # platform: make run starts the worker again.
+        def workers() -> list[str]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/tasks/workers")
+            with urllib.request.urlopen(request, timeout=5) as r:
+                return [w["hostname"] for w in json.load(r)["workers"] if w["status"] == "online"]
+
+        [hostname] = wait_until(workers, 30, 0.25, "the worker listed")
+        shutdown = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/tasks/workers/shutdown",
+            data=json.dumps({"worker_name": hostname}).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(shutdown, timeout=30) as r:
+            assert r.status in (200, 202)
+        wait_until(lambda: "make run starts it again" in read_log(tmp_path), 60, 0.25,
+                   "the worker started again")  # fmt: skip
+        wait_until(healthy, 60, 0.25, "a live worker again")
+        assert stack.poll() is None and http_status(f"http://127.0.0.1:{port}/healthz") == 200
+
         started = descendants(stack.pid)
         assert len(started) >= 5  # honcho, gateway, worker (+pool), beat, flower, redis
         os.killpg(stack.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        assert stack.wait(30) is not None
+        assert stack.wait(30) == 0  # a clean stop is a success
         wait_until(lambda: not any(running(p) for p in started), 15, 0.1, "no process left")
     finally:
         if stack.poll() is None:
             os.killpg(stack.pid, signal.SIGKILL)
         log.close()
-    output = (tmp_path / "devstack.log").read_text()
+    output = read_log(tmp_path)
     assert "private Redis" in output
+    summary = output.split("CLAW.AI is running:", 1)[1]
+    assert f"http://127.0.0.1:{port}" in summary and "development mode" in summary
+    assert f"{flower_port}" in summary and "admin / admin" in summary
+
+
+def read_log(tmp_path: Path) -> str:
+    return (tmp_path / "devstack.log").read_text(errors="replace")

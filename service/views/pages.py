@@ -22,5 +22,14 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
 
+async def api_docs(request: web.Request) -> web.StreamResponse:
+    """The interactive API page (Swagger UI, served from the swagger-ui-bundle package)."""
+    try:
+        await authenticate(request)
+    except ApiError:
+        raise web.HTTPFound(f"/login?next={quote(request.path_qs, safe='')}") from None
+    return web.FileResponse(STATIC / "api-docs.html", headers={"Cache-Control": "no-store"})
+
+
 async def login_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-store"})

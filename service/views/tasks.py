@@ -37,6 +37,7 @@ from service.schemas import (
     shared,
 )
 from service.task_store import ListQuery, TaskStore, is_task_id
+from workers.core import queues
 from workers.core.headers import RETRIED_FROM_HEADER
 from workers.core.keys import HEALTH_REPORT_KEY
 from workers.runtime.health import health_report as check_health
@@ -95,6 +96,7 @@ async def task_list(request: web.Request) -> web.Response:
         ListQuery(
             limit=query["limit"], cursor=query["cursor"], state=query["status"],
             queue=query["queue"], name=query["name"], owner=owner,
+            hidden=frozenset() if query["system"] else queues.SYSTEM_TASKS,
         )
     )  # fmt: skip
     # Dumped once, item by item (the shape TaskListResponse documents).

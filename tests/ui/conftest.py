@@ -91,7 +91,9 @@ def ui_gateway(ui_redis_url, log_dir, ui_worker, fake_openai) -> Iterator[Any]:
     from tests.support.processes import start_gateway
 
     # The gateway embeds search queries with the same (fake) provider as the worker.
-    env = fake_openai.env(API_KEYS=API_KEYS)
+    # A relevance floor for the fake provider's 64-dimension embeddings (hash collisions
+    # give unrelated text ~0.2): a nonsense search finds nothing.
+    env = fake_openai.env(API_KEYS=API_KEYS, KNOWLEDGE_MIN_SCORE="0.3")
     gateway = start_gateway(ui_redis_url, log_dir, env=env)
     yield gateway
     gateway.stop()

@@ -6,15 +6,19 @@ tasks wait when no worker consumes their queue."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.support.api import ALICE
+from tests.support.api import ADMIN, ALICE
+from tests.support.processes import base_env
 from tests.support.waiting import wait_until
-from tests.ui.test_dashboard import log_in, submit_from_form, task_row
+from tests.ui.conftest import SCREENSHOTS
+from tests.ui.test_dashboard import log_in, still_same_page, submit_from_form, task_row
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +158,7 @@ def test_knowledge_bases_are_listed_deleted_picked_in_the_chat_and_cited(page: P
 
     # A nonsense query finds nothing (a relevance floor), rather than a 0.000 match.
     page.get_by_test_id("kb-id").fill(kb_id)
-    page.get_by_test_id("kb-query").fill("zxqv wplm")
+    page.get_by_test_id("kb-query").fill("xyzzy")
     page.get_by_test_id("kb-query").press("Enter")
     expect(page.get_by_test_id("kb-results")).to_contain_text("matches")
 
@@ -176,4 +180,92 @@ def test_knowledge_bases_are_listed_deleted_picked_in_the_chat_and_cited(page: P
     expect(documents).to_have_count(2)
     documents.filter(has_text="celery").locator("[data-action=delete-document]").click()
     expect(base).to_contain_text("1 document")
+    assert not page.errors
+
+
+def test_housekeeping_tasks_are_hidden_unless_asked_for(page: Page, ui_redis_url: str) -> None:
+    publish = (
+        "from workers.celery_app import celery_app;"
+        "print(celery_app.send_task('check_task_health').id)"
+    )
+    sent = subprocess.run(
+        [sys.executable, "-c", publish], env=base_env(ui_redis_url), capture_output=True,
+        text=True, check=True, timeout=60,
+    )  # fmt: skip
+    task_id = sent.stdout.strip().splitlines()[-1]
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    wait_until(
+        lambda: page.request.get(f"/api/v1/tasks/status/{task_id}", headers=admin).json()
+        .get("status") == "SUCCESS", timeout=30, what="the health check run",
+    )  # fmt: skip
+    listed = page.request.get("/api/v1/tasks/list", headers=admin).json()["tasks"]
+    assert task_id not in {t["task_id"] for t in listed}
+    log_in(page, ADMIN)
+    expect(page.get_by_test_id("tasks")).to_be_visible()
+    expect(task_row(page, task_id)).to_have_count(0)
+    page.get_by_test_id("filter-system").check()
+    expect(task_row(page, task_id)).to_be_visible()
+    expect(page).to_have_url(re.compile(r"system=true"))
+    assert not page.errors
+
+
+def test_the_dashboard_fits_a_phone(browser, ui_gateway) -> None:
+    """390 px wide: no sideways scrolling, every field and action of a task on screen, the
+    user's name, the chart's axes, and the chat within reach; screenshots saved."""
+    context = browser.new_context(
+        base_url=ui_gateway.base_url, viewport={"width": 390, "height": 844},
+        device_scale_factor=2, is_mobile=True, has_touch=True,
+    )  # fmt: skip
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        log_in(page, ADMIN)  # (an admin's dashboard has the throughput chart)
+        task_id = submit_from_form(page, "seen on a phone", delay=300)
+        row = task_row(page, task_id)
+        expect(row).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        cancel = row.locator("[data-action=cancel]")
+        box = cancel.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        for cell in row.locator("td").all()[2:7]:
+            if cell.inner_text().strip():
+                cell_box = cell.bounding_box()
+                assert cell_box is not None and cell_box["x"] + cell_box["width"] <= 391
+        expect(page.locator(".who-name")).to_be_visible()
+        expect(page.locator("#chart .axis").first).to_be_visible()
+        chat_top = page.get_by_test_id("chat").bounding_box()
+        assert chat_top is not None and chat_top["y"] < 844 * 3.5  # one or two swipes away
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "dashboard-phone.png", full_page=True)
+        cancel.click()
+        expect(row).to_have_attribute("data-state", "REVOKED")
+        assert not errors
+    finally:
+        context.close()
+
+
+def test_the_workers_card_stays_live_and_the_api_page_is_served(page: Page) -> None:
+    """Heartbeats carry the worker's counts to the dashboard (no reload); /api/docs is an
+    interactive API page served by the gateway itself."""
+    log_in(page, ADMIN)
+    worker = page.get_by_test_id("workers").locator("li.worker").first
+    expect(worker.get_by_test_id("worker-meta")).to_contain_text("processed")
+
+    def processed() -> int:
+        found = re.search(r"(\d+) processed", worker.get_by_test_id("worker-meta").inner_text())
+        return int(found.group(1)) if found else -1
+
+    before = processed()
+    task_id = submit_from_form(page, "count me")
+    expect(task_row(page, task_id)).to_have_attribute("data-state", "SUCCESS", timeout=20_000)
+    wait_until(lambda: processed() > before, timeout=15, what="the live processed count")
+    expect(worker.get_by_test_id("worker-seen")).to_have_text(re.compile(r"just now|\d+s ago"))
+    assert still_same_page(page)
+
+    page.goto("/api/docs")
+    docs = page.get_by_test_id("api-docs")
+    expect(docs).to_contain_text("/api/v1/tasks/status/{task_id}")
+    expect(docs).to_contain_text("/api/v1/tasks/{task_id}/stream")
     assert not page.errors

@@ -20,6 +20,11 @@ DELETE_KNOWLEDGE_VECTORS = "delete_knowledge_vectors"
 RECOVER_LOST_TASKS = "recover_lost_tasks"
 DELIVER_TASK_WEBHOOK = "deliver_task_webhook"
 
+# The platform's own housekeeping: hidden from task lists unless asked for (`system=true`).
+SYSTEM_TASKS = frozenset(
+    {CLEANUP_EXPIRED_RESULTS, CHECK_TASK_HEALTH, RECOVER_LOST_TASKS, "deliver_task_webhook"}
+)
+
 TASK_QUEUES = {
     GENERATE_AI_RESPONSE: AI_HIGH_PRIORITY,
     SEND_NOTIFICATION: NOTIFICATION_DEFAULT,

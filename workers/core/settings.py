@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = Field(3600, ge=1)
     # A PENDING task whose message is in no queue for this long is republished.
     task_recovery_grace: float = Field(120, gt=0)
+    # How often the workers look for lost messages (one of them per interval; no task).
+    task_recovery_interval: float = Field(60, gt=0)
 
     retry_backoff_base: float = Field(60, gt=0)
     retry_backoff_max: float = Field(3600, gt=0)
@@ -145,9 +147,11 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(32, ge=1)
     offline_embedding_dims: int = Field(256, ge=16)
     grounding_top_k: int = Field(4, ge=1, le=50)
-    # Search results (and grounding passages) less similar than this are not returned: a
-    # nonsense query finds nothing rather than the least bad chunk (cosine similarity).
-    knowledge_min_score: float = Field(0.1, ge=-1, le=1)
+    # Search results (and grounding passages) no more similar than this (cosine) are not
+    # returned: a query sharing nothing with a base finds nothing, not a 0.000 "match".
+    # 0 suits the offline embedder; with OpenAI's embeddings unrelated text scores about
+    # 0.1-0.2, so 0.25 is a sensible floor there.
+    knowledge_min_score: float = Field(0.0, ge=-1, le=1)
 
     # Webhooks: HMAC-SHA256 key for the signature header. Private, loopback and
     # link-local targets are refused unless allowed (all, or a comma-separated CIDR list).

@@ -10,9 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
-from workers.core.settings import SettingsError, get_settings, redact_url
+from workers.core.settings import Settings, SettingsError, get_settings, redact_url
 from workers.dev.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,24 +55,81 @@ def main() -> int:
     else:
         print(f"devstack: using Redis at {redact_url(settings.redis_url)}", flush=True)
 
+    procfile = dev_procfile(ROOT / settings.var_dir)
     honcho = subprocess.Popen(
-        [str(Path(bin_dir) / "honcho"), "start", "-f", str(ROOT / "Procfile"),
+        [str(Path(bin_dir) / "honcho"), "start", "-f", str(procfile),
          "-d", str(ROOT), "-p", str(settings.port)],
         env=env,
     )  # fmt: skip
+    interrupted = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
         if honcho.poll() is None:
             honcho.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    threading.Thread(
+        target=announce, args=(settings, env["REDIS_URL"] if redis_server else None, honcho),
+        daemon=True,
+    ).start()  # fmt: skip
     try:
         code = honcho.wait()
     finally:
         if redis_server is not None:
             redis_server.stop()
+    if interrupted:
+        print("devstack: stopped.", flush=True)
+        return 0  # Ctrl-C is how make run is meant to end
     return code
+
+
+def dev_procfile(var_dir: Path) -> Path:
+    """The Procfile, with the worker kept running across a requested shutdown
+    (workers/dev/keep_running.py)."""
+    lines = []
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == "worker":
+            line = f"{name}: python -m workers.dev.keep_running {command.strip()}"
+        lines.append(line)
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / "Procfile.dev"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def announce(settings: Settings, private_redis: str | None, honcho: subprocess.Popen) -> None:
+    """Once the gateway answers: one block of addresses and credentials."""
+    base = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and honcho.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2):  # noqa: S310 (http, ours)
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        return
+    dev = not settings.api_keys.get_secret_value()
+    flower_password = settings.flower_password.get_secret_value()
+    rows = [
+        ("dashboard", base, "no login: development mode (loopback only)" if dev
+         else "log in with a key of API_KEYS"),
+        ("REST API", f"{base}/api/v1/tasks/...", "docs: " + f"{base}/api/v1/openapi.json"),
+        ("health", f"{base}/healthz", ""),
+        ("Flower", f"http://{settings.flower_address}:{settings.flower_port}",
+         f"{settings.flower_user} / {flower_password}"),
+        ("Redis", private_redis or redact_url(settings.redis_url),
+         "private, data in " + settings.var_dir if private_redis else ""),
+    ]  # fmt: skip
+    width = max(len(r[1]) for r in rows)
+    block = ["", "CLAW.AI is running:"]
+    block += [f"  {name:<10} {url:<{width}}  {note}".rstrip() for name, url, note in rows]
+    block += ["  Ctrl-C stops everything.", ""]
+    print("\n".join(block), flush=True)
 
 
 if __name__ == "__main__":

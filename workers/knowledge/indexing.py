@@ -124,8 +124,8 @@ def search(
     client: Any, settings: Settings, owner: str | None, kb_id: str, query: str, k: int = 5
 ) -> list[dict[str, Any]]:
     """The `k` chunks of `owner`'s knowledge base best matching `query`, with scores; none
-    scored under KNOWLEDGE_MIN_SCORE."""
+    scored KNOWLEDGE_MIN_SCORE or less."""
     embedder = embedder_for(settings)
     [vector] = embedder.embed([query])
     matches = store_for(client, owner).search(kb_id, vector, k)
-    return [m.as_dict() for m in matches if m.score >= settings.knowledge_min_score]
+    return [m.as_dict() for m in matches if m.score > settings.knowledge_min_score]

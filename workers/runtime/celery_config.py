@@ -141,11 +141,8 @@ def celery_config(settings: Settings) -> dict:
                 "task": queues.CHECK_TASK_HEALTH,
                 "schedule": crontab(minute="*/30"),
             },
-            # Rebuilds messages lost between a worker's BRPOP and its bookkeeping.
-            "recover-lost-tasks": {
-                "task": queues.RECOVER_LOST_TASKS,
-                "schedule": crontab(minute="*"),
-            },
+            # (Messages lost between a worker's BRPOP and its bookkeeping are rebuilt by
+            # the workers themselves: workers/runtime/housekeeping.py.)
         },
     }
 

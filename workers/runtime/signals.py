@@ -32,8 +32,10 @@ from workers.core.settings import get_settings
 from workers.notify.task_webhooks import Dispatcher
 from workers.runtime import registry
 from workers.runtime.clients import redis_client, task_index
+from workers.runtime.housekeeping import Housekeeper
 from workers.runtime.internals import exit_unless_internals_hold
 from workers.runtime.rate_limit import undeclarable_rates
+from workers.runtime.recovery import recover_lost
 from workers.taskindex.lua_scripts import RecordUpdate
 from workers.taskindex.record import publish_fields
 
@@ -126,6 +128,7 @@ def _check_tasks(sender: Any = None, **_: Any) -> None:
 
 
 _dispatcher: Dispatcher | None = None
+_threads: list[Housekeeper] = []
 
 
 def _publish_delivery(task_id: str, event: str, seq: int) -> None:
@@ -145,8 +148,17 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     client = redis_client()
     check_eviction_policy(client)
     # Task events a webhook asked for become delivery tasks (workers/notify/task_webhooks.py).
-    _dispatcher = Dispatcher(sync_redis(get_settings()), _publish_delivery, hostname)
+    settings = get_settings()
+    _dispatcher = Dispatcher(sync_redis(settings), _publish_delivery, hostname)
     _dispatcher.start()
+    # Lost messages are looked for here, not by a Beat task a minute.
+    _housekeeper = Housekeeper(
+        client, settings.task_recovery_interval,
+        lambda: recover_lost(app, client, settings.task_recovery_grace,
+                             settings.broker_visibility_timeout),
+    )  # fmt: skip
+    _housekeeper.start()
+    _threads.append(_housekeeper)
     registry.record_worker(
         client,
         hostname,
@@ -195,6 +207,8 @@ _heap_frozen = False
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
     if _dispatcher is not None:
         _dispatcher.stop()
+    for thread in _threads:
+        thread.stop()
     try:
         registry.record_offline(redis_client(), sender.hostname)
     except redis.exceptions.RedisError as exc:

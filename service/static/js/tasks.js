@@ -4,6 +4,10 @@ import { catalog } from "./catalog.js";
 import { compareIds } from "./feed.js";
 import { $, ago, clock, duration, h, json, replace, shortId, toast, until } from "./dom.js";
 
+// The platform's housekeeping, hidden unless "system tasks" is ticked (as in the API).
+const SYSTEM_TASKS = new Set([
+  "cleanup_expired_results", "check_task_health", "recover_lost_tasks", "deliver_task_webhook",
+]);
 const TASK_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TERMINAL = catalog.terminal;
 const PAGE = 50;
@@ -34,7 +38,9 @@ function queueText(state) {
 /** A task event from the feed, as the fields of a list row. */
 function fromEvent(msg) {
   const fields = { task_id: msg.task_id };
-  for (const key of ["name", "queue", "owner", "worker"]) if (msg[key]) fields[key] = msg[key];
+  for (const key of ["name", "queue", "owner"]) if (msg[key]) fields[key] = msg[key];
+  // A worker that received a task (an ETA task waits in a worker) has not run it.
+  if (msg.worker && msg.type !== "received") fields.worker = msg.worker;
   if ((msg.type === "task" || msg.type === "snapshot") && msg.state) fields.status = msg.state;
   if (msg.type === "task") {
     if (msg.state === "PENDING") fields.submitted_at = msg.ts;
@@ -67,7 +73,7 @@ export class TaskTable {
     const query = new URLSearchParams(window.location.search);
     this.filters = {
       status: query.get("status") || "", queue: query.get("queue") || "",
-      name: query.get("name") || "",
+      name: query.get("name") || "", system: query.get("system") || "",
     };
     this.cursor = null;
     this.detail = new TaskDetail(this);
@@ -98,6 +104,7 @@ export class TaskTable {
     form.elements.status.value = this.filters.status;
     form.elements.queue.value = this.filters.queue;
     form.elements.name.value = this.filters.name;
+    form.elements.system.checked = this.filters.system === "true";
     form.addEventListener("input", (event) => {
       clearTimeout(typing);
       const name = form.elements.name.value.trim();
@@ -109,6 +116,7 @@ export class TaskTable {
       }
       typing = setTimeout(() => this.setFilters({
         status: status.value, queue: form.elements.queue.value, name,
+        system: form.elements.system.checked ? "true" : "",
       }), event.target.name === "name" ? 300 : 0);
     });
     form.addEventListener("submit", (event) => event.preventDefault());
@@ -121,6 +129,7 @@ export class TaskTable {
     form.elements.status.value = this.filters.status;
     form.elements.queue.value = this.filters.queue;
     form.elements.name.value = this.filters.name;
+    form.elements.system.checked = this.filters.system === "true";
     this.load();
   }
 
@@ -128,7 +137,8 @@ export class TaskTable {
     const f = this.filters;
     // As the API: an exact name, or a part of one, case-insensitively.
     return (!f.status || task.status === f.status) && (!f.queue || task.queue === f.queue)
-      && (!f.name || (task.name || "").toLowerCase().includes(f.name.toLowerCase()));
+      && (!f.name || (task.name || "").toLowerCase().includes(f.name.toLowerCase()))
+      && (f.system === "true" || f.name || !SYSTEM_TASKS.has(task.name));
   }
 
   /** The URL says what is shown: /tasks/<id> for an open task, the filters as a query. */
@@ -147,8 +157,13 @@ export class TaskTable {
     return Boolean(this.filters.status || this.filters.queue || this.filters.name);
   }
 
+  get listQuery() {
+    const { system, ...rest } = this.filters;
+    return system === "true" ? { ...rest, system: "true" } : rest;
+  }
+
   async load({ append = false } = {}) {
-    const query = { limit: PAGE, ...this.filters, cursor: append ? this.cursor : null };
+    const query = { limit: PAGE, ...this.listQuery, cursor: append ? this.cursor : null };
     let page;
     try {
       page = await api.list(query);
@@ -182,7 +197,7 @@ export class TaskTable {
     if (this.filtered) {
       replace(this.empty, "No tasks match these filters. ", h("button", {
         class: "link", type: "button", "data-testid": "clear-filters",
-        onclick: () => this.setFilters({ status: "", queue: "", name: "" }),
+        onclick: () => this.setFilters({ status: "", queue: "", name: "", system: "" }),
       }, "Clear the filters"));
     } else {
       replace(this.empty, "No tasks yet. Submit one with ", h("em", {}, "New task"),
@@ -275,7 +290,8 @@ export class TaskTable {
         h("span", { class: "mono muted" }, shortId(task.task_id)))),
       h("td", {}, task.queue ? h("span", { class: "chip" }, task.queue) : ""),
       h("td", { class: "col-owner" }, task.owner || ""),
-      h("td", { class: "muted small ellipsis", title: task.worker || "" }, task.worker || ""),
+      h("td", { class: "muted small ellipsis", title: task.worker || "" },
+        task.started_at ? task.worker || "" : ""),
       h("td", { class: "muted small", title: clock(submitted), dataset: { ts: submitted || "" } },
         ago(submitted)),
       h("td", { class: "small" }, duration(task.runtime)),

@@ -42,6 +42,9 @@ export class WorkersPanel {
       const changed = known.status !== status;
       known.status = status;
       known.last_heartbeat = msg.ts;
+      // Heartbeats carry the worker's live counts.
+      if (typeof msg.processed === "number") known.processed = msg.processed;
+      if (typeof msg.active === "number") known.active = msg.active;
       if (changed) this.reloadSoon(300);
     }
     this.render();
@@ -67,8 +70,10 @@ export class WorkersPanel {
       h("div", { class: "worker-head" },
         h("span", { class: `dot dot-${w.status}`, title: w.status }),
         h("span", { class: "worker-name ellipsis", title: w.hostname }, w.hostname),
-        h("span", { class: "muted small" }, w.status === "online" ? ago(w.last_heartbeat) || "online" : "offline")),
-      h("div", { class: "worker-meta small muted" },
+        h("span", { class: "muted small", "data-testid": "worker-seen" },
+          { online: ago(w.last_heartbeat) || "online", stopping: "stopping…" }[w.status]
+            || "offline")),
+      h("div", { class: "worker-meta small muted", "data-testid": "worker-meta" },
         [busy, w.processed !== null && w.processed !== undefined ? `${w.processed} processed` : null,
           w.pid ? `pid ${w.pid}` : null].filter(Boolean).join(" · ")),
       h("div", { class: "chips" }, (w.queues || []).map((q) => h("span", { class: "chip" }, q))),
@@ -90,9 +95,20 @@ export class WorkersPanel {
       : `Restart the pool of ${hostname}?`;
     if (!window.confirm(question)) return;
     try {
-      await (action === "shutdown" ? api.shutdown(hostname) : api.restartPool(hostname));
-      toast(`${action === "shutdown" ? "Shutdown" : "Pool restart"} sent to ${hostname}`, "ok");
-      this.reloadSoon(1000);
+      const reply = await (action === "shutdown"
+        ? api.shutdown(hostname) : api.restartPool(hostname));
+      const outcome = reply.replies && reply.replies[hostname] && reply.replies[hostname].ok;
+      if (action === "shutdown" && this.workers.has(hostname)) {
+        // Leaving now: no more controls; `offline` follows once it has stopped.
+        const stopped = outcome === "stopped";
+        toast(stopped ? `${hostname} stopped (its running tasks finished first)`
+          : `${hostname} is stopping: it finishes its running tasks first`, "ok");
+        this.workers.get(hostname).status = stopped ? "offline" : "stopping";
+        this.render();
+      } else {
+        toast(`Pool restart sent to ${hostname}`, "ok");
+        this.reloadSoon(1000);
+      }
     } catch (err) {
       toast(`${hostname}: ${err.message}`, "error");
     }

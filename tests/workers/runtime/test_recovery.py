@@ -73,3 +73,38 @@ def test_an_unclaimed_unacked_entry_older_than_the_grace_period_counts_as_lost(c
         client.zadd("unacked_index", {tag: time.time() - delivered})
     found = {r.task_id for r in find_lost(client, time.time(), 10, visibility=3600)}
     assert found == {stranded}
+
+
+def test_workers_recover_a_lost_message_themselves_with_no_task_a_minute(
+    redis_server, log_dir
+) -> None:
+    """The housekeeping thread (no Beat, no `recover_lost_tasks` task): a task whose
+    message vanished is republished and runs; no housekeeping task is recorded."""
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB + 3}"
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    try:
+        task_id = str(uuid.uuid4())
+        # Accepted (recorded PENDING), its message gone: what a kill between BRPOP and
+        # the unacked bookkeeping leaves.
+        TaskIndex(client).record(
+            task_id, "PENDING", 0, now=time.time() - 60, name="tests.now",
+            queue="tests_housekeeping", args="[]", kwargs="{}",
+            submitted_at=repr(time.time() - 60),
+        )  # fmt: skip
+        from tests.support.processes import start_worker as start
+
+        fast = {"TASK_RECOVERY_INTERVAL": "0.5", "TASK_RECOVERY_GRACE": "1"}
+        worker = start(url, log_dir, queues="tests_housekeeping", name="housekeeping", env=fast)
+        try:
+            from tests.support.waiting import wait_until
+
+            wait_until(lambda: client.hget(task_key(task_id), "state") == "SUCCESS", 30,
+                       what="the lost task recovered and run")  # fmt: skip
+            assert client.hget(task_key(task_id), "recovered_at")
+            assert not client.exists("claw:idx:name:recover_lost_tasks")
+        finally:
+            worker.stop()
+    finally:
+        client.flushdb()
+        client.close()
