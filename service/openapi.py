@@ -129,27 +129,57 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
+# An example body of each error (the `error` text varies with the case).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "400": {"error": "invalid request", "details": {"priority": ["Must be between 0 and 9."]}},
+    "401": {"error": "missing or invalid API key"},
+    "403": {"error": "admin key required"},
+    "404": {"error": "no such task"},
+    "409": {"error": "task is already running; an admin may pass terminate=true"},
+    "413": {"error": "request body too large"},
+    "415": {"error": "the body must be application/json"},
+    "422": {"error": "Idempotency-Key was already used with a different request",
+            "details": {"Idempotency-Key": ["reused with another body or endpoint"]}},
+    "502": {"error": "the embedding provider refused the query"},
+    "503": {"error": "redis unavailable"},
+    "504": {"error": "no worker replied in time"},
+}  # fmt: skip
+
+
+def _error_codes(route: Route) -> list[str]:
+    """The errors this operation can answer: from what it takes (a body, parameters, a
+    path naming something) and who may call it, plus those its route names."""
+    has_body = route.body is not None and route.method != "GET"
+    codes = {"400", "503"}  # 400: its input, or a request line the HTTP parser refuses
+    if not route.public:
+        codes |= {"401", "403"}  # 403: an admin route, another owner, a foreign origin
+    if "{" in route.path:
+        codes.add("404")
+    if has_body:
+        codes |= {"413", "415"}
+    codes |= set(route.extra.get("responses", {}))
+    return sorted(codes)
+
+
 def _error_responses(route: Route) -> dict[str, Any]:
-    """The errors a route can answer, each with the JSON error body."""
-    responses = {
-        code: _error_response(text)
-        for code, text in ERRORS.items()
-        if not (route.public and code in ("401", "403"))
-        and not (code == "413" and route.body is None)
-    }
+    """The errors a route can answer, each with the JSON error body and an example."""
+    named = route.extra.get("responses", {})
+    responses = {code: _error_response(named.get(code) or ERRORS[code], code)
+                 for code in _error_codes(route)}  # fmt: skip
     # The HTTP parser refuses a request line or header over 8 KiB before any handler runs,
     # in plain text.
     responses["400"]["description"] += (
         "; a request line or header longer than 8 KiB is refused in plain text"
     )
     responses["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
-    for code, text in route.extra.get("responses", {}).items():
-        responses[code] = _error_response(text)
     return responses
 
 
-def _error_response(text: str) -> dict[str, Any]:
-    return {"description": text, "content": {"application/json": {"schema": ErrorResponse}}}
+def _error_response(text: str, code: str) -> dict[str, Any]:
+    return {
+        "description": text,
+        "content": {"application/json": {"schema": ErrorResponse, "example": EXAMPLES.get(code)}},
+    }
 
 
 def build_spec() -> dict[str, Any]:

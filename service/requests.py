@@ -64,6 +64,11 @@ def nesting_depth(data: Any) -> int:
 
 
 def load_query(request: web.Request, schema: Schema) -> dict[str, Any]:
+    """The query validated by `schema`; a parameter given twice is refused (which one was
+    meant?) rather than one of them silently used."""
+    repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
+    if repeated:
+        raise BadRequest("invalid query", details={k: ["given more than once"] for k in repeated})
     return validate(schema, dict(request.query))
 
 

@@ -24,8 +24,14 @@ from service.views import (
 API = "/api/v1/tasks"
 # What every submission may answer besides the common errors.
 SUBMIT_EXTRA = {
-    "responses": {"422": "the Idempotency-Key was already used with a different request"}
+    "responses": {
+        "404": "a knowledge base it names is not the caller's",
+        "422": "the Idempotency-Key was already used with a different request",
+    }
 }
+IN_STATE = {"responses": {"409": "not possible in the task's current state"}}
+WORKER_NAMED = {"responses": {"404": "no worker of that name",
+                              "504": "no worker replied in time"}}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ ROUTES: list[Route] = [
     Route("POST", f"{API}/knowledge/vectorize", submit.submit_vectorize,
           "Submit a document for chunking and embedding", body=schemas_tasks.VectorizeRequest,
           query=schemas.WaitQuery, response=schemas.SubmitResponse, status=202,
-          tags=("submit",)),
+          tags=("submit",), extra=SUBMIT_EXTRA),
     Route("POST", f"{API}/knowledge/update", submit.submit_update_kb,
           "Re-embed every document of a knowledge base",
           body=schemas_tasks.UpdateKnowledgeBaseRequest, query=schemas.WaitQuery,
@@ -83,7 +89,7 @@ ROUTES: list[Route] = [
           tags=("webhooks",)),
     Route("POST", f"{API}/{{task_id}}/webhooks/redeliver", webhooks.redeliver_webhook,
           "Send a delivery of the task's webhook again (default: the last one)",
-          body=webhooks.RedeliverRequest, status=202, tags=("webhooks",)),
+          body=webhooks.RedeliverRequest, status=202, tags=("webhooks",), extra=IN_STATE),
     Route("GET", "/api/v1/webhooks/secret", webhooks.webhook_secret,
           "The key's owner's webhook signing secret (whsec_..., Standard Webhooks)",
           response=webhooks.WebhookSecretResponse, tags=("webhooks",)),
@@ -95,9 +101,10 @@ ROUTES: list[Route] = [
     Route("GET", f"{API}/stats", tasks.task_stats, "Counts by state, queue depths, throughput",
           response=schemas.StatsResponse),
     Route("POST", f"{API}/cancel/{{task_id}}", tasks.task_cancel, "Cancel a task",
-          query=schemas.CancelQuery, response=schemas.CancelResponse),
+          query=schemas.CancelQuery, response=schemas.CancelResponse, extra=IN_STATE),
     Route("POST", f"{API}/retry/{{task_id}}", tasks.task_retry,
-          "Submit a failed or cancelled task again", response=schemas.RetryResponse, status=202),
+          "Submit a failed or cancelled task again", response=schemas.RetryResponse, status=202,
+          extra=IN_STATE),
     Route("GET", "/api/v1/catalog", catalog.catalog,
           "Queues, built-in task names and task states", response=schemas.CatalogResponse),
     Route("GET", f"{API}/health", tasks.health_report, "The last task-system health report",
@@ -112,7 +119,8 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v1/knowledge/{kb_id}/search", knowledge.knowledge_search,
           "The chunks of a knowledge base best matching a query",
           query=schemas_tasks.KnowledgeSearchQuery,
-          response=schemas_tasks.KnowledgeSearchResponse, tags=("knowledge",)),
+          response=schemas_tasks.KnowledgeSearchResponse, tags=("knowledge",),
+          extra={"responses": {"502": "the embedding provider refused the query"}}),
     # Live feed
     Route("GET", f"{API}/ws", live.websocket,
           "Live task feed (websocket upgrade; protocol in docs/websocket.md)", tags=("live",)),
@@ -121,7 +129,8 @@ ROUTES: list[Route] = [
     # Session (web UI)
     Route("POST", "/api/v1/session", session.login, "Log in with an API key (sets a cookie)",
           body=session.LoginRequest, tags=("session",), public=True,
-          extra={"responses": {"401": "the API key is not known"}}),
+          extra={"responses": {"401": "the API key is not known",
+                               "403": "sent from another site's page (Origin)"}}),
     Route("GET", "/api/v1/session", session.whoami, "The logged-in principal",
           tags=("session",)),
     Route("DELETE", "/api/v1/session", session.logout, "Log out", tags=("session",)),
@@ -130,10 +139,12 @@ ROUTES: list[Route] = [
           response=schemas.WorkersResponse, tags=("workers",), admin=True),
     Route("POST", f"{API}/workers/pool/restart", workers.pool_restart,
           "Restart a worker's pool", query=schemas.PoolRestartQuery,
-          response=schemas.WorkerControlResponse, tags=("workers",), admin=True),
+          response=schemas.WorkerControlResponse, tags=("workers",), admin=True,
+          extra=WORKER_NAMED),
     Route("POST", f"{API}/workers/shutdown", workers.shutdown, "Shut a worker (or all) down",
           body=schemas.WorkerTarget, query=schemas.WorkerTarget,
-          response=schemas.WorkerControlResponse, tags=("workers",), admin=True),
+          response=schemas.WorkerControlResponse, tags=("workers",), admin=True,
+          extra=WORKER_NAMED),
 ]  # fmt: skip
 
 

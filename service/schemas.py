@@ -333,6 +333,14 @@ class CatalogResponse(Schema):
     )
     states = fields.List(fields.String(), required=True)
     terminal_states = fields.List(fields.String(), required=True)
+    system_tasks = fields.List(
+        fields.String(),
+        required=True,
+        metadata={
+            "description": "the platform's housekeeping tasks (hidden from lists "
+            "unless `system=true`)"
+        },
+    )
 
 
 class StatsResponse(Schema):

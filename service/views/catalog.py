@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.schemas import CatalogResponse, shared
-from workers.core.queues import QUEUES, TASK_QUEUES
+from workers.core.queues import QUEUES, SYSTEM_TASKS, TASK_QUEUES
 from workers.taskindex.index import STATES, TERMINAL_STATES
 
 
@@ -16,5 +16,6 @@ async def catalog(request: web.Request) -> web.Response:
         "tasks": [{"name": name, "queue": queue} for name, queue in TASK_QUEUES.items()],
         "states": list(STATES),
         "terminal_states": [state for state in STATES if state in TERMINAL_STATES],
+        "system_tasks": sorted(SYSTEM_TASKS),
     }
     return web.json_response(shared(CatalogResponse).dump(body))

@@ -25,8 +25,8 @@ async def test_healthz_is_degraded_with_reasons_when_tasks_would_wait(
         async with http.get(f"{gateway.base_url}/healthz") as resp:
             assert resp.status == 200
             body = await resp.json()
-    assert body == {"status": "degraded", "redis": "ok", "workers": 0,
-                    "reasons": ["no live workers"]}  # fmt: skip
+    assert body["status"] == "degraded" and body["redis"] == "ok" and body["workers"] == 0
+    assert body["reasons"][0] == "no live workers"  # (and any queue with waiting tasks)
 
 
 async def test_healthz_is_503_with_a_reason_when_redis_is_down(serve_gateway) -> None:

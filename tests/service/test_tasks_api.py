@@ -261,3 +261,18 @@ async def test_a_health_report_is_there_before_beats_first_run(admin, alice, rcl
     assert worker.hostname in report["live_workers"] and "queue_depths" in report
     assert json.loads(rclient.get(HEALTH_REPORT_KEY))["checked_at"] == report["checked_at"]
     assert (await alice.get(f"{T}/health"))[0] == 403
+
+
+async def test_each_operation_lists_the_errors_it_can_answer_with_examples(admin) -> None:
+    _, spec = await admin.get("/api/v1/openapi.json")
+    paths = spec["paths"]
+    assert set(paths["/healthz"]["get"]["responses"]) == {"200", "400", "503"}
+    cancel = paths["/api/v1/tasks/cancel/{task_id}"]["post"]["responses"]
+    assert {"404", "409"} <= set(cancel) and not {"413", "415", "422"} & set(cancel)
+    assert "409" not in paths["/api/v1/tasks/list"]["get"]["responses"]
+    assert "422" in paths["/api/v1/tasks/ai/generate"]["post"]["responses"]
+    for ops in paths.values():
+        for op in ops.values():
+            for code, answer in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    assert answer["content"]["application/json"]["example"]["error"], code

@@ -22,7 +22,7 @@ DELIVER_TASK_WEBHOOK = "deliver_task_webhook"
 
 # The platform's own housekeeping: hidden from task lists unless asked for (`system=true`).
 SYSTEM_TASKS = frozenset(
-    {CLEANUP_EXPIRED_RESULTS, CHECK_TASK_HEALTH, RECOVER_LOST_TASKS, "deliver_task_webhook"}
+    {CLEANUP_EXPIRED_RESULTS, CHECK_TASK_HEALTH, RECOVER_LOST_TASKS, DELIVER_TASK_WEBHOOK}
 )
 
 TASK_QUEUES = {

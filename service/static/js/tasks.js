@@ -5,9 +5,7 @@ import { compareIds } from "./feed.js";
 import { $, ago, clock, duration, h, json, replace, shortId, toast, until } from "./dom.js";
 
 // The platform's housekeeping, hidden unless "system tasks" is ticked (as in the API).
-const SYSTEM_TASKS = new Set([
-  "cleanup_expired_results", "check_task_health", "recover_lost_tasks", "deliver_task_webhook",
-]);
+const SYSTEM_TASKS = catalog.system;
 const TASK_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TERMINAL = catalog.terminal;
 const PAGE = 50;
