@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.support.api import ALICE, API_KEYS, BOB
+from tests.support.api import ALICE, API_KEYS, BOB, Api
 from tests.support.waiting import async_wait_until
 from tests.support.webhook_server import TaskWebhookReceiver
 
@@ -67,16 +67,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-class Client:
-    def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str) -> None:
-        self.http, self.base_url, self.token = http, base_url, token
+class Client(Api):
+    """The tests' API client (through the client package), answering (status, body)."""
 
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with self.http.request(
-            method, f"{self.base_url}{path}", json=body, headers=headers
-        ) as resp:
-            return resp.status, await resp.json()
+    async def call(  # type: ignore[override]
+        self, method: str, path: str, body: Any = None
+    ) -> tuple[int, Any]:
+        return await super().call(method, path, json=body)
 
 
 @pytest.fixture
