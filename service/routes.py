@@ -99,7 +99,7 @@ ROUTES: list[Route] = [
     Route("GET", f"{API}/list", tasks.task_list, "Tasks, newest first",
           query=schemas.TaskListQuery, response=schemas.TaskListResponse),
     Route("GET", f"{API}/stats", tasks.task_stats, "Counts by state, queue depths, throughput",
-          response=schemas.StatsResponse),
+          query=schemas.StatsQuery, response=schemas.StatsResponse),
     Route("POST", f"{API}/cancel/{{task_id}}", tasks.task_cancel, "Cancel a task",
           query=schemas.CancelQuery, response=schemas.CancelResponse, extra=IN_STATE),
     Route("POST", f"{API}/retry/{{task_id}}", tasks.task_retry,

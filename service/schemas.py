@@ -343,6 +343,13 @@ class CatalogResponse(Schema):
     )
 
 
+class StatsQuery(StrictSchema):
+    system = fields.Boolean(
+        load_default=False,
+        metadata={"description": "count the platform's housekeeping tasks too (admins)"},
+    )
+
+
 class StatsResponse(Schema):
     total_tasks = fields.Integer(required=True)
     pending = fields.Integer(required=True)

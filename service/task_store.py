@@ -19,6 +19,7 @@ import redis.exceptions
 
 from workers.core.keys import (
     CELERY_RESULT_KEY,
+    SYSTEM_COUNTS_KEY,
     counts_key,
     done_key,
     index_key,
@@ -234,9 +235,21 @@ class TaskStore:
             out.append((float(flat[i + 1]), record))
         return out
 
-    async def counts(self, owner: str | None = None) -> dict[str, int]:
-        raw = await self.client.hgetall(counts_key("owner", owner) if owner else counts_key())
-        return {state: max(0, int(raw.get(state, 0))) for state in STATES}
+    async def counts(self, owner: str | None = None, system: bool = False) -> dict[str, int]:
+        """Tasks per state: one owner's, or everyone's (without the platform's housekeeping
+        tasks unless `system`)."""
+        if owner:
+            raw = await self.client.hgetall(counts_key("owner", owner))
+            return {state: max(0, int(raw.get(state, 0))) for state in STATES}
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(counts_key())
+            pipe.hgetall(SYSTEM_COUNTS_KEY)
+            everyone, housekeeping = await pipe.execute()
+        left_out = {} if system else housekeeping
+        return {
+            state: max(0, int(everyone.get(state, 0)) - int(left_out.get(state, 0)))
+            for state in STATES
+        }
 
     async def finished_per_minute(self, minutes: int = 10) -> list[dict[str, Any]]:
         now_minute = int(time.time() // 60)

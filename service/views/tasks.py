@@ -30,6 +30,7 @@ from service.schemas import (
     CancelQuery,
     CancelResponse,
     RetryResponse,
+    StatsQuery,
     StatsResponse,
     TaskListQuery,
     TaskStatusResponse,
@@ -108,12 +109,15 @@ async def task_list(request: web.Request) -> web.Response:
 USER_HIDDEN_STATS = ("queues", "tasks_per_minute")
 
 
-async def compute_stats(app: web.Application, owner: str | None) -> dict[str, Any]:
-    """The stats body for one owner (None: everyone). Shared with the live feed."""
+async def compute_stats(
+    app: web.Application, owner: str | None, system: bool = False
+) -> dict[str, Any]:
+    """The stats body for one owner (None: everyone; the housekeeping tasks counted only
+    with `system`). Shared with the live feed."""
     store = app[task_store_key]
     client = app[redis_key]
     counts, per_minute, covered = await asyncio.gather(
-        store.counts(owner), store.finished_per_minute(10), coverage(client)
+        store.counts(owner, system), store.finished_per_minute(10), coverage(client)
     )
     body = {
         "total_tasks": sum(counts.values()),
@@ -128,8 +132,9 @@ async def compute_stats(app: web.Application, owner: str | None) -> dict[str, An
 
 async def task_stats(request: web.Request) -> web.Response:
     principal = principal_of(request)
+    system = load_query(request, shared(StatsQuery))["system"]
     if principal.is_admin:
-        return web.json_response(await compute_stats(request.app, None))
+        return web.json_response(await compute_stats(request.app, None, system))
     # A user sees its own counts; queue depths and everyone's throughput are the
     # operators'. The live worker count stays: it is one of the seed's fields.
     body = await compute_stats(request.app, principal.owner)

@@ -15,7 +15,13 @@ from claw_client import AsyncClawClient, ClawClient
 
 from tests.support.api import ALICE, API_KEYS
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.processes import Gateway, Worker, start_gateway, start_worker
+from tests.support.processes import (
+    Gateway,
+    Worker,
+    database_url,
+    start_gateway,
+    start_worker,
+)
 
 QUEUE = "tests_client"
 # Task webhooks may be delivered to a receiver on loopback (every other private address
@@ -25,17 +31,14 @@ WEBHOOK_NETWORKS = "127.0.0.1/32"
 
 @pytest.fixture(scope="package")
 def client_redis_url(redis_url: str) -> str:
-    return redis_url.rsplit("/", 1)[0] + "/4"
+    return database_url(redis_url, 4)
 
 
 @pytest.fixture(scope="package")
 def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
     # "[slow]" replies stream 30 more words, 20 ms apart: long enough to be followed live.
-    server.slow_words = 30
-    server.slow_delay = 0.02
-    yield server
-    server.stop()
+    with FakeOpenAI.running(slow_words=30, slow_delay=0.02) as server:
+        yield server
 
 
 @pytest.fixture(scope="package")

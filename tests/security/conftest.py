@@ -8,11 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.api import API_KEYS
-
-
-def database_url(redis_url: str, db: int) -> str:
-    """The same Redis server, another database: workers of other tests never see it."""
-    return f"{redis_url.rsplit('/', 1)[0]}/{db}"
+from tests.support.processes import database_url
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import redis
 
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import database_url
 from tests.support.sse import Event, events
 from tests.support.waiting import async_wait_until
 
@@ -26,16 +27,13 @@ API = "/api/v1/tasks"
 @pytest.fixture(scope="module")
 def sse_redis_url(redis_url: str) -> str:
     """A database of its own: the suite's shared worker never takes our AI tasks."""
-    return redis_url.rsplit("/", 1)[0] + "/6"
+    return database_url(redis_url, 6)
 
 
 @pytest.fixture(scope="module")
 def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    server.slow_words = 40
-    server.slow_delay = 0.03
-    yield server
-    server.stop()
+    with FakeOpenAI.running(slow_words=40, slow_delay=0.03) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

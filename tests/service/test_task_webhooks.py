@@ -17,6 +17,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.support.api import ALICE, API_KEYS, BOB, Api
+from tests.support.processes import database_url
 from tests.support.waiting import async_wait_until
 from tests.support.webhook_server import TaskWebhookReceiver
 
@@ -27,7 +28,7 @@ ALLOWED = "127.0.0.1/32"  # the receiver's; every other private address stays fo
 @pytest.fixture(scope="module")
 def hooks_redis_url(redis_url: str) -> str:
     """A database of its own: the suite's shared worker never takes our tasks."""
-    return redis_url.rsplit("/", 1)[0] + "/5"
+    return database_url(redis_url, 5)
 
 
 @pytest.fixture(scope="module")

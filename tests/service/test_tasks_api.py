@@ -9,7 +9,7 @@ import pytest
 from claw_client import AsyncClawClient
 
 from tests.support.waiting import async_wait_until
-from workers.core.keys import HEALTH_REPORT_KEY
+from workers.core.keys import HEALTH_REPORT_KEY, SYSTEM_COUNTS_KEY
 
 AI = "/api/v1/tasks/ai/generate"
 T = "/api/v1/tasks"
@@ -276,3 +276,19 @@ async def test_each_operation_lists_the_errors_it_can_answer_with_examples(admin
             for code, answer in op["responses"].items():
                 if code.startswith(("4", "5")):
                     assert answer["content"]["application/json"]["example"]["error"], code
+
+
+async def test_housekeeping_tasks_stay_out_of_admins_default_counts(
+    admin, celery_app, rclient, worker
+) -> None:
+    chore = celery_app.send_task("check_task_health")
+    await wait_status(admin, chore.id, {"SUCCESS"})
+    _, default = await admin.get(f"{T}/stats")
+    _, everything = await admin.get(f"{T}/stats", params={"system": "true"})
+    housekeeping = int(rclient.hget(SYSTEM_COUNTS_KEY, "SUCCESS") or 0)
+    assert housekeeping >= 1
+    assert everything["success"] - default["success"] == housekeeping
+    _, listed = await admin.get(f"{T}/list", params={"limit": 200})
+    assert chore.id not in {t["task_id"] for t in listed["tasks"]}
+    _, with_system = await admin.get(f"{T}/list", params={"limit": 200, "system": "true"})
+    assert chore.id in {t["task_id"] for t in with_system["tasks"]}

@@ -10,9 +10,11 @@ what context reached the model. Every request body is kept in `requests`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,19 @@ class FakeOpenAI(BackgroundServer):
     @property
     def url(self) -> str:
         return f"{self.base_url}/v1"
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, slow_words: int = 60, slow_delay: float = 0.4) -> Iterator[FakeOpenAI]:
+        """A started server ("[slow]" replies stream `slow_words` more words,
+        `slow_delay` seconds apart), stopped on leaving."""
+        server = cls()
+        server.slow_words, server.slow_delay = slow_words, slow_delay
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
     def env(self, **extra: Any) -> dict[str, str]:
         """The worker environment that points the SDK here."""

@@ -85,6 +85,11 @@ class ManagedProcess:
         self.process.wait()
 
 
+def database_url(redis_url: str, db: int) -> str:
+    """The same Redis server, another database: workers of other tests never see it."""
+    return f"{redis_url.rsplit('/', 1)[0]}/{db}"
+
+
 def base_env(redis_url: str, **extra: Any) -> dict[str, str]:
     env = dict(os.environ)
     env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")

@@ -60,13 +60,10 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
     # "[slow]" replies stream 40 extra words 50 ms apart: long enough to watch (Playwright
     # polls at most a second apart), short enough to wait for.
-    server.slow_words = 40
-    server.slow_delay = 0.05
-    yield server
-    server.stop()
+    with FakeOpenAI.running(slow_words=40, slow_delay=0.05) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

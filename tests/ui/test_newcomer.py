@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.api import ADMIN, ALICE
-from tests.support.processes import base_env
+from tests.support.processes import base_env, database_url
 from tests.support.waiting import wait_until
 from tests.ui.conftest import SCREENSHOTS
 from tests.ui.test_dashboard import log_in, still_same_page, submit_from_form, task_row
@@ -99,6 +99,10 @@ def test_filters_match_parts_of_names_live_in_the_url_and_say_when_nothing_match
     expect(page.get_by_test_id("detail-id")).to_have_text(task_id)
     page.goto(f"/tasks/{task_id}")
     expect(page.get_by_test_id("detail-id")).to_have_text(task_id)
+    page.goto("/tasks/00000000-0000-4000-8000-000000000000")
+    expect(page.get_by_test_id("detail-missing")).to_have_text("No such task")
+    page.goto(f"/tasks/{task_id}")
+    expect(page.get_by_test_id("detail-id")).to_have_text(task_id)
     task_row(page, task_id).locator("[data-action=cancel]").click()
     assert not page.errors
 
@@ -108,7 +112,7 @@ def dev_gateway(redis_url, log_dir) -> Iterator[Any]:
     """Development mode (no API_KEYS) on a database no worker consumes."""
     from tests.support.processes import start_gateway
 
-    gateway = start_gateway(redis_url.rsplit("/", 1)[0] + "/8", log_dir, env={"API_KEYS": ""})
+    gateway = start_gateway(database_url(redis_url, 8), log_dir, env={"API_KEYS": ""})
     yield gateway
     gateway.stop()
 

@@ -178,6 +178,11 @@ def counts_key(dimension: str | None = None, value: str | None = None) -> str:
     return f"{PREFIX}counts" if dimension is None else f"{PREFIX}counts:{dimension}:{value}"
 
 
+# Tasks per state of the platform's housekeeping tasks (`workers.core.queues.SYSTEM_TASKS`),
+# also counted in `counts_key()`: what admins' default counts leave out.
+SYSTEM_COUNTS_KEY = f"{PREFIX}counts:system"
+
+
 def done_key(minute: int) -> str:
     """Tasks finished in one minute (counter; `minute` = epoch seconds // 60)."""
     return f"{PREFIX}done:{minute}"

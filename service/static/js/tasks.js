@@ -486,7 +486,18 @@ class TaskDetail {
       if (id !== this.taskId) return;
       this.update(status);
     } catch (err) {
-      if (id === this.taskId && err.status !== 404) toast(err.message, "error");
+      if (id !== this.taskId) return;
+      if (err.status === 404 && !this.table.tasks.has(id)) {
+        // A deep link to a task that is not there (or not yours).
+        replace(this.panel, h("header", { class: "detail-head" },
+          h("h2", { "data-testid": "detail-missing" }, "No such task"),
+          h("button", {
+            class: "btn btn-ghost btn-icon", type: "button", "aria-label": "Close",
+            onclick: () => this.close(),
+          }, "✕")), h("p", { class: "muted" }, `Nothing is known of ${id}.`));
+      } else if (err.status !== 404) {
+        toast(err.message, "error");
+      }
     }
   }
 

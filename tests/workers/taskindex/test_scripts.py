@@ -17,6 +17,7 @@ from workers.core.keys import (
     EXPIRY_KEY,
     FEED_STREAM,
     SEQ_KEY,
+    SYSTEM_COUNTS_KEY,
     chunks_key,
     counts_key,
     done_key,
@@ -326,6 +327,22 @@ def test_prune_lua_removes_expired_records_with_every_index_count_and_chunk(clie
     for key in (counts_key(), counts_key("owner", "alice"), counts_key("queue", "q")):
         assert client.hget(key, "PENDING") == "1", key
     assert run(client, "prune", prune_call(now, 10)) == 0
+
+
+def test_record_lua_counts_housekeeping_apart_and_not_as_throughput(client) -> None:
+    """A `check_task_health` (SYSTEM_TASKS) is counted in SYSTEM_COUNTS_KEY too (admins'
+    default counts leave it out) and never in the finished-per-minute counter."""
+    chore, work, now = new_id(), new_id(), time.time()
+    for tid, name in ((chore, "check_task_health"), (work, "t")):
+        run(client, "record", pending(tid, name=name, owner="").call())
+        done = RecordUpdate(task_id=tid, state="SUCCESS", attempt=0, ttl=TTL, now=now)
+        run(client, "record", done.call())
+    assert client.hgetall(SYSTEM_COUNTS_KEY) == {"PENDING": "0", "SUCCESS": "1"}
+    assert client.hget(counts_key(), "SUCCESS") == "2"
+    assert client.get(done_key(int(now // 60))) == "1"  # the user's task only
+    client.zadd(EXPIRY_KEY, {chore: 0})
+    assert run(client, "prune", prune_call(now, 10)) == 1
+    assert client.hget(SYSTEM_COUNTS_KEY, "SUCCESS") == "0"
 
 
 def test_cancel_lua_marks_only_a_task_that_has_not_started(client) -> None:

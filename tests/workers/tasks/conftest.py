@@ -18,9 +18,8 @@ from tests.support.waiting import wait_for_state
 
 @pytest.fixture(scope="session")
 def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
+    with FakeOpenAI.running() as server:
+        yield server
 
 
 def run_task(app: Any, name: str, queue: str, timeout: float = 30.0, **kwargs: Any) -> AsyncResult:

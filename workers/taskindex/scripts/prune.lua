@@ -18,6 +18,7 @@ for _, id in ipairs(ids) do
   if state then
     redis.call('ZREM', index_key('state', state), id)
     redis.call('HINCRBY', KEYS[3], state, -1)
+    if name and SYSTEM[name] then redis.call('HINCRBY', SYSTEM_COUNTS, state, -1) end
   end
   if owner then
     redis.call('ZREM', index_key('owner', owner), id)

@@ -64,6 +64,7 @@ end
 
 local function count(state_name, d, delta)
   redis.call('HINCRBY', KEYS[6], state_name, delta)
+  if d.name and SYSTEM[d.name] then redis.call('HINCRBY', SYSTEM_COUNTS, state_name, delta) end
   if d.owner then redis.call('HINCRBY', counts_key('owner', d.owner), state_name, delta) end
   if d.queue then redis.call('HINCRBY', counts_key('queue', d.queue), state_name, delta) end
 end
@@ -114,8 +115,10 @@ if apply then
   if attempt > cur_attempt then redis.call('HSET', task, 'attempt', attempt) end
   if TERMINAL[state] and cur_state ~= state then
     redis.call('HSET', task, 'finished_at', now)
-    redis.call('INCR', KEYS[7])
-    redis.call('EXPIRE', KEYS[7], DONE_TTL)
+    if not (dims.name and SYSTEM[dims.name]) then  -- housekeeping is not throughput
+      redis.call('INCR', KEYS[7])
+      redis.call('EXPIRE', KEYS[7], DONE_TTL)
+    end
   end
 end
 redis.call('ZADD', KEYS[4], now + ttl, id)
