@@ -125,6 +125,9 @@ def test_make_run_serves_health_and_flower_then_stops_everything(tmp_path: Path)
         log.close()
     output = read_log(tmp_path)
     assert "private Redis" in output
+    # A clean stop: no process reported with a signal's return code, as if it had failed.
+    stopping = output.split("SIGINT received", 1)[1]
+    assert "stopped (rc=" not in stopping and "web.1 stopped" in stopping
     summary = output.split("CLAW.AI is running:", 1)[1]
     assert f"http://127.0.0.1:{port}" in summary and "development mode" in summary
     assert f"{flower_port}" in summary and "admin / admin" in summary

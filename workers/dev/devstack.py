@@ -7,6 +7,7 @@ stops it last, after every Procfile process has exited.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from workers.dev.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REDIS_PORT = 6379
+# honcho's "web.1 stopped (rc=-15)": how each process ended when make run was stopped.
+STOPPED_BY_SIGNAL = re.compile(r"(\S+) stopped \(rc=-(?:2|15)\)")
 
 
 def _redis_url_configured() -> bool:
@@ -59,9 +62,23 @@ def main() -> int:
     honcho = subprocess.Popen(
         [str(Path(bin_dir) / "honcho"), "start", "-f", str(procfile),
          "-d", str(ROOT), "-p", str(settings.port)],
-        env=env,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     interrupted = False
+
+    def relay() -> None:
+        """honcho's output, as it comes; after Ctrl-C a process ended by the stop signal
+        is reported as stopped, not with a return code that reads like an error."""
+        assert honcho.stdout is not None
+        for raw in honcho.stdout:
+            line = raw.decode(errors="replace")
+            if interrupted:
+                line = STOPPED_BY_SIGNAL.sub(r"\1 stopped", line)
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+    relaying = threading.Thread(target=relay, daemon=True)
+    relaying.start()
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal interrupted
@@ -77,6 +94,7 @@ def main() -> int:
     ).start()  # fmt: skip
     try:
         code = honcho.wait()
+        relaying.join(5)
     finally:
         if redis_server is not None:
             redis_server.stop()

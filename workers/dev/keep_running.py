@@ -26,8 +26,14 @@ def main(argv: list[str]) -> int:
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    def interrupted(_signum: int, _frame: object) -> None:
+        # Ctrl-C reaches the worker itself (one process group): a second SIGINT from
+        # here would turn its warm shutdown into a cold one.
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, forward)  # honcho stops its processes with SIGTERM
+    signal.signal(signal.SIGINT, interrupted)
     while True:
         child = subprocess.Popen(argv)
         code = child.wait()
