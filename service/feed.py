@@ -34,6 +34,7 @@ from aiohttp import WSCloseCode, web
 from service.auth import Principal
 from service.sessions import SessionStore
 from workers.core.keys import FEED_STREAM, SESSION_ENDED_CHANNEL, task_key
+from workers.taskindex.status import iso
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def stream_id(value: str) -> tuple[int, int]:
 
 
 def message(kind: str, **fields: Any) -> dict[str, Any]:
-    return {"type": kind, "task_id": None, "state": None, "ts": time.time(), **fields}
+    return {"type": kind, "task_id": None, "state": None, "ts": iso(time.time()), **fields}
 
 
 SUBSCRIPTION_KINDS = ("task_ids", "queues", "names")
@@ -475,6 +476,8 @@ class FeedHub:
         except (KeyError, ValueError):
             return None
         event["id"] = entry_id
+        if isinstance(event.get("ts"), int | float):
+            event["ts"] = iso(event["ts"])  # epoch seconds in Redis, ISO 8601 on the wire
         event.setdefault("task_id", None)
         event.setdefault("state", None)
         task_id = event.get("task_id")

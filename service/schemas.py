@@ -259,10 +259,10 @@ class TaskSummary(Schema):
     queue = fields.String(allow_none=True)
     priority = fields.Integer(allow_none=True)
     owner = fields.String(allow_none=True)
-    submitted_at = fields.Float(allow_none=True)
-    started_at = fields.Float(allow_none=True)
-    finished_at = fields.Float(allow_none=True)
-    runtime = fields.Float(allow_none=True)
+    submitted_at = fields.String(allow_none=True, metadata={"description": "ISO 8601, UTC"})
+    started_at = fields.String(allow_none=True, metadata={"description": "ISO 8601, UTC"})
+    finished_at = fields.String(allow_none=True, metadata={"description": "ISO 8601, UTC"})
+    runtime = fields.Float(allow_none=True, metadata={"description": "seconds"})
     retries = fields.Integer(allow_none=True)
     worker = fields.String(allow_none=True)
     error = fields.String(allow_none=True)
@@ -315,7 +315,7 @@ class TaskListResponse(Schema):
 
 
 class MinuteCount(Schema):
-    minute = fields.Integer()
+    minute = fields.String(metadata={"description": "the minute's start, ISO 8601, UTC"})
     finished = fields.Integer()
 
 
@@ -392,7 +392,7 @@ class WorkerInfo(Schema):
     active = fields.Integer(allow_none=True)
     reserved = fields.Integer(allow_none=True)
     processed = fields.Integer(allow_none=True)
-    last_heartbeat = fields.Float(allow_none=True)
+    last_heartbeat = fields.String(allow_none=True, metadata={"description": "ISO 8601, UTC"})
     pid = fields.Integer(allow_none=True)
     responded = fields.Boolean(metadata={"description": "answered the inspect broadcast"})
 

@@ -37,6 +37,7 @@ from workers.taskindex.lua_scripts import (
     status_call,
 )
 from workers.taskindex.record import STATES, SUMMARY_FIELDS, decode_hash
+from workers.taskindex.status import iso
 
 # What a task id may look like: the gateway's UUIDs, Celery's (uuid4), or a Python
 # publisher's own id in the same charset. Never a ':', which would let an id name another
@@ -256,7 +257,7 @@ class TaskStore:
         keys = [done_key(m) for m in range(now_minute - minutes + 1, now_minute + 1)]
         values = await self.client.mget(keys)
         return [
-            {"minute": (now_minute - minutes + 1 + i) * 60, "finished": int(v or 0)}
+            {"minute": iso((now_minute - minutes + 1 + i) * 60), "finished": int(v or 0)}
             for i, v in enumerate(values)
         ]
 

@@ -21,6 +21,7 @@ from service.requests import load_query
 from service.schemas import shared
 from service.schemas_tasks import KnowledgeSearchQuery, KnowledgeSearchResponse, OwnerQuery
 from workers.core.settings import Settings
+from workers.taskindex.status import iso
 
 
 class UpstreamRefused(ApiError):
@@ -49,7 +50,7 @@ def _documents(client: Any, owner: str, kb_id: str) -> list[dict[str, Any]]:
 
     return [
         {"document_id": d.document_id, "title": d.title, "chunks": d.chunks,
-         "updated_at": d.updated_at, "size": len(d.text)}
+         "updated_at": iso(d.updated_at), "size": len(d.text)}
         for d in store_for(client, owner).documents(kb_id)
     ]  # fmt: skip
 

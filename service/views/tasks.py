@@ -44,7 +44,7 @@ from workers.core.keys import HEALTH_REPORT_KEY
 from workers.runtime.health import health_report as check_health
 from workers.taskindex.index import TERMINAL_STATES, task_key
 from workers.taskindex.record import TaskRecord, submission_fields
-from workers.taskindex.status import status_document, summarize
+from workers.taskindex.status import iso, status_document, summarize
 
 logger = logging.getLogger(__name__)
 TASK_SUMMARIES = TaskSummary(many=True)
@@ -232,5 +232,7 @@ async def health_report(request: web.Request) -> web.Response:
         )  # fmt: skip
     else:
         report = json.loads(raw)
-    report["age_seconds"] = round(time.time() - report.get("checked_at", time.time()), 3)
+    checked = report.get("checked_at") or time.time()
+    report["age_seconds"] = round(time.time() - checked, 3)
+    report["checked_at"] = iso(checked)
     return web.json_response(report)

@@ -23,6 +23,7 @@ from workers.core import queues
 from workers.core.keys import webhooks_key
 from workers.notify import task_webhooks as hooks
 from workers.taskindex.record import submission_fields
+from workers.taskindex.status import iso
 
 
 class RedeliverRequest(StrictSchema):
@@ -35,9 +36,9 @@ class RedeliverRequest(StrictSchema):
 
 class WebhookSecretResponse(StrictSchema):
     secret = fields.String(required=True, metadata={"description": "whsec_<base64 key>"})
-    previous_valid_until = fields.Float(
+    previous_valid_until = fields.String(
         allow_none=True,
-        metadata={"description": "after a rotation: until when the old one signs too"},
+        metadata={"description": "after a rotation: until when the old one signs too (ISO 8601)"},
     )
 
 
@@ -49,7 +50,7 @@ async def _blocking(request: web.Request, call: Any, *args: Any) -> Any:
 
 
 def _secret_body(found: dict[str, Any]) -> dict[str, Any]:
-    return {"secret": found["secret"], "previous_valid_until": found["previous_valid_until"]}
+    return {"secret": found["secret"], "previous_valid_until": iso(found["previous_valid_until"])}
 
 
 async def webhook_secret(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from service.schemas import (
     shared,
 )
 from workers.runtime import registry
+from workers.taskindex.status import iso
 
 INSPECT_TIMEOUT = 1.0
 CONTROL_TIMEOUT = 5.0
@@ -80,7 +81,7 @@ async def list_workers(request: web.Request) -> web.Response:
                 "active": len(active[host]) if host in active else None,
                 "reserved": len(reserved[host]) if host in reserved else None,
                 "processed": sum(stat.get("total", {}).values()) if stat else None,
-                "last_heartbeat": last,
+                "last_heartbeat": iso(last),
                 "pid": stat.get("pid", info.get("pid")),
                 "responded": host in stats,
             }

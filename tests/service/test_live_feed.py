@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from base64 import b64encode
+from datetime import datetime, timedelta
 
 import aiohttp
 import pytest
@@ -357,5 +358,7 @@ async def test_feed_fields_mean_what_rest_says_and_never_move_a_task_back(
     messages = await collect(ws, finished(task.id))
     mine = [m for m in messages if m.get("task_id") == task.id]
     assert all(m["state"] is None for m in mine if m["type"] == "received")
+    # Every time on the feed is ISO 8601 in UTC, as in REST.
+    assert all(datetime.fromisoformat(m["ts"]).utcoffset() == timedelta(0) for m in messages)
     assert task_states(messages, task.id) == ["PENDING", "STARTED", "SUCCESS"]
     await ws.close()

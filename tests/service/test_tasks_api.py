@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 from claw_client import AsyncClawClient
@@ -259,7 +260,8 @@ async def test_a_health_report_is_there_before_beats_first_run(admin, alice, rcl
     status, report = await admin.get(f"{T}/health")
     assert status == 200 and report["age_seconds"] < 5
     assert worker.hostname in report["live_workers"] and "queue_depths" in report
-    assert json.loads(rclient.get(HEALTH_REPORT_KEY))["checked_at"] == report["checked_at"]
+    stored = json.loads(rclient.get(HEALTH_REPORT_KEY))["checked_at"]
+    assert datetime.fromisoformat(report["checked_at"]).timestamp() == pytest.approx(stored)
     assert (await alice.get(f"{T}/health"))[0] == 403
 
 
@@ -292,3 +294,19 @@ async def test_housekeeping_tasks_stay_out_of_admins_default_counts(
     assert chore.id not in {t["task_id"] for t in listed["tasks"]}
     _, with_system = await admin.get(f"{T}/list", params={"limit": 200, "system": "true"})
     assert chore.id in {t["task_id"] for t in with_system["tasks"]}
+
+
+async def test_every_time_the_api_answers_is_iso_8601_utc(alice, admin, worker) -> None:
+    def utc(value: str) -> bool:
+        return datetime.fromisoformat(value).utcoffset() == timedelta(0)
+
+    status, body = await alice.post(AI, json=ai_body(), params={"wait": 20})
+    assert status == 200 and body["status"] == "SUCCESS"
+    assert all(utc(body[f]) for f in ("submitted_at", "started_at", "finished_at", "date_done"))
+    assert isinstance(body["runtime"], float)  # a duration, in seconds
+    _, page = await alice.get(f"{T}/list", params={"limit": 1})
+    assert utc(page["tasks"][0]["submitted_at"])
+    _, stats = await admin.get(f"{T}/stats")
+    assert all(utc(point["minute"]) for point in stats["tasks_per_minute"])
+    _, report = await admin.get(f"{T}/health")
+    assert utc(report["checked_at"])

@@ -30,7 +30,6 @@ import logging
 import secrets
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -137,10 +136,6 @@ def event_type(event: str) -> str:
 def logged_event(client: Any, task_id: str, seq: int) -> dict[str, Any] | None:
     text = client.lindex(events_key(task_id), seq - 1)
     return json.loads(text) if text else None
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def record_attempt(client: Any, task_id: str, attempt: dict[str, Any]) -> None:

@@ -20,7 +20,13 @@ STATUS_FIELDS = (
 )  # fmt: skip
 
 
+# The times of a task, kept as epoch seconds in its record, answered as ISO 8601 (UTC):
+# one format for every time the API and the feeds show.
+TIME_FIELDS = ("submitted_at", "started_at", "finished_at")
+
+
 def iso(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (None stays None)."""
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
 
 
@@ -29,6 +35,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
     started, finished = record.get("started_at"), record.get("finished_at")
     return {
         **record,
+        **{name: iso(record[name]) for name in TIME_FIELDS if name in record},
         "status": record.get("state"),
         "runtime": round(finished - started, 6) if started and finished else None,
         "error": record.get("error_message"),

@@ -20,7 +20,7 @@ from workers.notify.webhook import post_signed
 from workers.runtime.base import TransientError
 from workers.runtime.clients import redis_client
 from workers.taskindex.record import decode_hash
-from workers.taskindex.status import status_document
+from workers.taskindex.status import iso, status_document
 
 
 def payload(client: Any, task_id: str, event: str, seq: int) -> dict[str, Any] | None:
@@ -36,11 +36,13 @@ def payload(client: Any, task_id: str, event: str, seq: int) -> dict[str, Any] |
         if data is None:
             return None
         data.pop("owner", None)
+        if isinstance(data.get("ts"), int | float):
+            data["ts"] = iso(data["ts"])
     else:
         meta_text = client.get(CELERY_RESULT_KEY.format(task_id))
         meta = json.loads(meta_text) if meta_text else None
         data = status_document(decode_hash(raw), meta, admin=False)
-    return {"type": hooks.event_type(event), "timestamp": hooks.iso(time.time()), "data": data}
+    return {"type": hooks.event_type(event), "timestamp": iso(time.time()), "data": data}
 
 
 def backoff(settings: Settings, retries: int) -> float:
@@ -67,7 +69,7 @@ def deliver_task_webhook(
     headers = hooks.signed_headers(hooks.signing_secrets(client, owner), message_id, body)
     attempt: dict[str, Any] = {
         "webhook_id": message_id, "event": event, "seq": seq, "url": webhook["url"],
-        "attempt": self.request.retries + 1, "redelivery": redelivery, "at": time.time(),
+        "attempt": self.request.retries + 1, "redelivery": redelivery, "at": iso(time.time()),
         "status_code": None, "error": None, "latency_ms": None,
     }  # fmt: skip
     started = time.perf_counter()
@@ -89,7 +91,7 @@ def deliver_task_webhook(
     delay = backoff(settings, self.request.retries)
     if attempt["error"] and retry:
         if time.time() + delay - first_at <= settings.task_webhook_retry_for:
-            attempt["next_attempt_at"] = time.time() + delay
+            attempt["next_attempt_at"] = iso(time.time() + delay)
             hooks.record_attempt(client, task_id, attempt)
             raise self.retry(
                 countdown=delay,

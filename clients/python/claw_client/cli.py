@@ -59,9 +59,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _when(ts: Any) -> str:
+    """A time of the API (ISO 8601, UTC; epoch seconds from older gateways), shortened."""
     if isinstance(ts, int | float):
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return str(ts or "")
+    if isinstance(ts, str):
+        try:
+            return datetime.fromisoformat(ts).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return ts
+    return ""
 
 
 def table(tasks: Iterable[dict[str, Any]], out: TextIO) -> None:

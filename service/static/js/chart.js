@@ -12,12 +12,12 @@ function niceMax(value) {
   return value;
 }
 
-function label(epochSeconds) {
-  const d = new Date(epochSeconds * 1000);
+function label(minute) {
+  const d = new Date(minute); // ISO 8601
   return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
 }
 
-/** points: [{minute: epoch seconds, finished: n}], oldest first; the last is this minute. */
+/** points: [{minute: ISO 8601, finished: n}], oldest first; the last is this minute. */
 export function renderThroughput(host, points) {
   const data = points && points.length ? points : [];
   const max = niceMax(Math.max(0, ...data.map((p) => p.finished)));

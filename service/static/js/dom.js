@@ -48,7 +48,16 @@ export function shortId(id) {
   return id ? String(id).slice(0, 8) : "";
 }
 
-export function ago(ts, now = Date.now() / 1000) {
+/** A time as epoch seconds: the API's ISO 8601 strings (or seconds already). */
+export function seconds(value) {
+  if (value === null || value === undefined || value === "") return null;
+  if (typeof value === "number") return value;
+  const parsed = Date.parse(value);
+  return Number.isNaN(parsed) ? null : parsed / 1000;
+}
+
+export function ago(time, now = Date.now() / 1000) {
+  const ts = seconds(time);
   if (!ts) return "";
   const d = Math.max(0, now - ts);
   if (d < 5) return "just now";
@@ -72,7 +81,8 @@ export function duration(seconds) {
   return `${m}m ${Math.round(seconds - m * 60)}s`;
 }
 
-export function clock(ts) {
+export function clock(time) {
+  const ts = seconds(time);
   if (!ts) return "";
   return new Date(ts * 1000).toLocaleTimeString([], { hour12: false });
 }

@@ -2,7 +2,9 @@
 import { api } from "./api.js";
 import { catalog } from "./catalog.js";
 import { compareIds } from "./feed.js";
-import { $, ago, clock, duration, h, json, replace, shortId, toast, until } from "./dom.js";
+import {
+  $, ago, clock, duration, h, json, replace, seconds, shortId, toast, until,
+} from "./dom.js";
 
 // The platform's housekeeping, hidden unless "system tasks" is ticked (as in the API).
 const SYSTEM_TASKS = catalog.system;
@@ -212,7 +214,7 @@ export class TaskTable {
       merged.status = known.status; // a replayed older event never undoes an ending
     }
     if (merged.started_at && merged.finished_at) {
-      merged.runtime = merged.finished_at - merged.started_at;
+      merged.runtime = seconds(merged.finished_at) - seconds(merged.started_at);
     }
     if (!known && !this.matches(merged)) return merged;
     this.tasks.set(id, merged);
@@ -290,7 +292,8 @@ export class TaskTable {
       h("td", { class: "col-owner" }, task.owner || ""),
       h("td", { class: "muted small ellipsis", title: task.worker || "" },
         task.started_at ? task.worker || "" : ""),
-      h("td", { class: "muted small", title: clock(submitted), dataset: { ts: submitted || "" } },
+      h("td", { class: "muted small", title: clock(submitted),
+        dataset: { ts: seconds(submitted) || "" } },
         ago(submitted)),
       h("td", { class: "small" }, duration(task.runtime)),
       h("td", { class: "col-actions" }, this.actions(task, true)),
@@ -351,7 +354,7 @@ export class TaskTable {
       const old = this.tasks.get(id) || {};
       this.upsert({
         task_id: reply.task_id, status: "PENDING", name: old.name, queue: old.queue,
-        owner: old.owner, submitted_at: Date.now() / 1000, retried_from: id,
+        owner: old.owner, submitted_at: new Date().toISOString(), retried_from: id,
       }, { flash: true });
     } catch (err) {
       toast(`Retry failed: ${err.message}`, "error");
@@ -436,7 +439,7 @@ export class TaskTable {
       this.upsert({
         task_id: reply.task_id, status: reply.status || "PENDING",
         name: KINDS[kind.value], queue: catalog.tasks[KINDS[kind.value]],
-        owner: this.session.owner, submitted_at: Date.now() / 1000,
+        owner: this.session.owner, submitted_at: new Date().toISOString(),
       }, { flash: true });
     });
   }
@@ -568,10 +571,12 @@ class TaskDetail {
       this.section("Timing", h("dl", { class: "timeline" },
         h("dt", {}, "Submitted"), h("dd", {}, clock(submitted) || "—"),
         h("dt", {}, "Started"), h("dd", {}, t.started_at
-          ? `${clock(t.started_at)} · waited ${duration(t.started_at - submitted)}` : "—"),
+          ? `${clock(t.started_at)} · waited ${duration(seconds(t.started_at) - seconds(submitted))}`
+          : "—"),
         h("dt", {}, "Finished"), h("dd", {}, t.finished_at
           ? [clock(t.finished_at), t.started_at
-            ? ` · ran ${duration(t.runtime ?? (t.finished_at - t.started_at))}` : ""]
+            ? ` · ran ${duration(t.runtime ?? (seconds(t.finished_at) - seconds(t.started_at)))}`
+            : ""]
           : "—"))),
       facts.length ? this.section("Details", h("dl", { class: "facts" },
         facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]))) : null,

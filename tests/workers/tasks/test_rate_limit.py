@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from types import SimpleNamespace
 
 import aiohttp
@@ -111,7 +112,12 @@ async def _submit(api: Api, count: int) -> list[str]:
 async def _finished_at(api: Api, task_id: str) -> float | None:
     status, body = await api.get(f"/api/v1/tasks/status/{task_id}")
     assert status == 200 and body["status"] != "FAILURE", body
-    return body["finished_at"] if body["status"] == "SUCCESS" else None
+    return epoch(body["finished_at"]) if body["status"] == "SUCCESS" else None
+
+
+def epoch(iso: str) -> float:
+    """The API's ISO 8601 time as epoch seconds."""
+    return datetime.fromisoformat(iso).timestamp()
 
 
 async def test_an_owner_flooding_first_does_not_hold_back_another_owners_tasks(
@@ -123,9 +129,9 @@ async def test_an_owner_flooding_first_does_not_hold_back_another_owners_tasks(
         flood = await _submit(alice, FLOOD)
         _, first = await alice.get(f"/api/v1/tasks/status/{flood[0]}")
         few = await _submit(bob, FEW)
-        began = first["submitted_at"]
+        began = epoch(first["submitted_at"])
         _, bobs_first = await bob.get(f"/api/v1/tasks/status/{few[0]}")
-        bob_came = bobs_first["submitted_at"]
+        bob_came = epoch(bobs_first["submitted_at"])
 
         async def bob_done() -> list[float] | None:
             times = await asyncio.gather(*(_finished_at(bob, t) for t in few))
