@@ -273,3 +273,40 @@ def test_the_workers_card_stays_live_and_the_api_page_is_served(page: Page) -> N
     expect(docs).to_contain_text("/api/v1/tasks/status/{task_id}")
     expect(docs).to_contain_text("/api/v1/tasks/{task_id}/stream")
     assert not page.errors
+
+
+def test_a_worker_shut_down_from_the_dashboard_is_shown_leaving_at_once(
+    page: Page, ui_redis_url: str, log_dir
+) -> None:
+    from tests.support.processes import start_worker
+
+    leaving = start_worker(ui_redis_url, log_dir, name="leaving", queues="tests_leaving")
+    try:
+        log_in(page, ADMIN)
+        card = page.locator(f'li.worker[data-hostname="{leaving.hostname}"]')
+        expect(card).to_be_visible()
+        page.on("dialog", lambda dialog: dialog.accept())
+        card.get_by_role("button", name="Shut down").click()
+        # At once: no controls, and what the shutdown did (a toast), then offline.
+        expect(card.get_by_test_id("worker-seen")).to_have_text(re.compile(r"stopping…|offline"))
+        expect(card.get_by_role("button", name="Shut down")).to_have_count(0)
+        expect(page.locator(".toast")).to_contain_text(leaving.hostname)
+        expect(card.get_by_test_id("worker-seen")).to_have_text("offline", timeout=30_000)
+        assert not page.errors
+    finally:
+        leaving.stop()
+
+
+def test_new_task_vectorizes_into_the_knowledge_panels_base(page: Page) -> None:
+    log_in(page, ALICE)
+    page.get_by_test_id("kb-id").fill("ui-panel-base")
+    page.get_by_test_id("new-task").click()
+    page.get_by_test_id("new-task-kind").select_option("vectorize")
+    page.get_by_test_id("new-task-text").fill("Otters hold hands while they sleep.")
+    with page.expect_response("**/api/v1/tasks/knowledge/vectorize") as response:
+        page.get_by_test_id("new-task-submit").click()
+    assert response.value.status == 202
+    assert response.value.request.post_data_json["kb_id"] == "ui-panel-base"
+    task_id = response.value.json()["task_id"]
+    expect(task_row(page, task_id)).to_have_attribute("data-state", "SUCCESS", timeout=20_000)
+    assert not page.errors
