@@ -135,6 +135,9 @@ def test_development_mode_and_a_missing_worker_are_explained(browser, dev_gatewa
         expect(page.get_by_test_id("detail-queue-state")).to_contain_text(
             "No worker consumes ai_high_priority"
         )
+        page.get_by_test_id("chat-input").fill("anyone there?")
+        page.get_by_test_id("chat-send").click()
+        expect(page.get_by_test_id("chat-message").last).to_contain_text("no worker")
         health = page.request.get("/healthz").json()
         assert health["status"] == "degraded" and "no live workers" in health["reasons"]
         assert not errors

@@ -109,7 +109,10 @@ export class ChatPanel {
   setState(reply, state) {
     reply.state = state;
     reply.el.dataset.state = state;
-    const label = { PENDING: "queued…", STARTED: "writing…", RETRY: "retrying…" }[state];
+    // Queued with no worker to take it: say so, not "queued…" forever (the banner says why).
+    const stuck = state === "PENDING" && !$("#queue-banner").hidden;
+    const label = { PENDING: stuck ? "queued: no worker takes AI replies right now" : "queued…",
+      STARTED: "writing…", RETRY: "retrying…" }[state];
     if (label && !reply.done) replace(reply.status, h("span", { class: "dots" }, label));
   }
 
