@@ -14,6 +14,7 @@ from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
 from service.auth import KeyRing
+from service.coverage import coverage_cache_key
 from service.feed import FeedHub
 from service.keys import (
     celery_key,
@@ -156,6 +157,7 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     app[settings_key] = settings
     app[metrics_key] = Metrics(multiprocess_dir=metrics_dir)
     app[keyring_key] = KeyRing(settings.api_keys.get_secret_value())
+    app[coverage_cache_key] = {}
     app[admin_paths_key] = admin_paths() | {METRICS_PATH}
     page_routes = {("GET", "/"), ("GET", "/tasks/{task_id}"), ("GET", "/login"),
                    ("GET", "/api/docs"), ("GET", STATIC_PREFIX.rstrip("/")),

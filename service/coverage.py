@@ -1,53 +1,47 @@
-"""Which queues have live consumers: what tells a user why tasks wait (`/healthz`
-degraded, `unconsumed_queues` in the stats, the dashboard's banner, a pending task's
-`queue_state`)."""
+"""Which queues have live consumers, read without blocking the event loop: what tells a
+user why tasks wait (`/healthz` degraded, `unconsumed_queues` in the stats, the dashboard's
+banner, a pending task's `queue_state`). The reading is the health check's
+(`workers.runtime.health.Coverage`); it is shared by every request for a second, so
+polling a pending task's status does not cost a round of registry and queue reads each.
+"""
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from typing import Any, cast
 
+from aiohttp import web
+
 from workers.core.keys import WORKERS_HASH, WORKERS_SEEN
+from workers.core.settings import Settings
 from workers.runtime import registry
+from workers.runtime.health import Coverage, watched_queues
 from workers.runtime.queue_depth import add_depth_reads, depths_from
 
+FRESH_FOR = 1.0  # seconds a reading is shared
 
-@dataclass(frozen=True)
-class Coverage:
-    live_workers: int
-    depths: dict[str, int]  # messages waiting per queue
-    consumers: dict[str, int]  # live workers per queue
-
-    @property
-    def unconsumed(self) -> list[str]:
-        """Queues with waiting messages and no live worker consuming them."""
-        return sorted(q for q, n in self.depths.items() if n and not self.consumers.get(q))
-
-    def reasons(self) -> list[str]:
-        """Why tasks wait, in words (empty: nothing wrong)."""
-        found = [] if self.live_workers else ["no live workers"]
-        found += [
-            f"queue {q} has {self.depths[q]} waiting and no worker consuming it"
-            for q in self.unconsumed
-        ]
-        return found
+# The shared reading: {"at": monotonic seconds, "value": Coverage}, made by create_app.
+coverage_cache_key = web.AppKey("coverage", dict)
 
 
-async def coverage(client: Any) -> Coverage:
+async def read_coverage(client: Any, names: tuple[str, ...]) -> Coverage:
     """Live workers, the queues they consume and the queues' depths: two round trips."""
-    live = cast(
-        list[str],
-        await client.zrangebyscore(WORKERS_SEEN, registry.live_since(time.time()), "+inf"),
-    )
+    since = registry.live_since(time.time())
+    live = cast(list[str], await client.zrangebyscore(WORKERS_SEEN, since, "+inf"))
     async with client.pipeline(transaction=False) as pipe:
         if live:
             pipe.hmget(WORKERS_HASH, live)
-        add_depth_reads(pipe)
+        add_depth_reads(pipe, names)
         replies = await pipe.execute()
-    consumers: dict[str, int] = {}
-    for raw in replies.pop(0) if live else []:
-        for queue in json.loads(raw).get("queues", []) if raw else []:
-            consumers[queue] = consumers.get(queue, 0) + 1
-    return Coverage(len(live), depths_from(replies), consumers)
+    described = replies.pop(0) if live else []
+    return Coverage.of(live, described, depths_from(replies, names))
+
+
+async def coverage(app: web.Application, client: Any, settings: Settings) -> Coverage:
+    """The reading of at most FRESH_FOR seconds ago (one per gateway process)."""
+    cached = app[coverage_cache_key]
+    now = time.monotonic()
+    if cached.get("at", -FRESH_FOR) + FRESH_FOR <= now:
+        cached["value"] = await read_coverage(client, watched_queues(settings))
+        cached["at"] = now
+    return cast(Coverage, cached["value"])

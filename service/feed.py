@@ -34,7 +34,7 @@ from aiohttp import WSCloseCode, web
 from service.auth import Principal
 from service.sessions import SessionStore
 from workers.core.keys import FEED_STREAM, SESSION_ENDED_CHANNEL, task_key
-from workers.taskindex.status import iso
+from workers.taskindex.status import iso, on_the_wire
 
 logger = logging.getLogger(__name__)
 
@@ -476,8 +476,7 @@ class FeedHub:
         except (KeyError, ValueError):
             return None
         event["id"] = entry_id
-        if isinstance(event.get("ts"), int | float):
-            event["ts"] = iso(event["ts"])  # epoch seconds in Redis, ISO 8601 on the wire
+        on_the_wire(event)
         event.setdefault("task_id", None)
         event.setdefault("state", None)
         task_id = event.get("task_id")

@@ -9,14 +9,16 @@ from typing import Any
 import redis.exceptions
 from aiohttp import web
 
-from service.coverage import coverage
-from service.keys import redis_key
+from service.coverage import read_coverage
+from service.keys import redis_key, settings_key
+from workers.runtime.health import watched_queues
 
 
 async def healthz(request: web.Request) -> web.Response:
     client = request.app[redis_key]
     try:
-        covered = await coverage(client)
+        # Read now, not the shared reading: a probe must see Redis as it is.
+        covered = await read_coverage(client, watched_queues(request.app[settings_key]))
     except (redis.exceptions.RedisError, OSError) as exc:
         reason = f"redis unreachable: {type(exc).__name__}"
         failover = await sentinel_view(client)

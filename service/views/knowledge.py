@@ -6,15 +6,14 @@ owner does not have answers 404 (`service.ownership`).
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from typing import Any
 
 import redis.exceptions
 from aiohttp import web
 
+from service.blocking import with_sync_redis
 from service.errors import ApiError, ServiceUnavailable
-from service.keys import executor_key, redis_key, settings_key, sync_redis_key
+from service.keys import redis_key, settings_key
 from service.middlewares import principal_of
 from service.ownership import acting_owner, require_knowledge_base
 from service.requests import load_query
@@ -55,17 +54,10 @@ def _documents(client: Any, owner: str, kb_id: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-async def _blocking(request: web.Request, call: Any, *args: Any) -> Any:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        request.app[executor_key], functools.partial(call, request.app[sync_redis_key], *args)
-    )
-
-
 async def knowledge_bases(request: web.Request) -> web.Response:
     """The caller's knowledge bases (an admin may name another `owner`)."""
     owner = acting_owner(principal_of(request), load_query(request, shared(OwnerQuery))["owner"])
-    return web.json_response({"knowledge_bases": await _blocking(request, _bases, owner)})
+    return web.json_response({"knowledge_bases": await with_sync_redis(request, _bases, owner)})
 
 
 async def knowledge_documents(request: web.Request) -> web.Response:
@@ -73,7 +65,7 @@ async def knowledge_documents(request: web.Request) -> web.Response:
     owner = acting_owner(principal_of(request), load_query(request, shared(OwnerQuery))["owner"])
     kb_id = request.match_info["kb_id"]
     await require_knowledge_base(request.app[redis_key], owner, kb_id, "kb_id")
-    documents = await _blocking(request, _documents, owner, kb_id)
+    documents = await with_sync_redis(request, _documents, owner, kb_id)
     return web.json_response({"kb_id": kb_id, "documents": documents})
 
 
@@ -84,18 +76,10 @@ async def knowledge_search(request: web.Request) -> web.Response:
     await require_knowledge_base(request.app[redis_key], owner, kb_id, "kb_id")
     from workers.runtime.base import PermanentError, TransientError
 
-    loop = asyncio.get_running_loop()
-    call = functools.partial(
-        _search,
-        request.app[sync_redis_key],
-        request.app[settings_key],
-        owner,
-        kb_id,
-        params["q"],
-        params["k"],
-    )
     try:
-        results = await loop.run_in_executor(request.app[executor_key], call)
+        results = await with_sync_redis(
+            request, _search, request.app[settings_key], owner, kb_id, params["q"], params["k"]
+        )
     except (TransientError, redis.exceptions.RedisError) as exc:
         raise ServiceUnavailable(f"search unavailable: {exc}") from None
     except PermanentError as exc:

@@ -35,7 +35,7 @@ from service.schemas import StreamQuery, shared
 from service.views.tasks import status_body, task_id_of, visible_task
 from workers.core.keys import events_key
 from workers.taskindex.index import TERMINAL_STATES
-from workers.taskindex.status import iso
+from workers.taskindex.status import on_the_wire
 
 LAST_EVENT_ID = "Last-Event-ID"
 PAGE = 500
@@ -97,9 +97,8 @@ class _Stream:
 
     async def send(self, event: dict[str, Any]) -> None:
         """One numbered event, once, in order; a final state carries the status body."""
-        event = {k: v for k, v in event.items() if k != "id"}  # the feed's entry id
-        if isinstance(event.get("ts"), int | float):
-            event["ts"] = iso(event["ts"])  # (a replayed event, as the log keeps it)
+        # Without the feed's entry id; a replayed event's time as a live one's.
+        event = on_the_wire({k: v for k, v in event.items() if k != "id"})
         name = EVENT_NAMES.get(event.get("type", ""), event.get("type", "message"))
         if name == "state" and event.get("state") in TERMINAL_STATES:
             event.update(await self.final_body())

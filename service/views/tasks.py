@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -13,15 +12,14 @@ from uuid import uuid4
 from aiohttp import web
 
 from service.auth import Principal
+from service.blocking import in_pool, with_sync_redis
 from service.coverage import coverage
 from service.errors import Conflict, Forbidden, NotFound
 from service.keys import (
     celery_key,
-    executor_key,
     publisher_key,
     redis_key,
     settings_key,
-    sync_redis_key,
     task_store_key,
 )
 from service.middlewares import principal_of
@@ -82,7 +80,7 @@ async def task_status(request: web.Request) -> web.Response:
     body = status_body(record, meta, principal)
     if body["status"] == "PENDING" and body.get("queue"):
         # Why it waits: how deep its queue is, and whether any live worker consumes it.
-        covered = await coverage(request.app[redis_key])
+        covered = await coverage(request.app, request.app[redis_key], request.app[settings_key])
         queue = body["queue"]
         body["queue_state"] = {"queue": queue, "waiting": covered.depths.get(queue, 0),
                                "consumers": covered.consumers.get(queue, 0)}  # fmt: skip
@@ -117,7 +115,9 @@ async def compute_stats(
     store = app[task_store_key]
     client = app[redis_key]
     counts, per_minute, covered = await asyncio.gather(
-        store.counts(owner, system), store.finished_per_minute(10), coverage(client)
+        store.counts(owner, system),
+        store.finished_per_minute(10),
+        coverage(app, client, app[settings_key]),
     )
     body = {
         "total_tasks": sum(counts.values()),
@@ -175,11 +175,7 @@ async def task_cancel(request: web.Request) -> web.Response:
 
 async def _broadcast_revoke(request: web.Request, task_id: str, *, terminate: bool) -> None:
     control = request.app[celery_key].control
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(
-        request.app[executor_key],
-        lambda: control.revoke(task_id, terminate=terminate, signal="SIGTERM"),
-    )
+    await in_pool(request, lambda: control.revoke(task_id, terminate=terminate, signal="SIGTERM"))
 
 
 async def task_retry(request: web.Request) -> web.Response:
@@ -223,13 +219,9 @@ async def health_report(request: web.Request) -> web.Response:
     one made now, with the same check (and stored, as Beat's would be)."""
     raw = await request.app[redis_key].get(HEALTH_REPORT_KEY)
     if raw is None:
-        loop = asyncio.get_running_loop()
-        report = await loop.run_in_executor(
-            request.app[executor_key], functools.partial(
-                check_health, request.app[sync_redis_key], request.app[settings_key],
-                time.time(),
-            ),
-        )  # fmt: skip
+        report = await with_sync_redis(
+            request, check_health, request.app[settings_key], time.time()
+        )
     else:
         report = json.loads(raw)
     checked = report.get("checked_at") or time.time()

@@ -4,8 +4,6 @@ delivery log, and redelivery. Deliveries themselves are made by workers
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 from typing import Any
 from uuid import uuid4
@@ -13,8 +11,9 @@ from uuid import uuid4
 from aiohttp import web
 from marshmallow import fields, validate
 
+from service.blocking import with_sync_redis
 from service.errors import Conflict, NotFound
-from service.keys import executor_key, publisher_key, redis_key, sync_redis_key
+from service.keys import publisher_key, redis_key
 from service.middlewares import principal_of
 from service.requests import load_json
 from service.schemas import StrictSchema, shared
@@ -42,24 +41,17 @@ class WebhookSecretResponse(StrictSchema):
     )
 
 
-async def _blocking(request: web.Request, call: Any, *args: Any) -> Any:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        request.app[executor_key], functools.partial(call, request.app[sync_redis_key], *args)
-    )
-
-
 def _secret_body(found: dict[str, Any]) -> dict[str, Any]:
     return {"secret": found["secret"], "previous_valid_until": iso(found["previous_valid_until"])}
 
 
 async def webhook_secret(request: web.Request) -> web.Response:
-    found = await _blocking(request, hooks.owner_secret, principal_of(request).owner)
+    found = await with_sync_redis(request, hooks.owner_secret, principal_of(request).owner)
     return web.json_response(_secret_body(found))
 
 
 async def rotate_webhook_secret(request: web.Request) -> web.Response:
-    found = await _blocking(request, hooks.rotate_secret, principal_of(request).owner)
+    found = await with_sync_redis(request, hooks.rotate_secret, principal_of(request).owner)
     return web.json_response(_secret_body(found))
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
+from service.blocking import in_pool
 from service.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
-from service.keys import celery_key, executor_key, redis_key
+from service.keys import celery_key, redis_key
 from service.middlewares import principal_of
 from service.requests import load_json, load_query
 from service.schemas import (
@@ -38,7 +39,7 @@ async def _blocking(request: web.Request, call: Any) -> Any:
     from kombu.exceptions import OperationalError
 
     try:
-        return await asyncio.get_running_loop().run_in_executor(request.app[executor_key], call)
+        return await in_pool(request, call)
     except OperationalError as exc:
         raise ServiceUnavailable("broker unavailable") from exc
 

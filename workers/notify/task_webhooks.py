@@ -37,7 +37,6 @@ import redis
 from workers.core.keys import (
     WEBHOOK_STREAM,
     events_key,
-    task_key,
     webhook_secret_key,
     webhooks_key,
 )
@@ -148,12 +147,6 @@ def record_attempt(client: Any, task_id: str, attempt: dict[str, Any]) -> None:
 
 def delivery_log(client: Any, task_id: str) -> list[dict[str, Any]]:
     return [json.loads(a) for a in client.lrange(webhooks_key(task_id), 0, -1)]
-
-
-def webhook_of(client: Any, task_id: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The task's webhook and owner."""
-    raw, owner = client.hmget(task_key(task_id), "webhook", "owner")
-    return (json.loads(raw) if raw else None), owner
 
 
 # --- the dispatcher ----------------------------------------------------------------------

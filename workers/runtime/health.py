@@ -6,6 +6,7 @@ a report before Beat's first (`GET /api/v1/tasks/health`)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from workers.core import queues
@@ -21,6 +22,45 @@ STARTED_INDEX = index_key("state", "STARTED")
 LOST_SCAN = 5000
 # A task a little past its hard limit may be in the middle of being killed.
 LOST_GRACE = 30.0
+
+
+def watched_queues(settings: Settings) -> tuple[str, ...]:
+    """The platform's queues and HEALTH_EXTRA_QUEUES."""
+    extra = tuple(q.strip() for q in settings.health_extra_queues.split(",") if q.strip())
+    return tuple(dict.fromkeys(queues.QUEUES + extra))
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which queues live workers consume: why submitted tasks would wait. Read by the
+    health check here (blocking) and by the gateway (service/coverage.py, asyncio)."""
+
+    live_workers: int
+    depths: dict[str, int]  # messages waiting per queue
+    consumers: dict[str, int]  # live workers per queue
+
+    @classmethod
+    def of(cls, live: list[str], described: list[str | None], depths: dict[str, int]) -> Coverage:
+        """From the live workers' registry entries (`WORKERS_HASH`, JSON) and the depths."""
+        consumers: dict[str, int] = {}
+        for raw in described:
+            for queue in json.loads(raw).get("queues", []) if raw else []:
+                consumers[queue] = consumers.get(queue, 0) + 1
+        return cls(len(live), depths, consumers)
+
+    @property
+    def unconsumed(self) -> list[str]:
+        """Queues with waiting messages and no live worker consuming them."""
+        return sorted(q for q, n in self.depths.items() if n and not self.consumers.get(q))
+
+    def reasons(self) -> list[str]:
+        """Why tasks wait, in words (empty: nothing wrong)."""
+        found = [] if self.live_workers else ["no live workers"]
+        found += [
+            f"queue {q} has {self.depths[q]} waiting and no worker consuming it"
+            for q in self.unconsumed
+        ]
+        return found
 
 
 def lost_tasks(client: Any, now: float, default_limit: float) -> list[dict[str, Any]]:
@@ -53,23 +93,17 @@ def health_report(client: Any, settings: Settings, now: float) -> dict[str, Any]
     seen = dict(client.zrange(WORKERS_SEEN, 0, -1, withscores=True))
     live = sorted(w for w, at in seen.items() if at >= registry.live_since(now))
     stale = sorted(w for w, at in seen.items() if at < now - settings.health_heartbeat_timeout)
-    consumed: set[str] = set()
-    for raw in client.hmget(WORKERS_HASH, live) if live else []:
-        if raw:
-            consumed.update(json.loads(raw).get("queues", []))
-    extra = tuple(q.strip() for q in settings.health_extra_queues.split(",") if q.strip())
-    depths = queue_depths(client, tuple(dict.fromkeys(queues.QUEUES + extra)))
-    unconsumed = sorted(q for q, depth in depths.items() if depth and q not in consumed)
+    covered = Coverage.of(
+        live, client.hmget(WORKERS_HASH, live) if live else [],
+        queue_depths(client, watched_queues(settings)),
+    )  # fmt: skip
     lost = lost_tasks(client, now, settings.task_time_limit)
     failures = failure_rate(client, now)
     failing = (
         failures["finished"] >= settings.health_min_finished
         and failures["rate"] > settings.health_failure_rate_threshold
     )
-    problems = []
-    if not live:
-        problems.append("no live workers")
-    problems += [f"queue {q} has waiting messages and no consumer" for q in unconsumed]
+    problems = covered.reasons()
     problems += [
         f"task {t['task_id']} ({t['name']}) lost: running {t['running_for']}s" for t in lost
     ]
@@ -85,8 +119,8 @@ def health_report(client: Any, settings: Settings, now: float) -> dict[str, Any]
         "problems": problems,
         "live_workers": live,
         "stale_workers": stale,
-        "queue_depths": depths,
-        "queues_without_consumer": unconsumed,
+        "queue_depths": covered.depths,
+        "queues_without_consumer": covered.unconsumed,
         "lost_tasks": lost,
         "failure_rate": {**failures, "threshold": settings.health_failure_rate_threshold,
                          "alert": failing},

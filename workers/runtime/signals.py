@@ -127,8 +127,8 @@ def _check_tasks(sender: Any = None, **_: Any) -> None:
             tasks[alias] = tasks[name]
 
 
-_dispatcher: Dispatcher | None = None
-_threads: list[Housekeeper] = []
+# The worker's own threads (webhook dispatch, housekeeping), stopped at its shutdown.
+_threads: list[Dispatcher | Housekeeper] = []
 
 
 def _publish_delivery(task_id: str, event: str, seq: int) -> None:
@@ -142,23 +142,21 @@ def _publish_delivery(task_id: str, event: str, seq: int) -> None:
 
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
-    global _dispatcher
     app = sender.app
     hostname = sender.hostname
     client = redis_client()
     check_eviction_policy(client)
     # Task events a webhook asked for become delivery tasks (workers/notify/task_webhooks.py).
     settings = get_settings()
-    _dispatcher = Dispatcher(sync_redis(settings), _publish_delivery, hostname)
-    _dispatcher.start()
+    _threads.append(Dispatcher(sync_redis(settings), _publish_delivery, hostname))
     # Lost messages are looked for here, not by a Beat task a minute.
-    _housekeeper = Housekeeper(
+    _threads.append(Housekeeper(
         client, settings.task_recovery_interval,
         lambda: recover_lost(app, client, settings.task_recovery_grace,
                              settings.broker_visibility_timeout),
-    )  # fmt: skip
-    _housekeeper.start()
-    _threads.append(_housekeeper)
+    ))  # fmt: skip
+    for thread in _threads:
+        thread.start()
     registry.record_worker(
         client,
         hostname,
@@ -205,8 +203,6 @@ _heap_frozen = False
 
 @worker_shutdown.connect
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
-    if _dispatcher is not None:
-        _dispatcher.stop()
     for thread in _threads:
         thread.stop()
     try:

@@ -30,6 +30,14 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
 
 
+def on_the_wire(event: dict[str, Any]) -> dict[str, Any]:
+    """A logged or feed event as clients get it: its `ts` (epoch seconds, as the index's
+    scripts write it) in ISO 8601. Changes `event` and returns it."""
+    if isinstance(event.get("ts"), int | float):
+        event["ts"] = iso(event["ts"])
+    return event
+
+
 def summarize(record: dict[str, Any]) -> dict[str, Any]:
     """A record with the API's derived fields (`status`, `runtime`, `error`)."""
     started, finished = record.get("started_at"), record.get("finished_at")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from workers.celery_app import celery_app
 from workers.core import queues
@@ -20,28 +20,25 @@ from workers.notify.webhook import post_signed
 from workers.runtime.base import TransientError
 from workers.runtime.clients import redis_client
 from workers.taskindex.record import decode_hash
-from workers.taskindex.status import iso, status_document
+from workers.taskindex.status import iso, on_the_wire, status_document
 
 
-def payload(client: Any, task_id: str, event: str, seq: int) -> dict[str, Any] | None:
+def payload(client: Any, record: dict[str, Any], event: str, seq: int) -> dict[str, Any] | None:
     """What is sent: {"type": "task.<event>", "timestamp", "data"}; `data` is the task's
     status body (started, completed; as the owner's key reads it) or the output event
-    (output). None when the task's record is gone."""
-    raw = client.hgetall(task_key(task_id))
-    if not raw:
-        return None
+    (output; None when the log no longer has it)."""
+    task_id = record["task_id"]
     data: dict[str, Any] | None
     if event == "output":
         data = hooks.logged_event(client, task_id, seq)
         if data is None:
             return None
         data.pop("owner", None)
-        if isinstance(data.get("ts"), int | float):
-            data["ts"] = iso(data["ts"])
+        on_the_wire(data)
     else:
         meta_text = client.get(CELERY_RESULT_KEY.format(task_id))
         meta = json.loads(meta_text) if meta_text else None
-        data = status_document(decode_hash(raw), meta, admin=False)
+        data = status_document(record, meta, admin=False)
     return {"type": hooks.event_type(event), "timestamp": iso(time.time()), "data": data}
 
 
@@ -60,8 +57,11 @@ def deliver_task_webhook(
     settings = get_settings()
     client = redis_client()
     first_at = first_at or time.time()
-    webhook, owner = hooks.webhook_of(client, task_id)
-    body_doc = payload(client, task_id, event, seq) if webhook and owner else None
+    # The record, read once: the webhook, its owner (whose secret signs) and the body.
+    raw = cast(dict[str, str], client.hgetall(task_key(task_id)))  # decode_responses
+    record = {"task_id": task_id, **decode_hash(raw)}
+    webhook, owner = record.get("webhook"), record.get("owner")
+    body_doc = payload(client, record, event, seq) if webhook and owner else None
     if webhook is None or owner is None or body_doc is None:
         return {"delivered": False, "reason": "no webhook or no such task"}
     body = json.dumps(body_doc, separators=(",", ":"), default=str).encode()
