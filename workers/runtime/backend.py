@@ -143,8 +143,10 @@ class _IndexedMixin:
             keys, args = claim_start_call(
                 update, result_key, value, expires, token=token, now=time.time()
             )
+            # Replicated like a final state (REDIS_REPLICA_ACKS): a claim a failover lost
+            # would let a second delivery of the message (its pop lost too) run the task.
             (outcome,) = self.ensure(  # type: ignore[attr-defined]
-                self._run_script, (self._claim_start, keys, args)
+                self._run_replicated, (self._claim_start, keys, args)
             )
             setattr(request, CLAIM_OUTCOME_FIELD, int(outcome))
         else:
@@ -154,9 +156,10 @@ class _IndexedMixin:
         return result
 
     def _run_replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """A final state: with REDIS_REPLICA_ACKS, WAIT for the replicas after writing it,
-        on the same connection, before the worker acknowledges the message (late ack): a
-        failover then finds the task finished, not ready to run again."""
+        """A claim or a final state: with REDIS_REPLICA_ACKS, WAIT for the replicas after
+        writing it, on the same connection, before the task runs or the worker acknowledges
+        the message (late ack): a failover then finds the task claimed or finished, not
+        ready to run again."""
         settings = get_settings()
         wanted = settings.redis_replica_acks
         if not wanted:
