@@ -110,3 +110,51 @@ def test_accepted_only_once_a_replica_holds_it(
     finally:
         primary.close()
         replica.close()
+
+
+def test_a_task_runs_only_under_a_claim_a_replica_holds(
+    private_redis: Callable[..., EmbeddedRedis], processes: Processes, log_dir: Path
+) -> None:
+    """A claim is what stops a second delivery of the message from running the task; one
+    no replica holds could be lost to a failover (or to a Sentinel split brain) with the
+    message's pop, so the task waits for a replica instead of running under it."""
+    primary_server = private_redis(name="primary")
+    replica_server = private_redis(
+        "--replicaof", "127.0.0.1", str(primary_server.port), name="replica"
+    )
+    primary = redis.Redis(port=primary_server.port, decode_responses=True)
+    try:
+        wait_until(lambda: replicas_online(primary) == 1, 20, 0.05, "the replica in sync")
+        gateway = processes.register(start_gateway(primary_server.url, log_dir, env=ACKS))
+        status, _, body = http("POST", gateway.base_url + SUBMIT,
+                               {"conversation_id": "c", "user_message": "hi"})  # fmt: skip
+        assert status == 202, body
+        key = task_key(body["task_id"])
+
+        # Accepted (a replica holds it), then the replica is gone before a worker claims it.
+        replica_server.kill()
+        wait_until(lambda: replicas_online(primary) == 0, 20, 0.05, "the primary alone")
+        hostname = f"claim-{uuid.uuid4().hex[:6]}@localhost"
+        log = log_dir / "w-claim.log"
+        worker = processes(worker_argv(hostname), deploy_env(primary_server.url, **ACKS), log)
+        wait_worker_ready(worker, primary, hostname)
+
+        def refused_claims() -> int:
+            return log.read_text(errors="replace").count(f"claim of {body['task_id']} held by 0")
+
+        wait_until(lambda: refused_claims() >= 2, 30, 0.1, "two claims no replica held")
+        # Given up each time (the record says STARTED, unclaimed, as after a worker's
+        # death), and never run: no reply streamed, no result.
+        record = primary.hgetall(key)
+        assert record.get("claimed_by") == "" and int(record.get("deliveries", 0)) == 0, record
+        assert record["state"] in ("PENDING", "STARTED"), record
+        assert not primary.exists(f"{key}:chunks")
+
+        # A replica again: the task runs, once, under a claim the replica holds.
+        private_redis("--replicaof", "127.0.0.1", str(primary_server.port), name="replica2")
+        wait_until(lambda: replicas_online(primary) == 1, 20, 0.05, "a replica in sync")
+        wait_until(lambda: primary.hget(key, "state") == "SUCCESS", 30, 0.1, "the task done")
+        record = primary.hgetall(key)
+        assert record["deliveries"] == "1", record
+    finally:
+        primary.close()

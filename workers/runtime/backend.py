@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+import redis
 from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
@@ -25,7 +26,14 @@ from workers.runtime.rate_limit import Deferral, declared_rate, take_slot
 from workers.taskindex.confirmation import FIELD as CONFIRM_FIELD
 from workers.taskindex.confirmation import REASON as CONFIRM_REASON
 from workers.taskindex.confirmation import hold_left
-from workers.taskindex.lua_scripts import RecordUpdate, claim_start_call, source, store_result_call
+from workers.taskindex.lua_scripts import (
+    CLAIM_RUN,
+    RecordUpdate,
+    claim_start_call,
+    source,
+    store_result_call,
+    unclaim_call,
+)
 from workers.taskindex.record import PREVIEW_CAP, STATES, TERMINAL_STATES, capped_json, preview
 
 EVENT_RESULT_CAP = 64 * 1024
@@ -37,6 +45,14 @@ CLAIM_OUTCOME_FIELD = "claw_claim_outcome"
 # made, nothing stored), and the `rate_limit.Deferral` saying when it may run.
 CLAIM_DEFERRED = -1
 DEFERRAL_FIELD = "claw_deferral"
+# A claim no replica acknowledged (REDIS_REPLICA_ACKS): the delivery tries again this much
+# later (`_IndexedMixin._claim`).
+UNACKED_RECHECK = 1.0
+UNACKED_REASON = "waiting for a replica to acknowledge its claim"
+# Times a final state no replica acknowledged is written and waited for again
+# (`_IndexedMixin._run_replicated`) before the message is acknowledged all the same.
+FINAL_ACK_ROUNDS = 6
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
 logger = logging.getLogger(__name__)
 
@@ -140,37 +156,97 @@ class _IndexedMixin:
         if token:
             # Right before the task runs (`track_started`): the claim goes with it; the
             # task itself reads the outcome (`PlatformTask.before_start`).
-            keys, args = claim_start_call(
-                update, result_key, value, expires, token=token, now=time.time()
+            setattr(
+                request,
+                CLAIM_OUTCOME_FIELD,
+                self._claim(update, result_key, value, expires, request, token),
             )
-            # Replicated like a final state (REDIS_REPLICA_ACKS): a claim a failover lost
-            # would let a second delivery of the message (its pop lost too) run the task.
-            (outcome,) = self.ensure(  # type: ignore[attr-defined]
-                self._run_replicated, (self._claim_start, keys, args)
-            )
-            setattr(request, CLAIM_OUTCOME_FIELD, int(outcome))
         else:
             keys, args = store_result_call(update, result_key, value, expires)
-            run = self._run_replicated if state in states.READY_STATES else self._run_script
-            self.ensure(run, (self._store, keys, args))  # type: ignore[attr-defined]
+            if state in states.READY_STATES:
+                self.ensure(self._run_replicated, (self._store, keys, args))  # type: ignore[attr-defined]
+            else:
+                self.ensure(self._run_script, (self._store, keys, args))  # type: ignore[attr-defined]
         return result
 
+    def _claim(
+        self,
+        update: RecordUpdate,
+        result_key: Any,
+        value: Any,
+        expires: int | None,
+        request: Any,
+        token: str,
+    ) -> int:
+        """The claim and STARTED in one call (claim_start.lua). With REDIS_REPLICA_ACKS it
+        is replicated (WAIT) before the task runs; a claim no replica acknowledged is given
+        up and the delivery deferred: a failover (or a Sentinel split brain, two primaries
+        for a while) could lose it, and a second delivery of the message, its pop lost
+        too, would then run the task again. (The record keeps STARTED, unclaimed, as after
+        a worker's death: any delivery may run it.)"""
+        keys, args = claim_start_call(
+            update, result_key, value, expires, token=token, now=time.time()
+        )
+        wanted = get_settings().redis_replica_acks
+        if not wanted:
+            (outcome,) = self.ensure(self._run_script, (self._claim_start, keys, args))  # type: ignore[attr-defined]
+            return int(outcome)
+        (outcome,), acked = self.ensure(self._run_waited, (self._claim_start, keys, args))  # type: ignore[attr-defined]
+        if int(outcome) != CLAIM_RUN or acked >= wanted:
+            return int(outcome)
+        logger.warning(
+            "claim of %s held by %s of %s replicas: not run now", update.task_id, acked, wanted
+        )
+        try:
+            self._unclaim(*unclaim_call(update.task_id, token))
+        except REDIS_ERRORS:
+            pass  # the claim goes stale instead (CLAIM_FRESH seconds)
+        setattr(request, DEFERRAL_FIELD, Deferral(UNACKED_RECHECK, UNACKED_REASON))
+        return CLAIM_DEFERRED
+
     def _run_replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """A claim or a final state: with REDIS_REPLICA_ACKS, WAIT for the replicas after
-        writing it, on the same connection, before the task runs or the worker acknowledges
-        the message (late ack): a failover then finds the task claimed or finished, not
-        ready to run again."""
-        settings = get_settings()
-        wanted = settings.redis_replica_acks
+        """A final state: with REDIS_REPLICA_ACKS, WAIT for the replicas after writing it
+        before the worker acknowledges the message (late ack): a failover then finds the
+        task finished, not ready to run again.
+
+        Not acknowledged in time, it is written again and waited for, up to
+        `FINAL_ACK_ROUNDS` times: the primary may have been isolated (a Sentinel split
+        brain) and about to be made a replica, its writes dropped; the next round then
+        reaches the real primary. Meanwhile the task's claim stays fresh (the worker runs
+        it still), so no other delivery and no recovery runs it again."""
+        wanted = get_settings().redis_replica_acks
         if not wanted:
             return script(keys=keys, args=args)
+        outcome, acked = self._run_waited(script, keys, args)
+        for _ in range(FINAL_ACK_ROUNDS - 1):
+            if acked >= wanted:
+                break
+            logger.warning(
+                "final state of %s held by %s of %s replicas: writing it again",
+                keys[1], acked, wanted,
+            )  # fmt: skip
+            # store_result.lua finishes a task once: where the state is already final it
+            # writes nothing, so a no-op write to the record makes the WAIT cover it.
+            _, acked = self._run_waited(script, keys, args, touch=keys[1])
+        if acked < wanted:
+            logger.error("final state of %s held by %s of %s replicas", keys[1], acked, wanted)
+        return outcome
+
+    def _run_waited(
+        self, script: Any, keys: list[str], args: list[Any], touch: str | None = None
+    ) -> tuple[Any, int]:
+        """The script, then WAIT on the same connection: its outcome and how many replicas
+        acknowledged it within REDIS_REPLICA_ACK_FINAL_TIMEOUT_MS."""
+        settings = get_settings()
         with self.client.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
             script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", wanted, settings.redis_replica_ack_final_timeout_ms)
-            outcome, acked = pipe.execute()
-        if int(acked) < wanted:
-            logger.warning("final state of %s held by %s of %s replicas", keys[0], acked, wanted)
-        return outcome
+            if touch is not None:
+                pipe.hincrby(touch, "deliveries", 0)
+            pipe.execute_command(
+                "WAIT", settings.redis_replica_acks, settings.redis_replica_ack_final_timeout_ms
+            )
+            replies = pipe.execute()
+        return replies[0], int(replies[-1])
 
     def _deferred(self, request: Any) -> bool:
         """Whether the delivery about to run must wait: for its publisher's replica
@@ -207,6 +283,13 @@ class _IndexedMixin:
     @functools.cached_property
     def _claim_start(self) -> Any:
         return self.client.register_script(source("claim_start"))  # type: ignore[attr-defined]
+
+    @functools.cached_property
+    def _unclaim_script(self) -> Any:
+        return self.client.register_script(source("unclaim"))  # type: ignore[attr-defined]
+
+    def _unclaim(self, keys: list[str], args: list[Any]) -> Any:
+        return self._unclaim_script(keys=keys, args=args)
 
     @staticmethod
     def _run_script(script: Any, keys: list[str], args: list[Any]) -> Any:

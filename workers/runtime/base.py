@@ -20,6 +20,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 # task_ready is private (workers/runtime/internals.py lists it); celery-types omits it.
 from celery.worker.request import Request, task_ready  # type: ignore[attr-defined]
+from kombu.exceptions import OperationalError
 
 from workers.core.headers import DEFERRED_HEADER, OWNER_HEADER
 from workers.core.settings import get_settings
@@ -30,6 +31,7 @@ from workers.runtime.backend import (
     DEFERRAL_FIELD,
 )
 from workers.runtime.clients import task_index
+from workers.runtime.priority import ReplicaAckError
 from workers.taskindex.index import (
     CLAIM_CANCELLED,
     CLAIM_DONE,
@@ -77,6 +79,8 @@ class PoisonTaskError(Exception):
 
 
 MAX_WORKER_LOSSES = 3
+# What publishing a deferred copy may fail with (`PlatformTask._put_back`).
+PUT_BACK_ERRORS = (ReplicaAckError, OperationalError, redis.exceptions.RedisError, OSError)
 DUPLICATE_RECHECK = CLAIM_FRESH
 
 
@@ -149,7 +153,8 @@ class PlatformTask(Task):
     (`workers/runtime/rate_limit.py`), without running, failing or counting a retry.
 
     Claim before running: the STARTED write also claims the task for this delivery in
-    the index (`claim_start.lua`, one Redis call). Cancels recorded in the index are
+    the index (`claim_start.lua`, one Redis call; with REDIS_REPLICA_ACKS the claim first,
+    run only once a replica holds it). Cancels recorded in the index are
     honoured by every worker, also ones started after the cancel (Celery keeps revokes
     in each worker's memory only); a duplicate delivery of a finished task is dropped,
     and one of a task running under another live delivery (Redis redelivers
@@ -208,9 +213,7 @@ class PlatformTask(Task):
             "%s[%s] is running under another delivery; checking again in %ss",
             self.name, self.request.id, DUPLICATE_RECHECK,
         )  # fmt: skip
-        self.signature_from_request(
-            self.request, countdown=DUPLICATE_RECHECK, headers=deferred_headers(self.request)
-        ).apply_async()
+        self._put_back(countdown=DUPLICATE_RECHECK)
 
     def _defer_for_rate(self, deferral: Any) -> None:
         """No slot of the task's rate limit was free (`rate_limit.take_slot`): a copy is
@@ -224,10 +227,24 @@ class PlatformTask(Task):
             deferral.countdown,
             deferral.reason,
         )
-        self.signature_from_request(
-            self.request, eta=run_at, headers=deferred_headers(self.request)
-        ).apply_async()
-        task_index().waiting(str(self.request.id), deferral.reason, run_at.isoformat())
+        self._put_back(eta=run_at)
+        try:
+            task_index().waiting(str(self.request.id), deferral.reason, run_at.isoformat())
+        except PUT_BACK_ERRORS:
+            logger.warning("could not record why %s waits", self.request.id)
+
+    def _put_back(self, **options: Any) -> None:
+        """Publish a copy of this delivery to run later (before this one is acknowledged).
+        When the copy cannot be published (Redis down, or too few replicas acknowledged it)
+        the message itself goes back to its queue: the task is never dropped or failed
+        for it."""
+        try:
+            self.signature_from_request(
+                self.request, headers=deferred_headers(self.request), **options
+            ).apply_async()
+        except PUT_BACK_ERRORS as exc:
+            logger.warning("could not put %s back (%s): requeued", self.request.id, exc)
+            raise Reject(str(exc), requeue=True) from exc
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, except that a retry it cannot publish keeps the task.

@@ -70,6 +70,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "store_result": ("record",),
     "claim": (),
     "claim_start": ("record", "store_result", "claim"),
+    "unclaim": (),
     "refresh": (),
     "feed": (),
     "prune": (),
@@ -217,6 +218,15 @@ def claim_start_call(
     """claim_start.lua's: claim.lua's token, time and freshness with store_result.lua's."""
     keys, args = store_result_call(update, result_key, meta, expires)
     return keys, [token, now, fresh, *args]
+
+
+def claim_call(task_id: str, *, token: str, now: float, fresh: float = CLAIM_FRESH) -> Call:
+    """claim.lua's, alone: the claim without STARTED (see `claim_start_call`)."""
+    return [task_key(task_id)], [token, now, fresh]
+
+
+def unclaim_call(task_id: str, token: str) -> Call:
+    return [task_key(task_id)], [token]
 
 
 def refresh_call(task_id: str, token: str, now: float) -> Call:

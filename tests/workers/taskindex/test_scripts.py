@@ -37,6 +37,7 @@ from workers.taskindex.lua_scripts import (
     Call,
     RecordUpdate,
     cancel_call,
+    claim_call,
     claim_start_call,
     feed_call,
     link_retry_call,
@@ -48,6 +49,7 @@ from workers.taskindex.lua_scripts import (
     source,
     status_call,
     store_result_call,
+    unclaim_call,
 )
 
 DB = 9
@@ -260,6 +262,19 @@ def test_claim_start_lua_stores_started_only_when_the_claim_is_won(client) -> No
     client.delete(result_key)
     assert start("b") == [CLAIM_DUPLICATE]
     assert client.get(result_key) is None  # nothing stored for the lost claim
+
+
+def test_unclaim_lua_gives_up_only_its_own_claim(client) -> None:
+    tid, now = new_id(), time.time()
+    run(client, "record", pending(tid).call())
+    assert run(client, "claim", claim_call(tid, token="a", now=now)) == CLAIM_RUN
+    assert run(client, "unclaim", unclaim_call(tid, "b")) == 0  # not b's to give up
+    assert client.hget(task_key(tid), "claimed_by") == "a"
+    assert run(client, "unclaim", unclaim_call(tid, "a")) == 1
+    record = client.hgetall(task_key(tid))
+    assert (record["claimed"], record["claimed_by"], record["deliveries"]) == ("0", "", "0")
+    # The next delivery claims at once, without waiting for "a"'s claim to go stale.
+    assert run(client, "claim", claim_call(tid, token="b", now=now + 1)) == CLAIM_RUN
 
 
 def test_refresh_lua_renews_only_the_holders_claim(client) -> None:
