@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from marshmallow import Schema
 
-from service import schemas, schemas_tasks
+from service import schemas, schemas_schedules, schemas_tasks
 from service.views import (
     catalog,
     health,
     knowledge,
     live,
+    schedules,
     session,
     stream,
     submit,
@@ -145,6 +146,25 @@ ROUTES: list[Route] = [
           body=schemas.WorkerTarget, query=schemas.WorkerTarget,
           response=schemas.WorkerControlResponse, tags=("workers",), admin=True,
           extra=WORKER_NAMED),
+]  # fmt: skip
+
+# Owners' schedules
+SCHEDULES = "/api/v1/schedules"
+ROUTES += [
+    Route("POST", SCHEDULES, schedules.create_schedule,
+          "Schedule a submission on a cron expression or an interval: Beat fires it as "
+          "the caller's task", body=schemas_schedules.ScheduleRequest,
+          response=schemas_schedules.ScheduleResponse, status=201, tags=("schedules",),
+          extra={"responses": {"404": "a knowledge base it names is not the caller's",
+                               "409": "the caller has SCHEDULES_PER_OWNER schedules"}}),
+    Route("GET", SCHEDULES, schedules.list_schedules,
+          "The caller's schedules (an admin key: everyone's), oldest first",
+          response=schemas_schedules.ScheduleListResponse, tags=("schedules",)),
+    Route("GET", f"{SCHEDULES}/{{schedule_id}}", schedules.get_schedule,
+          "A schedule, its next run and its runs so far",
+          response=schemas_schedules.ScheduleResponse, tags=("schedules",)),
+    Route("DELETE", f"{SCHEDULES}/{{schedule_id}}", schedules.delete_schedule,
+          "Delete a schedule: Beat fires it no more", status=204, tags=("schedules",)),
 ]  # fmt: skip
 
 

@@ -272,6 +272,9 @@ class TaskSummary(Schema):
         metadata={"description": "why a task due to run waits (its rate limit) until `eta`"},
     )
     retried_from = fields.String(allow_none=True, metadata={"description": "the task retried"})
+    schedule_id = fields.String(
+        allow_none=True, metadata={"description": "the schedule that sent it (/api/v1/schedules)"}
+    )
     retried_as = fields.String(
         allow_none=True, metadata={"description": "the task a retry created (retried already)"}
     )

@@ -12,3 +12,5 @@ DEFERRED_HEADER = "claw_deferred"
 # the message and never stores this header with it (`workers.runtime.priority`); with
 # another transport the `after_task_publish` receiver writes it.
 RECORD_HEADER = "claw_record"
+# The owner's schedule (`workers.runtime.schedules`) a task was sent for, by Beat.
+SCHEDULE_HEADER = "claw_schedule"

@@ -21,6 +21,8 @@ Celery and kombu that the platform reads are named at the end, as theirs.
 - `claw:inbox:<ns>` list (capped) and `claw:inbox:<ns>:delivered` set: a user's inbox.
 - `claw:failed:<minute>` counter, 2 h; `claw:health:report` string.
 - `claw:redbeat...`: RedBeat's schedule and lock (its own layout).
+- `claw:schedules` hash (id -> owner) and `claw:schedules:<ns>` sets: owners' schedules,
+  whose entries are RedBeat's (`claw:redbeat:schedule:<id>`).
 
 `<ns>` is an owner's namespace (`workers.core.ownership.namespace`): it has no ':', so two
 owners' ids never collide.
@@ -64,6 +66,13 @@ HEALTH_REPORT_KEY = f"{PREFIX}health:report"
 WORKERS_HASH = f"{PREFIX}workers"  # hash: hostname -> JSON (queues, concurrency, pid, ...)
 WORKERS_SEEN = f"{PREFIX}workers:seen"  # sorted set: hostname -> last heartbeat
 REDBEAT_PREFIX = f"{PREFIX}redbeat"
+# Owners' schedules (workers/runtime/schedules.py): hash, schedule id -> owner.
+SCHEDULES = f"{PREFIX}schedules"
+
+
+def owner_schedules_key(owner: str) -> str:
+    """An owner's schedule ids (set), counted against SCHEDULES_PER_OWNER."""
+    return f"{SCHEDULES}:{namespace(owner)}"
 
 
 def failed_key(minute: int) -> str:

@@ -188,6 +188,11 @@ class Settings(BaseSettings):
     # A worker silent this long is forgotten by cleanup_expired_results.
     dead_worker_after: float = Field(24 * 3600, gt=0)
 
+    # Owners' schedules (`/api/v1/schedules`): at most this many per owner, none firing
+    # more often than once in this many seconds.
+    schedules_per_owner: int = Field(20, ge=0)
+    schedule_min_interval: float = Field(60.0, gt=0)
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:

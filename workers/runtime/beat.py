@@ -19,6 +19,8 @@ from typing import Any
 import redis.exceptions
 from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
 
+from workers.runtime.schedules import ZonedScheduleEntry
+
 logger = logging.getLogger(__name__)
 
 # Seconds between attempts while Redis cannot be reached.
@@ -26,6 +28,9 @@ OUTAGE_RETRY = 1.0
 
 
 class ResilientRedBeatScheduler(RedBeatScheduler):
+    # Owners' crontabs are read in their own time zone (`workers.runtime.schedules`).
+    Entry = ZonedScheduleEntry
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:
             return float(super().tick(*args, **kwargs))

@@ -26,7 +26,12 @@ from celery.worker import state as worker_state
 import workers.runtime.logs
 import workers.runtime.queue_selection  # noqa: F401
 from workers.core import queues
-from workers.core.headers import DEFERRED_HEADER, INDEXED_HEADER, RECORD_HEADER
+from workers.core.headers import (
+    DEFERRED_HEADER,
+    INDEXED_HEADER,
+    RECORD_HEADER,
+    SCHEDULE_HEADER,
+)
 from workers.core.redis_client import sync_redis
 from workers.core.settings import get_settings
 from workers.notify.task_webhooks import Dispatcher
@@ -74,6 +79,8 @@ def _on_publish(
         )
     else:
         fields = publish_fields(sender, body, routing_key, headers, properties or {})
+        # Beat firing an owner's schedule (`workers.runtime.schedules`).
+        fields["schedule_id"] = headers.get(SCHEDULE_HEADER)
         update = RecordUpdate(task_id=task_id, state="PENDING", attempt=0, fields=fields, ttl=ttl)
     headers[RECORD_HEADER] = update.to_header()
 

@@ -103,6 +103,8 @@ class TaskRecord:
     # ",started,output,completed," for the scripts (record.lua, feed.lua) to match.
     webhook: dict[str, Any] | None = field(default=None, metadata=_stored("json"))
     webhook_events: str | None = field(default=None, metadata=_stored("text"))
+    # The owner's schedule that sent it (Beat; `workers.runtime.schedules`).
+    schedule_id: str | None = field(default=None, metadata=_stored("text", summary=True))
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str | None]) -> TaskRecord:

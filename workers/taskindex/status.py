@@ -17,6 +17,7 @@ STATUS_FIELDS = (
     "finished_at", "runtime", "retries", "worker", "error", "waiting_reason", "result",
     "date_done", "error_type", "traceback", "progress", "args", "kwargs", "eta",
     "deferrals", "retried_from", "retried_as", "queue_state",
+    "schedule_id",
 )  # fmt: skip
 
 

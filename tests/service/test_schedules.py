@@ -1,0 +1,240 @@
+"""Owners' schedules (`/api/v1/schedules`): a real Beat fires them through RedBeat as the
+owner's tasks, run by a real worker; deleting one stops it without restarting Beat; the
+arguments are checked as a submission's are, and another owner's schedule is not there."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, Api
+from tests.support.processes import ManagedProcess, base_env
+from tests.support.waiting import async_wait_until
+from workers.core import queues
+from workers.core.keys import docs_key
+from workers.runtime.schedules import ScheduleStore
+
+pytestmark = pytest.mark.slow
+
+SCHEDULES = "/api/v1/schedules"
+BEAT = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat"]
+# Logged by RedBeat at the start of every tick (DEBUG).
+TICK = "beat: Extending lock"
+NOTIFY_ALICE = {"channel": "in_app", "recipient": "alice", "message": "tick"}
+
+
+@pytest.fixture(scope="module")
+def beat(redis_url: str, log_dir: Path) -> Iterator[ManagedProcess]:
+    process = ManagedProcess(BEAT, base_env(redis_url, LOG_LEVEL="DEBUG"), log_dir / "beat.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_schedules_left(celery_app: Any) -> Iterator[None]:
+    """Every test's schedules are gone after it: the module's Beat would fire them."""
+    yield
+    store = ScheduleStore(celery_app)
+    for found in store.owned_by(None):
+        store.delete(found["id"], found["owner"])
+
+
+@pytest.fixture
+async def gateway(serve_gateway: Any) -> Any:
+    return await serve_gateway(api_keys=API_KEYS, schedule_min_interval=1)
+
+
+@pytest.fixture
+def alice(gateway: Any) -> Api:
+    return gateway.api(ALICE)
+
+
+@pytest.fixture
+def bob(gateway: Any) -> Api:
+    return gateway.api(BOB)
+
+
+async def fired(api: Api, schedule_id: str) -> list[dict[str, Any]]:
+    """The caller's tasks a schedule sent, newest first."""
+    status, page = await api.get(
+        "/api/v1/tasks/list", params={"name": queues.SEND_NOTIFICATION, "limit": "200"}
+    )
+    assert status == 200, page
+    return [t for t in page["tasks"] if t.get("schedule_id") == schedule_id]
+
+
+def ticks_after(beat: ManagedProcess, offset: int) -> int:
+    return beat.log()[offset:].count(TICK)
+
+
+async def test_an_interval_schedule_fires_as_its_owners_tasks_until_deleted(
+    alice: Api, bob: Api, beat: ManagedProcess, worker: Any
+) -> None:
+    # Beat runs (it has ticked) before the schedule exists: it picks it up from Redis.
+    async def ticked() -> bool:
+        return ticks_after(beat, 0) >= 1
+
+    await async_wait_until(ticked, 30, 0.05, "Beat's first tick")
+    status, created = await alice.post(
+        SCHEDULES, json={"task": "notifications/send", "arguments": NOTIFY_ALICE, "interval": 1}
+    )
+    assert status == 201, created
+    schedule_id = created["id"]
+    assert created["owner"] == "alice" and created["runs"] == 0
+    assert created["interval"] == 1 and created["cron"] is None
+    assert datetime.fromisoformat(created["next_run_at"]).utcoffset() == UTC.utcoffset(None)
+
+    async def two_succeeded() -> list[dict[str, Any]]:
+        tasks = await fired(alice, schedule_id)
+        done = [t for t in tasks if t["status"] == "SUCCESS"]
+        return tasks if len(done) >= 2 else []
+
+    tasks = await async_wait_until(two_succeeded, 40, 0.2, "two firings that succeeded")
+    assert {t["owner"] for t in tasks} == {"alice"}
+    assert {t["queue"] for t in tasks} == {queues.NOTIFICATION_DEFAULT}
+    assert await fired(bob, schedule_id) == []  # not bob's tasks
+    status, shown = await alice.get(f"{SCHEDULES}/{schedule_id}")
+    assert status == 200 and shown["runs"] >= 2 and shown["last_run_at"], shown
+
+    status, _ = await alice.call("DELETE", f"{SCHEDULES}/{schedule_id}")
+    assert status == 204
+    assert (await alice.get(f"{SCHEDULES}/{schedule_id}"))[0] == 404
+    # Beat's first tick started after the delete cannot see the schedule; a firing it
+    # sent would be recorded before its next tick starts. Counted at both ticks.
+    offset = len(beat.log())
+
+    async def tick(n: int) -> bool:
+        return ticks_after(beat, offset) >= n
+
+    await async_wait_until(lambda: tick(1), 20, 0.05, "Beat's first tick after the delete")
+    before = len(await fired(alice, schedule_id))
+    await async_wait_until(lambda: tick(2), 20, 0.05, "Beat's second tick after the delete")
+    assert len(await fired(alice, schedule_id)) == before
+    assert f"Sending due task :schedule:{schedule_id}" not in beat.log()[offset:]
+
+
+async def test_a_cron_schedule_runs_next_at_its_time_in_its_time_zone(alice: Api) -> None:
+    body = {"task": "notifications/send", "arguments": NOTIFY_ALICE,
+            "cron": "30 9 * * *", "timezone": "Asia/Kolkata"}  # fmt: skip
+    status, created = await alice.post(SCHEDULES, json=body)
+    assert status == 201, created
+    # 9:30 in Kolkata (UTC+5:30, no daylight saving time) is 4:00 UTC.
+    next_run = datetime.fromisoformat(created["next_run_at"]).astimezone(UTC)
+    assert (next_run.hour, next_run.minute, next_run.second) == (4, 0, 0), next_run
+    assert created["timezone"] == "Asia/Kolkata" and created["cron"] == "30 9 * * *"
+    status, listed = await alice.get(SCHEDULES)
+    assert status == 200 and [s["id"] for s in listed["schedules"]] == [created["id"]]
+
+
+@pytest.mark.parametrize(
+    ("cron", "named"),
+    [
+        ("61 * * * *", "minute"),
+        ("* 24 * * *", "hour"),
+        ("* * 0 * *", "day_of_month"),
+        ("* * * 13 *", "month_of_year"),
+        ("* * * * 8", "day_of_week"),
+        ("* * * *", "5 expected"),
+        ("0 0 31 2 *", "never occurs"),
+        ("@daily x y z w", "minute"),
+    ],
+)
+async def test_an_invalid_cron_expression_is_a_400_naming_the_field(
+    alice: Api, cron: str, named: str
+) -> None:
+    body = {"task": "notifications/send", "arguments": NOTIFY_ALICE, "cron": cron}
+    status, refused = await alice.post(SCHEDULES, json=body)
+    assert status == 400, refused
+    assert set(refused["details"]) == {"cron"} and named in refused["details"]["cron"][0]
+
+
+async def test_bad_timings_and_arguments_are_400s_naming_the_field(alice: Api) -> None:
+    cases = [
+        ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "timezone"),
+        ({}, "cron"),
+        ({"cron": "0 9 * * *", "interval": 60}, "cron"),
+        ({"interval": 0.5}, "interval"),  # under SCHEDULE_MIN_INTERVAL (1 s here)
+        ({"interval": 60, "task": "tasks/bulk"}, "task"),
+    ]
+    for timing, field in cases:
+        body = {"task": "notifications/send", "arguments": NOTIFY_ALICE, **timing}
+        status, refused = await alice.post(SCHEDULES, json=body)
+        assert status == 400 and field in refused["details"], (timing, refused)
+    # The arguments are the submission's body, validated by its schema.
+    body = {"task": "ai/generate", "arguments": {"user_message": "hi", "priority": 12},
+            "interval": 60}  # fmt: skip
+    status, refused = await alice.post(SCHEDULES, json=body)
+    assert status == 400 and set(refused["details"]["arguments"]) == {
+        "conversation_id", "priority"
+    }, refused  # fmt: skip
+    body = {"task": "notifications/send", "interval": 60,
+            "arguments": {**NOTIFY_ALICE, "countdown": 5}}  # fmt: skip
+    status, refused = await alice.post(SCHEDULES, json=body)
+    assert status == 400 and "countdown" in refused["details"]["arguments"], refused
+
+
+async def test_the_per_owner_limit_and_the_minimum_interval_are_settings(
+    serve_gateway: Any,
+) -> None:
+    gateway = await serve_gateway(
+        api_keys=API_KEYS, schedules_per_owner=2, schedule_min_interval=120
+    )
+    alice, bob = gateway.api(ALICE), gateway.api(BOB)
+    every_minute = {"task": "notifications/send", "arguments": NOTIFY_ALICE, "cron": "* * * * *"}
+    status, refused = await alice.post(SCHEDULES, json=every_minute)
+    assert status == 400 and "at least 120" in refused["details"]["cron"][0], refused
+    body = {"task": "notifications/send", "arguments": NOTIFY_ALICE, "interval": 3600}
+    for _ in range(2):
+        assert (await alice.post(SCHEDULES, json=body))[0] == 201
+    status, refused = await alice.post(SCHEDULES, json=body)
+    assert status == 409 and "at most 2" in refused["error"], refused
+    bobs = {**body, "arguments": {**NOTIFY_ALICE, "recipient": "bob"}}
+    assert (await bob.post(SCHEDULES, json=bobs))[0] == 201  # per owner
+
+
+async def test_another_owners_schedule_is_404_and_admin_sees_all(
+    alice: Api, bob: Api, gateway: Any
+) -> None:
+    body = {"task": "notifications/send", "arguments": NOTIFY_ALICE, "interval": 3600}
+    status, created = await alice.post(SCHEDULES, json=body)
+    assert status == 201
+    path = f"{SCHEDULES}/{created['id']}"
+    assert (await bob.get(path))[0] == 404
+    assert (await bob.call("DELETE", path))[0] == 404
+    assert (await bob.get(SCHEDULES))[1] == {"schedules": []}
+    assert (await bob.get(f"{SCHEDULES}/not-an-id!"))[0] == 404
+    status, everyone = await gateway.api(ADMIN).get(SCHEDULES)
+    assert status == 200 and [s["id"] for s in everyone["schedules"]] == [created["id"]]
+    assert (await alice.get(path))[0] == 200  # still there
+
+
+async def test_a_schedule_is_refused_what_its_submission_would_be(alice: Api, rclient: Any) -> None:
+    rclient.hset(docs_key("bob", "kb-bob"), "doc-1", "{}")
+    try:
+        body = {"task": "knowledge/update", "arguments": {"kb_id": "kb-bob"}, "interval": 60}
+        status, refused = await alice.post(SCHEDULES, json=body)
+        assert status == 404 and "kb_id" in refused["details"], refused
+        # Naming bob's namespace outright: admin keys only.
+        body["arguments"] = {"kb_id": "kb-bob", "owner": "bob"}
+        assert (await alice.post(SCHEDULES, json=body))[0] == 403
+        # In-app notifications only to one's own inbox, as a submission.
+        body = {"task": "notifications/send", "interval": 60,
+                "arguments": {**NOTIFY_ALICE, "recipient": "bob"}}  # fmt: skip
+        assert (await alice.post(SCHEDULES, json=body))[0] == 403
+        assert (await alice.get(SCHEDULES))[1] == {"schedules": []}
+    finally:
+        rclient.delete(docs_key("bob", "kb-bob"))
+
+
+async def test_schedules_need_an_api_key(gateway: Any) -> None:
+    anonymous = gateway.api(None)
+    body = {"task": "notifications/send", "arguments": NOTIFY_ALICE, "interval": 60}
+    assert (await anonymous.post(SCHEDULES, json=body))[0] == 401
+    assert (await anonymous.get(SCHEDULES))[0] == 401
+    assert (await anonymous.get(f"{SCHEDULES}/x"))[0] == 401
+    assert (await anonymous.call("DELETE", f"{SCHEDULES}/x"))[0] == 401
