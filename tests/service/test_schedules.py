@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from claw_client import AsyncClawClient
 
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, Api
 from tests.support.processes import ManagedProcess, base_env
@@ -238,3 +239,13 @@ async def test_schedules_need_an_api_key(gateway: Any) -> None:
     assert (await anonymous.get(SCHEDULES))[0] == 401
     assert (await anonymous.get(f"{SCHEDULES}/x"))[0] == 401
     assert (await anonymous.call("DELETE", f"{SCHEDULES}/x"))[0] == 401
+
+
+async def test_the_python_client_creates_lists_shows_and_deletes_schedules(gateway: Any) -> None:
+    async with AsyncClawClient(gateway.base_url, ALICE) as claw:
+        created = await claw.create_schedule(
+            "notifications/send", NOTIFY_ALICE, cron="0 9 * * mon-fri", timezone="Europe/Paris"
+        )
+        assert (await claw.schedules())["schedules"] == [await claw.schedule(created["id"])]
+        await claw.delete_schedule(created["id"])
+        assert (await claw.schedules())["schedules"] == []

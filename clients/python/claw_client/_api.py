@@ -15,6 +15,7 @@ from claw_client.errors import ClawConnectionError, error_for
 
 API = "/api/v1/tasks"
 WEBHOOKS = "/api/v1/webhooks"
+SCHEDULES = "/api/v1/schedules"
 DEFAULT_URL = "http://127.0.0.1:8000"
 SUBMIT_KINDS = (
     "ai/generate", "knowledge/vectorize", "knowledge/update", "knowledge/delete",
@@ -133,6 +134,30 @@ def webhook_deliveries(task_id: str) -> Request:
 def redeliver_webhook(task_id: str, webhook_id: str | None) -> Request:
     body = {"webhook_id": webhook_id} if webhook_id else {}
     return Request("POST", _task("{API}/{id}/webhooks/redeliver", task_id), json=body)
+
+
+def create_schedule(
+    task: str, arguments: dict[str, Any], cron: str | None, interval: float | None,
+    timezone: str | None,
+) -> Request:  # fmt: skip
+    if task not in SUBMIT_KINDS:
+        raise ValueError(f"unknown submission {task!r}; one of {', '.join(SUBMIT_KINDS)}")
+    timing = {"cron": cron, "interval": interval, "timezone": timezone}
+    body: dict[str, Any] = {"task": task, "arguments": arguments}
+    body.update({k: v for k, v in timing.items() if v is not None})
+    return Request("POST", SCHEDULES, json=body)
+
+
+def schedules() -> Request:
+    return Request("GET", SCHEDULES)
+
+
+def schedule(schedule_id: str) -> Request:
+    return Request("GET", f"{SCHEDULES}/{quote(schedule_id, safe='')}")
+
+
+def delete_schedule(schedule_id: str) -> Request:
+    return Request("DELETE", f"{SCHEDULES}/{quote(schedule_id, safe='')}")
 
 
 # --- answers ----------------------------------------------------------------------------

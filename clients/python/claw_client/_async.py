@@ -229,3 +229,23 @@ class AsyncClawClient:
         self, task_id: str, webhook_id: str | None = None
     ) -> dict[str, Any]:
         return await self._call(api.redeliver_webhook(task_id, webhook_id))
+
+    # --- schedules (Beat fires a submission on a cron expression or an interval) ------
+
+    async def create_schedule(
+        self, task: str, arguments: dict[str, Any], *, cron: str | None = None,
+        interval: float | None = None, timezone: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Schedule the submission `task` (as `submit`'s kind) with `arguments` (its
+        body): `cron` (5 fields, read in `timezone`, default UTC) or `interval` seconds."""
+        return await self._call(api.create_schedule(task, arguments, cron, interval, timezone))
+
+    async def schedules(self) -> dict[str, Any]:
+        """{"schedules": [...]}: the key's (an admin key's: everyone's)."""
+        return await self._call(api.schedules())
+
+    async def schedule(self, schedule_id: str) -> dict[str, Any]:
+        return await self._call(api.schedule(schedule_id))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._call(api.delete_schedule(schedule_id))
