@@ -26,6 +26,7 @@ from kombu.exceptions import OperationalError
 from service.errors import ServiceUnavailable
 from workers.core.headers import INDEXED_HEADER
 from workers.core.queues import TASK_QUEUES
+from workers.core.telemetry import publishing
 from workers.runtime.internals import PublishCapture
 from workers.taskindex.confirmation import FIELD as CONFIRM_FIELD
 from workers.taskindex.confirmation import unconfirmed
@@ -130,18 +131,27 @@ class TaskPublisher:
     ) -> str:
         """Record the task as PENDING (fields `record`, feed extras `event`) and queue it."""
         await self._ensure_open()
-        commands = self._commands(
-            name, task_id, args=args, kwargs=kwargs, queue=queue or TASK_QUEUES.get(name),
-            priority=priority, countdown=countdown, eta=eta,
-            headers={**(headers or {}), INDEXED_HEADER: "1"},
-            time_limit=time_limit, soft_time_limit=soft_time_limit,
-        )  # fmt: skip
-        update = RecordUpdate(
-            task_id=task_id, state="PENDING", attempt=0, fields=record, event=event, ttl=self._ttl
-        )
-        if self._replica_acks:
-            update = unconfirmed(update, self._replica_ack_timeout_ms)
-        keys, argv = publish_call(update, commands)
+        # The trace goes with the message (`traceparent`): Celery's instrumentation does not
+        # see this path.
+        with publishing(name, task_id) as trace_headers:
+            commands = self._commands(
+                name, task_id, args=args, kwargs=kwargs, queue=queue or TASK_QUEUES.get(name),
+                priority=priority, countdown=countdown, eta=eta,
+                headers={**(headers or {}), **trace_headers, INDEXED_HEADER: "1"},
+                time_limit=time_limit, soft_time_limit=soft_time_limit,
+            )  # fmt: skip
+            update = RecordUpdate(
+                task_id=task_id, state="PENDING", attempt=0, fields=record, event=event,
+                ttl=self._ttl,
+            )  # fmt: skip
+            if self._replica_acks:
+                update = unconfirmed(update, self._replica_ack_timeout_ms)
+            keys, argv = publish_call(update, commands)
+            await self._deliver(name, keys, argv)
+        return task_id
+
+    async def _deliver(self, name: str, keys: list[Any], argv: list[Any]) -> None:
+        """`_run`, with Redis down or full told to the client as 503."""
         try:
             await self._run(keys, argv)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
@@ -152,7 +162,6 @@ class TaskPublisher:
                 raise
             logger.warning("publish of %s refused: Redis is out of memory", name)
             raise ServiceUnavailable("broker out of memory, task not accepted") from exc
-        return task_id
 
     async def _run(self, keys: list[Any], argv: list[Any]) -> None:
         """The publish script; with replica acknowledgement, WAIT right after it on the

@@ -306,6 +306,10 @@ class TaskStatusResponse(TaskSummary):
     args = fields.Raw(allow_none=True)
     kwargs = fields.Raw(allow_none=True)
     eta = fields.String(allow_none=True)
+    trace_id = fields.String(
+        allow_none=True,
+        metadata={"description": "the OpenTelemetry trace of its submission (tracing on)"},
+    )
     deferrals = fields.Integer(
         allow_none=True, metadata={"description": "deliveries that waited for the rate limit"}
     )

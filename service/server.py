@@ -29,6 +29,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from workers.core.settings import Settings
+from workers.core.telemetry import configure_tracing
 
 logger = logging.getLogger("service")
 
@@ -51,6 +52,7 @@ def serve(settings: Settings) -> None:
 def serve_one(settings: Settings) -> None:
     from service.app import create_app
 
+    configure_tracing("gateway")  # before the app is built: see workers.core.telemetry
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -122,6 +124,7 @@ class GatewayProcesses(BaseApplication):
         """In each worker, after the fork."""
         from service.app import create_app
 
+        configure_tracing("gateway")  # the SDK's export thread belongs to this process
         return create_app(self.settings, metrics_dir=self.metrics_dir)
 
     def child_exit(self, arbiter: Any, worker: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from workers.ai.llm import retry_after
+from workers.core.telemetry import outgoing_request
 from workers.notify.targets import Target, TargetPolicy, TargetRefused, resolve
 from workers.runtime.base import PermanentError, TransientError
 
@@ -108,8 +109,11 @@ def post_signed(
         )
         connection = connection_class(target, timeout)
         try:
-            connection.request("POST", target.path, body=body, headers=headers)
-            response = connection.getresponse()
+            with outgoing_request("POST", target.host, target.port) as traced:
+                sent = {**headers, **traced.headers}
+                connection.request("POST", target.path, body=body, headers=sent)
+                response = connection.getresponse()
+                traced.answered(response.status)
             response.read(64 * 1024)
         except TimeoutError as exc:
             raise TransientError(f"webhook {target.host} timed out after {timeout}s") from exc

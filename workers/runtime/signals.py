@@ -22,9 +22,11 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
-# Imported for the Celery signal receivers they connect: our logging, WORKER_QUEUES.
+# Imported for the Celery signal receivers they connect: our logging, WORKER_QUEUES,
+# tracing (on only when OTEL_* variables ask for it).
 import workers.runtime.logs
-import workers.runtime.queue_selection  # noqa: F401
+import workers.runtime.queue_selection
+import workers.runtime.tracing  # noqa: F401
 from workers.core import queues
 from workers.core.headers import (
     DEFERRED_HEADER,

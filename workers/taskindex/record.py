@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from workers.core.headers import OWNER_HEADER, RETRIED_FROM_HEADER
+from workers.core.telemetry import current_trace_id
 
 STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -70,6 +71,9 @@ class TaskRecord:
     # Set when args or kwargs were too large to keep (then not resent).
     args_truncated: bool | None = field(default=None, metadata=_stored("flag"))
     retried_from: str | None = field(default=None, metadata=_stored("text", summary=True))
+    # The trace its submission belongs to (OpenTelemetry, `workers.core.telemetry`): 32 hex
+    # digits, written only while tracing is on.
+    trace_id: str | None = field(default=None, metadata=_stored("text"))
     # Written by the workers (`workers.runtime.backend`, `workers.runtime.progress`).
     retries: int | None = field(default=None, metadata=_stored("integer", summary=True))
     worker: str | None = field(default=None, metadata=_stored("text", summary=True))
@@ -235,6 +239,7 @@ def submission_fields(
         "priority": priority,
         "owner": owner,
         "retried_from": retried_from,
+        "trace_id": current_trace_id(),
         "eta": eta,
         "timelimit": timelimit,
         "submitted_at": time.time(),

@@ -539,6 +539,8 @@ class TaskDetail {
       ["Worker", t.started_at ? t.worker : null],
       ["Retries", t.retries],
       ["Runs at", eta ? `${clock(eta)} (${until(eta)})` : null],
+      // Set while tracing is on (OTEL_*): find the request's trace in your tracing backend.
+      ["Trace ID", t.trace_id],
     ].filter(([, v]) => v !== null && v !== undefined && v !== "");
     const link = (id) => h("button", {
       class: "link mono", type: "button", onclick: () => this.open(id),
