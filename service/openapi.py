@@ -140,6 +140,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "415": {"error": "the body must be application/json"},
     "422": {"error": "Idempotency-Key was already used with a different request",
             "details": {"Idempotency-Key": ["reused with another body or endpoint"]}},
+    "429": {"error": "over its budget", "details": {"budget": {"limit": 100000}}},
     "502": {"error": "the embedding provider refused the query"},
     "503": {"error": "redis unavailable"},
     "504": {"error": "no worker replied in time"},

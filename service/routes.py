@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from marshmallow import Schema
 
-from service import schemas, schemas_schedules, schemas_tasks
+from service import schemas, schemas_schedules, schemas_tasks, schemas_usage
 from service.views import (
+    budgets,
     catalog,
     health,
     knowledge,
@@ -18,6 +19,7 @@ from service.views import (
     stream,
     submit,
     tasks,
+    usage,
     webhooks,
     workers,
 )
@@ -30,6 +32,9 @@ SUBMIT_EXTRA = {
         "422": "the Idempotency-Key was already used with a different request",
     }
 }
+AI_SUBMIT_EXTRA = {"responses": {**SUBMIT_EXTRA["responses"],
+                                 "429": "the owner is over its budget (service/budgets.py): "
+                                        "`Retry-After`, and the budget in `details.budget`"}}
 IN_STATE = {"responses": {"409": "not possible in the task's current state"}}
 WORKER_NAMED = {"responses": {"404": "no worker of that name",
                               "504": "no worker replied in time"}}  # fmt: skip
@@ -61,7 +66,8 @@ ROUTES: list[Route] = [
     # Submission
     Route("POST", f"{API}/ai/generate", submit.submit_ai_generate, "Submit an AI reply task",
           body=schemas.AiGenerateRequest, query=schemas.WaitQuery,
-          response=schemas.SubmitResponse, status=202, tags=("submit",), extra=SUBMIT_EXTRA),
+          response=schemas.SubmitResponse, status=202, tags=("submit",),
+          extra=AI_SUBMIT_EXTRA),
     Route("POST", f"{API}/knowledge/vectorize", submit.submit_vectorize,
           "Submit a document for chunking and embedding", body=schemas_tasks.VectorizeRequest,
           query=schemas.WaitQuery, response=schemas.SubmitResponse, status=202,
@@ -146,6 +152,25 @@ ROUTES: list[Route] = [
           body=schemas.WorkerTarget, query=schemas.WorkerTarget,
           response=schemas.WorkerControlResponse, tags=("workers",), admin=True,
           extra=WORKER_NAMED),
+]  # fmt: skip
+
+# Usage and budgets
+ROUTES += [
+    Route("GET", "/api/v1/usage", usage.usage,
+          "AI usage (tasks, tokens, cost, time to first token) per hour or day, by owner "
+          "and model: a user key its own, an admin key everyone's",
+          query=schemas_usage.UsageQuery, response=schemas_usage.UsageResponse,
+          tags=("usage",)),
+    Route("GET", "/api/v1/budgets/{owner}", budgets.get_budget,
+          "An owner's AI budget: limits, what is used, when it resets",
+          response=schemas_usage.BudgetResponse, tags=("usage",), admin=True),
+    Route("PUT", "/api/v1/budgets/{owner}", budgets.put_budget,
+          "Set an owner's AI budget (a limit left out or null: the default)",
+          body=schemas_usage.BudgetRequest, response=schemas_usage.BudgetResponse,
+          tags=("usage",), admin=True),
+    Route("DELETE", "/api/v1/budgets/{owner}", budgets.delete_budget,
+          "Remove an owner's own AI budget (the defaults apply again)",
+          response=schemas_usage.BudgetResponse, tags=("usage",), admin=True),
 ]  # fmt: skip
 
 # Owners' schedules

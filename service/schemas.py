@@ -313,6 +313,18 @@ class TaskStatusResponse(TaskSummary):
     deferrals = fields.Integer(
         allow_none=True, metadata={"description": "deliveries that waited for the rate limit"}
     )
+    # An AI task's usage, once it finished (`workers.ai.usage`).
+    model = fields.String(allow_none=True, metadata={"description": "the model that answered"})
+    prompt_tokens = fields.Integer(allow_none=True)
+    completion_tokens = fields.Integer(allow_none=True)
+    cost = fields.Float(allow_none=True, metadata={"description": "USD (MODEL_PRICES)"})
+    cost_priced = fields.Boolean(
+        allow_none=True, metadata={"description": "false: the model has no price; cost is 0"}
+    )
+    ttft_ms = fields.Float(
+        allow_none=True, metadata={"description": "milliseconds to the first text"}
+    )
+
 
 
 class TaskListResponse(Schema):

@@ -7,6 +7,7 @@ import { Feed } from "./js/feed.js";
 import { KnowledgePanel } from "./js/knowledge.js";
 import { catalog, loadCatalog } from "./js/catalog.js";
 import { TaskTable } from "./js/tasks.js";
+import { UsagePanel } from "./js/usage.js";
 import { WorkersPanel } from "./js/workers.js";
 
 const COUNTERS = [
@@ -37,6 +38,7 @@ class Dashboard {
     this.chat = new ChatPanel({ feed: this.feed });
     this.knowledge = new KnowledgePanel({ feed: this.feed });
     this.knowledge.onBases = (bases) => this.chat.setBases(bases);
+    this.usage = new UsagePanel();
     if (session.role === "admin") {
       $(".workers-card").hidden = false;
       this.workers = new WorkersPanel({ feed: this.feed });
@@ -62,7 +64,9 @@ class Dashboard {
     this.feed.connect();
     await live;
     this.workers?.load(); // a worker broadcast: up to a second, not worth waiting for
-    await Promise.all([this.table.load(), this.refreshStats(), this.knowledge.loadBases()]);
+    await Promise.all([
+      this.table.load(), this.refreshStats(), this.knowledge.loadBases(), this.usage.load(),
+    ]);
     // A deep link: /tasks/<id> opens that task's detail.
     const linked = window.location.pathname.match(/^\/tasks\/([0-9a-fA-F-]{36})$/);
     if (linked) this.table.detail.open(linked[1].toLowerCase());

@@ -17,6 +17,7 @@ from aiohttp import web
 from marshmallow import Schema
 
 from service.auth import Principal
+from service.budgets import check_budget
 from service.errors import BadRequest, Forbidden, Unprocessable
 from service.keys import publisher_key, redis_key, settings_key, task_store_key, waiter_key
 from service.middlewares import principal_of
@@ -66,6 +67,9 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
             check_notification_recipient(principal_of(request), data)
         elif task_name == queues.GENERATE_AI_RESPONSE:
             check_model_request(principal_of(request), request.app[settings_key], data)
+            await check_budget(
+                request.app[redis_key], request.app[settings_key], principal_of(request).owner
+            )
         await check_submission(request, task_name, data)
         if data.get("webhook") is not None:
             check_webhook(request.app[settings_key], data["webhook"])

@@ -18,6 +18,8 @@ Celery and kombu that the platform reads are named at the end, as theirs.
 - `claw:workers` hash and `claw:workers:seen` sorted set: the worker registry.
 - `claw:ratelimit:<name>[:owner:<o>|:waiting]` sorted sets, for the window;
   `claw:ratelimit:deferrals:<id>` counter, 24 h.
+- `claw:usage:{h,d}:<stamp>` hashes, `claw:usage:recent:<ns>` sorted set,
+  `claw:usage:cost:<ns>:<day>` string: AI usage counters; `claw:budget:<ns>` hash.
 - `claw:inbox:<ns>` list (capped) and `claw:inbox:<ns>:delivered` set: a user's inbox.
 - `claw:failed:<minute>` counter, 2 h; `claw:health:report` string.
 - `claw:redbeat...`: RedBeat's schedule and lock (its own layout).
@@ -129,6 +131,30 @@ def inbox_key(user_id: str) -> str:
 def delivered_key(user_id: str) -> str:
     """The notification ids already in a user's inbox (set): a redelivery adds none."""
     return f"{inbox_key(user_id)}:delivered"
+
+
+# --- Usage and budgets (workers/ai/usage.py, service/budgets.py) ----------------------
+def usage_bucket_key(granularity: str, stamp: str) -> str:
+    """AI usage of one UTC hour (`h`, stamp YYYYMMDDHH) or day (`d`, YYYYMMDD): hash of
+    `<owner>|<model>|<metric>` -> total."""
+    return f"{PREFIX}usage:{granularity[0]}:{stamp}"
+
+
+def usage_recent_key(owner: str | None) -> str:
+    """An owner's AI tasks finished in the last minute (sorted set `<task>|<tokens>` ->
+    when), for tokens-per-minute budgets."""
+    return f"{PREFIX}usage:recent:{namespace(owner)}"
+
+
+def usage_cost_key(owner: str | None, day: str) -> str:
+    """An owner's AI cost (USD) of one UTC day (YYYYMMDD), for cost-per-day budgets."""
+    return f"{PREFIX}usage:cost:{namespace(owner)}:{day}"
+
+
+def budget_key(owner: str | None) -> str:
+    """An owner's budget set through the admin API (hash: `tokens_per_minute`,
+    `cost_per_day`); a missing field is the setting's default."""
+    return f"{PREFIX}budget:{namespace(owner)}"
 
 
 # --- Task index (workers/taskindex) ---------------------------------------------------

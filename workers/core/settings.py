@@ -137,6 +137,14 @@ class Settings(BaseSettings):
             "gpt-4.1": {"prompt": 2.00, "completion": 8.00},
         }
     )
+    # AI usage counters (`GET /api/v1/usage`): how long hour and day buckets are kept.
+    usage_hour_ttl: int = Field(14 * 24 * 3600, ge=3600)
+    usage_day_ttl: int = Field(90 * 24 * 3600, ge=24 * 3600)
+    # Every owner's AI budget unless the admin API sets one (0: unlimited): tokens of AI
+    # tasks finished in the last 60 s, and USD of the current UTC day. Over it, AI
+    # submissions answer 429; a task already running finishes.
+    budget_tokens_per_minute: int = Field(0, ge=0)
+    budget_cost_per_day: float = Field(0.0, ge=0)
     # What a conversation sends as context: at most this many prior turns and tokens.
     conversation_max_turns: int = Field(20, ge=0)
     conversation_max_tokens: int = Field(3000, ge=0)

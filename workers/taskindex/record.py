@@ -109,6 +109,15 @@ class TaskRecord:
     webhook_events: str | None = field(default=None, metadata=_stored("text"))
     # The owner's schedule that sent it (Beat; `workers.runtime.schedules`).
     schedule_id: str | None = field(default=None, metadata=_stored("text", summary=True))
+    # What an AI task used (`workers.ai.usage`), written as it finishes: the model that
+    # answered, its tokens, USD (`cost_priced` false: the model has no price, counted as 0)
+    # and the milliseconds to its first text.
+    model: str | None = field(default=None, metadata=_stored("text"))
+    prompt_tokens: int | None = field(default=None, metadata=_stored("integer"))
+    completion_tokens: int | None = field(default=None, metadata=_stored("integer"))
+    cost: float | None = field(default=None, metadata=_stored("number"))
+    cost_priced: bool | None = field(default=None, metadata=_stored("flag"))
+    ttft_ms: float | None = field(default=None, metadata=_stored("number"))
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str | None]) -> TaskRecord:

@@ -18,6 +18,8 @@ STATUS_FIELDS = (
     "date_done", "error_type", "traceback", "progress", "args", "kwargs", "eta",
     "deferrals", "retried_from", "retried_as", "queue_state",
     "schedule_id",
+    # An AI task's usage (`workers.ai.usage`).
+    "model", "prompt_tokens", "completion_tokens", "cost", "cost_priced", "ttft_ms",
     # The trace of its submission (OpenTelemetry), while tracing is on.
     "trace_id",
 )  # fmt: skip

@@ -19,8 +19,10 @@ from typing import Any
 
 from workers.ai.conversations import ConversationStore
 from workers.ai.llm import ChatResult, cost_usd, openai_client, stream_chat
+from workers.ai.usage import FirstTokenClock, TaskUsage, record_usage
 from workers.celery_app import celery_app
 from workers.core import queues
+from workers.core.headers import OWNER_HEADER
 from workers.core.ownership import task_owner
 from workers.core.settings import Settings, get_settings
 from workers.knowledge import indexing as knowledge
@@ -132,9 +134,10 @@ def generate_reply(
     )
 
     offline = settings.openai_api_key is None or not settings.openai_api_key.get_secret_value()
+    clock = FirstTokenClock(on_delta)  # started now: time to first token from here
     if offline:
         text = offline_answer(sources)
-        stream_offline(text, on_delta, settings.offline_token_delay)
+        stream_offline(text, clock, settings.offline_token_delay)
         result = ChatResult(text, OFFLINE_MODEL, 0, 0, "stop")
     else:
         result = stream_chat(
@@ -143,7 +146,7 @@ def generate_reply(
             messages=build_messages(history, sources, user_message),
             temperature=temperature,
             max_tokens=max_tokens,
-            on_delta=on_delta,
+            on_delta=clock,
         )
 
     cost = 0.0 if offline else cost_usd(
@@ -171,6 +174,7 @@ def generate_reply(
         "finish_reason": result.finish_reason,
         "tokens_estimated": result.usage_estimated,
         "context_messages": len(history),
+        "ttft_ms": clock.ttft_ms,
     }
 
 
@@ -207,10 +211,15 @@ def generate_ai_response(
         if task_id:
             publish_chunk(task_id, text)
 
-    return generate_reply(
-        redis_client(), get_settings(), owner=task_owner(self.request, owner),
+    client, settings = redis_client(), get_settings()
+    result = generate_reply(
+        client, settings, owner=task_owner(self.request, owner),
         task_id=task_id, conversation_id=conversation_id,
         user_message=user_message, temperature=temperature, model=model,
         max_tokens=max_tokens, knowledge_base_id=knowledge_base_id, user_id=user_id,
         on_delta=on_delta,
     )  # fmt: skip
+    # Counted for the submitter (whose key pays), also when an admin's task names `owner`.
+    submitter = self.request.get(OWNER_HEADER) or None
+    record_usage(client, settings, task_id, submitter, TaskUsage.from_result(result))
+    return result

@@ -71,6 +71,7 @@ export const api = {
   vectorize: (body) => request("POST", `${TASKS}/knowledge/vectorize`, { body }),
   notify: (body) => request("POST", `${TASKS}/notifications/send`, { body }),
   knowledgeBases: () => request("GET", "/api/v1/knowledge"),
+  usage: (query) => request("GET", "/api/v1/usage", { query }),
   documents: (kbId) =>
     request("GET", `/api/v1/knowledge/${encodeURIComponent(kbId)}/documents`),
   deleteVectors: (body) => request("POST", `${TASKS}/knowledge/delete`, { body }),
