@@ -279,3 +279,27 @@ async def test_a_budget_refuses_the_next_submission_while_a_running_reply_finish
 
 async def _started(caller: Caller, task_id: str) -> bool:
     return (await caller.status(task_id))["status"] == "STARTED"
+
+
+def test_the_window_frees_when_enough_of_its_oldest_tasks_have_left_it() -> None:
+    from service.budgets import _window_frees, retry_after
+    from workers.taskindex.status import iso
+
+    entries = [(100.0, 40), (110.0, 30), (120.0, 50)]  # 120 tokens in the window
+    assert _window_frees(entries, 100) == 100.0  # without the first: 80 < 100
+    assert _window_frees(entries, 60) == 110.0  # without the first two: 50 < 60
+    assert _window_frees(entries, 130) == 100.0  # under it: the oldest leaves first
+    state = {"exceeded": ["tokens_per_minute"],
+             "tokens_per_minute": {"resets_at": iso(110.0 + 60)}}  # fmt: skip
+    assert retry_after(state, now=125.2) == 45
+
+
+def test_counters_are_read_back_per_owner_and_model_whatever_the_owner_is_named() -> None:
+    from workers.ai.usage import row, totals
+
+    raw = {"a|b|gpt|prompt_tokens": "10", "a|b|gpt|tasks": "1", "c|gpt|prompt_tokens": "5",
+           "c|gpt|cost": "0.5", "c|gpt|tasks": "2", "c|gpt|no_such_metric": "9"}  # fmt: skip
+    groups = totals(raw, None, ("owner",))
+    assert set(groups) == {("a|b",), ("c",)}
+    assert row(("owner",), ("c",), groups[("c",)])["cost"] == 0.5
+    assert totals(raw, "a|b", ("model",))[("gpt",)]["prompt_tokens"] == 10
