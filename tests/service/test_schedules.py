@@ -17,7 +17,7 @@ from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, Api
 from tests.support.processes import ManagedProcess, base_env
 from tests.support.waiting import async_wait_until
 from workers.core import queues
-from workers.core.keys import docs_key
+from workers.core.keys import REDBEAT_PREFIX, docs_key
 from workers.runtime.schedules import ScheduleStore
 
 pytestmark = pytest.mark.slow
@@ -74,13 +74,17 @@ def ticks_after(beat: ManagedProcess, offset: int) -> int:
 
 
 async def test_an_interval_schedule_fires_as_its_owners_tasks_until_deleted(
-    alice: Api, bob: Api, beat: ManagedProcess, worker: Any
+    alice: Api, bob: Api, beat: ManagedProcess, worker: Any, rclient: Any
 ) -> None:
     # Beat runs (it has ticked) before the schedule exists: it picks it up from Redis.
     async def ticked() -> bool:
         return ticks_after(beat, 0) >= 1
 
     await async_wait_until(ticked, 30, 0.05, "Beat's first tick")
+    # An entry Beat cannot read is dropped, not the end of Beat (and every schedule).
+    junk = f"{REDBEAT_PREFIX}:schedules:junk"
+    rclient.hset(junk, "definition", "{not json")
+    rclient.zadd(f"{REDBEAT_PREFIX}:schedule", {junk: 1})  # RedBeat's sorted set
     status, created = await alice.post(
         SCHEDULES, json={"task": "notifications/send", "arguments": NOTIFY_ALICE, "interval": 1}
     )
@@ -116,7 +120,9 @@ async def test_an_interval_schedule_fires_as_its_owners_tasks_until_deleted(
     before = len(await fired(alice, schedule_id))
     await async_wait_until(lambda: tick(2), 20, 0.05, "Beat's second tick after the delete")
     assert len(await fired(alice, schedule_id)) == before
-    assert f"Sending due task :schedule:{schedule_id}" not in beat.log()[offset:]
+    assert f"Sending due task :schedules:{schedule_id}" not in beat.log()[offset:]
+    assert f"schedule entry {junk} cannot be read" in beat.log() and beat.alive()
+    rclient.delete(junk)
 
 
 async def test_a_cron_schedule_runs_next_at_its_time_in_its_time_zone(alice: Api) -> None:

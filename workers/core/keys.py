@@ -24,7 +24,7 @@ Celery and kombu that the platform reads are named at the end, as theirs.
 - `claw:failed:<minute>` counter, 2 h; `claw:health:report` string.
 - `claw:redbeat...`: RedBeat's schedule and lock (its own layout).
 - `claw:schedules` hash (id -> owner) and `claw:schedules:<ns>` sets: owners' schedules,
-  whose entries are RedBeat's (`claw:redbeat:schedule:<id>`).
+  whose entries are RedBeat's (`claw:redbeat:schedules:<id>`).
 
 `<ns>` is an owner's namespace (`workers.core.ownership.namespace`): it has no ':', so two
 owners' ids never collide.

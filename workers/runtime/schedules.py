@@ -1,7 +1,7 @@
 """Owners' schedules: RedBeat entries that Beat sends as their owners' tasks.
 
-An owner's schedule (`POST /api/v1/schedules`) is a RedBeat entry named `:schedule:<id>`
-(the hash `claw:redbeat:schedule:<id>`: RedBeat's `definition` and `meta`, and `spec`, the
+An owner's schedule (`POST /api/v1/schedules`) is a RedBeat entry named `:schedules:<id>`
+(the hash `claw:redbeat:schedules:<id>`: RedBeat's `definition` and `meta`, and `spec`, the
 schedule as the API shows it) in RedBeat's schedule sorted set. Beat reads the due entries
 from Redis at every tick, so it sends a new schedule and stops a deleted one without a
 restart. Each firing carries its owner and schedule in its headers (`OWNER_HEADER`,
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -30,6 +31,8 @@ from redbeat.decoder import RedBeatJSONEncoder  # type: ignore[import-untyped]
 from redbeat.schedulers import ensure_conf, get_redis  # type: ignore[import-untyped]
 
 from workers.core.keys import SCHEDULES, owner_schedules_key
+
+logger = logging.getLogger(__name__)
 
 # The schedule as the API shows it (JSON), a field of the entry's hash beside RedBeat's.
 SPEC_FIELD = "spec"
@@ -87,6 +90,17 @@ class ZonedScheduleEntry(RedBeatSchedulerEntry):
             schedule = ZonedCrontab(**cron_fields(schedule), zone=timezone)
         super().__init__(name, task, schedule, *args, **kwargs)
         self.timezone = timezone
+
+    @classmethod
+    def from_key(cls, key: str, app: Celery | None = None) -> ZonedScheduleEntry:
+        """The entry stored at `key`. One that cannot be read is a KeyError, which Beat
+        logs and drops from its schedule: any other error would end Beat's tick, and Beat
+        with it, for every schedule."""
+        try:
+            return super().from_key(key, app=app)
+        except (TypeError, ValueError) as exc:
+            logger.error("schedule entry %s cannot be read: %r", key, exc)
+            raise KeyError(key) from exc
 
     def definition(self) -> dict[str, Any]:
         """RedBeat's definition (`RedBeatSchedulerEntry.save`, celery-redbeat 2.4.2) with
@@ -170,7 +184,7 @@ def shortest_gap(cron: Any) -> float:
 
 
 def entry_name(schedule_id: str) -> str:
-    return f":schedule:{schedule_id}"
+    return f":schedules:{schedule_id}"
 
 
 class ScheduleStore:
