@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Literal
@@ -176,13 +175,12 @@ def shutdown_tracing() -> None:
 
 
 def current_trace_id() -> str | None:
-    """The trace id (32 hex digits) of the span running now, None outside of any trace.
-
-    Looked up only when OpenTelemetry's API was imported (by `configure_tracing` or by an
-    auto-instrumentation): off, it costs a dictionary lookup."""
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is None:
+    """The trace id (32 hex digits) of the span running now; None outside of any trace
+    and whenever tracing is off."""
+    if _provider is None:
         return None
+    from opentelemetry import trace
+
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 

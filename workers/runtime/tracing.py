@@ -1,17 +1,16 @@
 """Tracing in a worker (`workers.core.telemetry`), when the `OTEL_*` variables ask for it.
 
 Set up in the process that runs the tasks: each prefork pool process after its fork
-(`worker_process_init`; the solo pool sends it too), or the worker itself with the
-threads pool. Not in a prefork worker's main process: it runs no task, and its broker
-polling would fill traces of its own. A pool process exits without running `atexit`, so
-its buffered spans are exported on `worker_process_shutdown`.
+(`worker_process_init`; the solo pool sends it too), or the worker itself with another
+pool; not in a prefork worker's main process, which runs no task. A pool process exits
+without running `atexit`, so its buffered spans are exported on `worker_process_shutdown`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery.concurrency.thread import TaskPool as ThreadTaskPool
+from celery.concurrency.prefork import TaskPool as PreforkTaskPool
 from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
@@ -28,8 +27,9 @@ def _trace_pool_process(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _trace_thread_pool(sender: Any = None, **_: Any) -> None:
-    if isinstance(getattr(sender, "pool", None), ThreadTaskPool):
+def _trace_worker_process(sender: Any = None, **_: Any) -> None:
+    """Other pools than prefork (threads, gevent, eventlet) run tasks in this process."""
+    if not isinstance(getattr(sender, "pool", None), PreforkTaskPool):
         configure_tracing("worker")
 
 
