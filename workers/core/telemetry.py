@@ -7,9 +7,9 @@ Celery's instrumentation does for every other publisher) and goes on in the work
 
 Off, no provider, exporter or instrumentation is set up, this module imports nothing of
 OpenTelemetry and every helper here returns a constant: tracing costs nothing unless it is
-asked for. Spans carry names, ids, queues, hosts and statuses,
-never tenant content (prompts, replies, documents, webhook URLs' paths); the Redis
-instrumentation sends commands with their arguments replaced by `?`.
+asked for. Spans carry names, ids, queues, hosts and statuses, never tenant content
+(prompts, replies, documents, webhook URLs' paths); the Redis instrumentation sends
+commands with their arguments replaced by `?`.
 
 The SDK reads its own `OTEL_*` variables (exporter endpoint and headers, sampler, batch
 sizes, service name, resource attributes) from the process environment, as OpenTelemetry
@@ -37,7 +37,7 @@ EXPORT_VARIABLES = (
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
-# The exporters this install ships: OTLP over HTTP/protobuf, and the console's.
+# OTEL_TRACES_EXPORTER's names of OTLP; this install ships OTLP over HTTP/protobuf only.
 OTLP_EXPORTERS = ("otlp", "otlp_proto_http")
 
 # The process's TracerProvider once `configure_tracing` set it up.
