@@ -21,7 +21,9 @@ import redis
 
 from bench.common import Row, Stack, pct, proc_stats, sequential_latencies
 from bench.main import cli
+from workers.core.keys import owner_label_key
 from workers.taskindex.index import PREFIX, counts_key, index_key, owner_state_key, task_key
+from workers.taskindex.labels import SEPARATOR, labels
 
 SIZES = {"tiny": (1_000, 5_000, 30), "small": (10_000, 100_000, 200),
          "full": (10_000, 1_000_000, 500)}  # fmt: skip
@@ -45,6 +47,9 @@ def record_of(seq: int, task_id: str, t: float) -> dict[str, Any]:
         "name": NAMES[k], "queue": QUEUES[k], "owner": OWNERS[(seq // 4) % 4], "priority": 5,
         "state": state, "updated_at": t + 0.2, "attempt": 0, "retries": "0",
         "args": "[]", "kwargs": '{"conversation_id": "c", "user_message": "hi"}',
+        # One tag of 50 and one customer of 99: 2% and 1% of the history each.
+        "tags": f'["t{seq % 50}"]', "metadata": f'{{"customer": "c{seq % 99}"}}',
+        "labels": SEPARATOR.join(labels([f"t{seq % 50}"], {"customer": f"c{seq % 99}"})),
     }  # fmt: skip
     if state != "PENDING":
         record.update(started_at=t + 0.1, worker="w1@bench")
@@ -54,6 +59,17 @@ def record_of(seq: int, task_id: str, t: float) -> dict[str, Any]:
         record.update(finished_at=t + 0.2, error_type="PermanentError",
                       error_message="bad input")  # fmt: skip
     return record
+
+
+def indexes_of(record: dict[str, Any]) -> list[str]:
+    """The sorted sets record.lua puts a record in."""
+    state, queue, name, owner = (record[f] for f in ("state", "queue", "name", "owner"))
+    keys = [index_key(), index_key("state", state), index_key("queue", queue),
+            index_key("name", name), index_key("owner", owner),
+            owner_state_key(owner, state)]  # fmt: skip
+    for label in record["labels"].split(SEPARATOR):
+        keys += [index_key("label", label), owner_label_key(owner, label)]
+    return keys
 
 
 def seed(client, first: int, last: int, sample: list[str]) -> float:  # type: ignore[no-untyped-def]
@@ -69,11 +85,9 @@ def seed(client, first: int, last: int, sample: list[str]) -> float:  # type: ig
             for seq in range(lo, hi + 1):
                 task_id = str(uuid.uuid4())
                 record = record_of(seq, task_id, now - (last - seq) * 0.01)
-                state, queue, name, owner = (record[f] for f in ("state", "queue", "name", "owner"))
+                state, queue, owner = (record[f] for f in ("state", "queue", "owner"))
                 pipe.hset(task_key(task_id), mapping=record)
-                for key in (index_key(), index_key("state", state), index_key("queue", queue),
-                            index_key("name", name), index_key("owner", owner),
-                            owner_state_key(owner, state)):  # fmt: skip
+                for key in indexes_of(record):
                     zsets.setdefault(key, {})[task_id] = seq
                 zsets.setdefault(f"{PREFIX}expiry", {})[task_id] = int(expire_at)
                 for key in (counts_key(), counts_key("owner", owner), counts_key("queue", queue)):
@@ -104,10 +118,16 @@ async def measure(base: str, ids: list[str], requests: int) -> dict[str, list[fl
                 [f"{api}/status/{random.choice(ids)}" for _ in range(requests)],  # noqa: S311
             ),
             "stats": await sequential_latencies(session, [f"{api}/stats"] * requests),
+            "tag": await sequential_latencies(session, [f"{api}/{TAG_LIST}"] * requests),
+            "metadata": await sequential_latencies(session, [f"{api}/{META_LIST}"] * requests),
         }
 
 
 ROUNDS = 5
+# The tag and metadata filters (issue 17): a tag's newest 50; a customer's newest 50
+# successes (the metadata index walked, each record's state checked).
+TAG_LIST = "list?limit=50&tag=t7"
+META_LIST = "list?limit=50&metadata=customer=c42&status=SUCCESS"
 
 
 def run(stack: Stack, size: str) -> list[Row]:
@@ -128,7 +148,7 @@ def run(stack: Stack, size: str) -> list[Row]:
         client.close()
         gateways[which] = stack.gateway(REDIS_URL=url)
     latencies: dict[str, dict[str, list[float]]] = {
-        w: {"list": [], "status": [], "stats": []} for w in sizes
+        w: {"list": [], "status": [], "stats": [], "tag": [], "metadata": []} for w in sizes
     }
     for _ in range(ROUNDS):
         for which in ("small", "large"):
@@ -143,7 +163,8 @@ def run(stack: Stack, size: str) -> list[Row]:
     label = f"at {small:,} tasks"
     rows = []
     for endpoint, path in (("list", "list?limit=50&status=SUCCESS"), ("status", "status/{id}"),
-                           ("stats", "stats")):  # fmt: skip
+                           ("stats", "stats"), ("tag", TAG_LIST),
+                           ("metadata", META_LIST)):  # fmt: skip
         for q in (50, 99):
             target = ("le", 1.2) if q == 50 else None
             rows.append(Row(

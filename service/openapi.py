@@ -98,11 +98,9 @@ def _operation(route: Route) -> dict[str, Any]:
         parameters.append({"in": "query", "schema": route.query})
     if parameters:
         op["parameters"] = parameters
-    if route.body is not None:
-        op["requestBody"] = {
-            "required": route.method == "POST" and route.query is not route.body,
-            "content": {"application/json": {"schema": route.body}},
-        }
+    body = _request_body(route)
+    if body is not None:
+        op["requestBody"] = body
     ok: dict[str, Any] = {"description": "success"}
     if route.response is not None:
         ok["content"] = {"application/json": {"schema": route.response}}
@@ -110,6 +108,7 @@ def _operation(route: Route) -> dict[str, Any]:
         ok["content"] = {"text/event-stream": EVENT_STREAM}
         ok["description"] = STREAM_DESCRIPTION
     op["responses"][str(route.status)] = ok
+    op["responses"].update(_other_successes(route))
     if route.events and route.method == "GET":
         op["responses"]["204"] = {"description": "the reader has the final event already"}
     if route.status == 202 and route.query is not None and "wait" in route.query().fields:
@@ -145,6 +144,28 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "503": {"error": "redis unavailable"},
     "504": {"error": "no worker replied in time"},
 }  # fmt: skip
+
+
+def _request_body(route: Route) -> dict[str, Any] | None:
+    """A JSON body from its schema, or another kind the route names (a batch's JSON Lines)."""
+    if route.body is not None:
+        return {
+            "required": route.method == "POST" and route.query is not route.body,
+            "content": {"application/json": {"schema": route.body}},
+        }
+    if "media" in route.extra:
+        media, text = route.extra["media"]
+        schema = {"type": "string", "description": text}
+        return {"required": True, "content": {media: {"schema": schema}}}
+    return None
+
+
+def _other_successes(route: Route) -> dict[str, Any]:
+    """Successful answers besides the route's own (a bulk action's dry run: 200, a count)."""
+    return {
+        code: {"description": text, "content": {"application/json": {"schema": schema}}}
+        for code, (text, schema) in route.extra.get("also", {}).items()
+    }
 
 
 def _error_codes(route: Route) -> list[str]:

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from marshmallow import Schema
 
-from service import schemas, schemas_schedules, schemas_tasks, schemas_usage
+from service import schemas, schemas_batches, schemas_schedules, schemas_tasks, schemas_usage
 from service.views import (
+    batches,
     budgets,
+    bulk,
     catalog,
     health,
     knowledge,
@@ -32,6 +34,8 @@ SUBMIT_EXTRA = {
         "422": "the Idempotency-Key was already used with a different request",
     }
 }
+BULK_EXTRA = {"also": {"200": ("dry run: how many tasks the filter selects",
+                                schemas.BulkDryRunResponse)}}  # fmt: skip
 AI_SUBMIT_EXTRA = {"responses": {**SUBMIT_EXTRA["responses"],
                                  "429": "the owner is over its budget (service/budgets.py): "
                                         "`Retry-After`, and the budget in `details.budget`"}}
@@ -111,6 +115,31 @@ ROUTES: list[Route] = [
           query=schemas.CancelQuery, response=schemas.CancelResponse, extra=IN_STATE),
     Route("POST", f"{API}/retry/{{task_id}}", tasks.task_retry,
           "Submit a failed or cancelled task again", response=schemas.RetryResponse, status=202,
+          extra=IN_STATE),
+    Route("POST", f"{API}/bulk/cancel", bulk.bulk_cancel,
+          "Cancel every unstarted task a filter selects (`dry_run`: count them), as a task",
+          body=schemas.BulkRequest, response=schemas.SubmitResponse, status=202,
+          extra=BULK_EXTRA),
+    Route("POST", f"{API}/bulk/retry", bulk.bulk_retry,
+          "Retry every failed or cancelled task a filter selects (`dry_run`: count them)",
+          body=schemas.BulkRequest, response=schemas.SubmitResponse, status=202,
+          extra=BULK_EXTRA),
+    # Batches
+    Route("POST", "/api/v1/batches", batches.create_batch,
+          "Submit many tasks at once: JSON Lines, one `{task, body}` per line (up to 10,000)",
+          query=schemas_batches.BatchCreateQuery, response=schemas_batches.BatchSubmitResponse,
+          status=202, tags=("batches",),
+          extra={"media": ("application/x-ndjson",
+                           'one submission per line: {"task": "knowledge/vectorize", "body": '
+                           '{...}}; task is a submission path under /api/v1/tasks'),
+                 "responses": {"413": "more than 16 MB", "415": "not JSON Lines"}}),
+    Route("GET", "/api/v1/batches/{batch_id}", batches.get_batch,
+          "A batch's progress, its items' counts by state, and its items (paged)",
+          query=schemas_batches.BatchQuery, response=schemas_batches.BatchResponse,
+          tags=("batches",)),
+    Route("POST", "/api/v1/batches/{batch_id}/cancel", batches.cancel_batch,
+          "Cancel a batch: no more items submitted, those not started cancelled",
+          response=schemas_batches.BatchCancelResponse, status=202, tags=("batches",),
           extra=IN_STATE),
     Route("GET", "/api/v1/catalog", catalog.catalog,
           "Queues, built-in task names and task states", response=schemas.CatalogResponse),

@@ -10,11 +10,20 @@ import functools
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from workers.core.queues import QUEUES
 from workers.notify.task_webhooks import EVENTS as WEBHOOK_EVENTS
 from workers.runtime.priority import MAX_PRIORITY, MIN_PRIORITY
+from workers.taskindex import labels
 from workers.taskindex.record import STATES
 
 MAX_WAIT = 60
@@ -52,6 +61,27 @@ class TaskWebhook(StrictSchema):
 
 class SubmitOptions(StrictSchema):
     """Scheduling options every submission accepts."""
+
+    tags = fields.List(
+        fields.String(validate=validate.Regexp(labels.TAG, error="1-64 of A-Z a-z 0-9 _ . : / -")),
+        load_default=None,
+        validate=validate.Length(max=labels.MAX_TAGS),
+        metadata={"description": "up to 10 short strings; `GET /list?tag=` finds the task"},
+    )
+    metadata = fields.Dict(
+        keys=fields.String(),
+        load_default=None,
+        metadata={
+            "description": "a small JSON object (16 keys, 4 KB); `GET /list?metadata=key=value` "
+            "finds the task by a short scalar value"
+        },
+    )
+
+    @validates("metadata")
+    def _small_metadata(self, value: dict | None, **_: object) -> None:
+        problem = labels.metadata_problem(value) if value is not None else None
+        if problem:
+            raise ValidationError(problem)
 
     webhook = fields.Nested(
         TaskWebhook,
@@ -209,6 +239,49 @@ class TaskListQuery(StrictSchema):
         metadata={"description": "a task name, or a part of one (case-insensitive)"},
     )
     owner = fields.String(load_default=None, validate=validate.Length(1, 200))
+    tag = fields.String(
+        load_default=None,
+        validate=validate.Regexp(labels.TAG, error="1-64 of A-Z a-z 0-9 _ . : / -"),
+        metadata={"description": "tasks submitted with this tag"},
+    )
+    metadata = fields.String(
+        load_default=None,
+        validate=validate.Regexp(
+            r"[A-Za-z0-9_.-]{1,64}=.{0,128}\Z", error="key=value (a metadata key, a short value)"
+        ),
+        metadata={"description": "`key=value`: tasks whose metadata has it (compared as text)"},
+    )
+
+    def labels(self, query: dict) -> tuple[str, ...]:
+        """The labels the loaded query asks for (`workers.taskindex.labels`)."""
+        wanted = []
+        if query.get("tag"):
+            wanted.append(labels.tag_label(query["tag"]))
+        if query.get("metadata"):
+            key, _, value = query["metadata"].partition("=")
+            wanted.append(labels.metadata_label(key, value))
+        return tuple(wanted)
+
+
+class BulkRequest(TaskListQuery):
+    """A bulk action's filter: `GET /list`'s, as a JSON body."""
+
+    class Meta:
+        unknown = RAISE
+        exclude = ("limit", "cursor")
+
+    dry_run = fields.Boolean(
+        load_default=False, metadata={"description": "only count the tasks it would act on"}
+    )
+
+
+class BulkDryRunResponse(Schema):
+    action = fields.String(required=True)
+    dry_run = fields.Boolean(required=True)
+    matched = fields.Integer(required=True, metadata={"description": "up to 100,000"})
+    truncated = fields.Boolean(
+        required=True, metadata={"description": "more match: the action takes the newest"}
+    )
 
 
 class CancelQuery(StrictSchema):
@@ -278,6 +351,8 @@ class TaskSummary(Schema):
     retried_as = fields.String(
         allow_none=True, metadata={"description": "the task a retry created (retried already)"}
     )
+    tags = fields.List(fields.String(), allow_none=True)
+    metadata = fields.Dict(allow_none=True)
 
 
 class QueueState(Schema):
@@ -324,7 +399,6 @@ class TaskStatusResponse(TaskSummary):
     ttft_ms = fields.Float(
         allow_none=True, metadata={"description": "milliseconds to the first text"}
     )
-
 
 
 class TaskListResponse(Schema):

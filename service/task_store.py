@@ -7,7 +7,6 @@ history, so they cost the same at a thousand tasks or a million.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import time
@@ -23,7 +22,6 @@ from workers.core.keys import (
     counts_key,
     done_key,
     index_key,
-    owner_state_key,
     task_key,
 )
 from workers.taskindex.index import DEFAULT_TTL
@@ -36,6 +34,7 @@ from workers.taskindex.lua_scripts import (
     source,
     status_call,
 )
+from workers.taskindex.query import ListQuery, page_rows, plan
 from workers.taskindex.record import STATES, SUMMARY_FIELDS, decode_hash
 from workers.taskindex.status import iso
 
@@ -48,18 +47,6 @@ SCAN_BUDGET = 5000
 NOT_ACCEPTED = {"type": "NotAccepted", "message": "the broker did not take the task"}
 REFUSAL_RETRY = 0.25
 REFUSAL_KEEP = 3600.0
-
-
-@dataclass(frozen=True)
-class ListQuery:
-    limit: int = 50
-    cursor: int | None = None
-    state: str | None = None
-    queue: str | None = None
-    name: str | None = None
-    owner: str | None = None
-    # Names left out (the platform's housekeeping tasks, unless asked for).
-    hidden: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -164,35 +151,28 @@ class TaskStore:
 
         One index range answers it when one index covers the filters. Otherwise the most
         selective index is walked in batches and the rest checked on each record, up to a
-        budget per request; a short page then comes with a cursor to go on from.
+        budget per request; a short page then comes with a cursor to go on from
+        (`workers.taskindex.query`).
         """
-        # A name no task has exactly is a part of names ("generate" finds
-        # generate_ai_response): matched on each record walked, case-insensitively.
-        part = None
-        if query.name is not None and not await self.client.exists(index_key("name", query.name)):
-            part, query = query.name.lower(), dataclasses.replace(query, name=None)
-        primary, remaining = self._plan(query)
-        hidden = query.hidden if query.name is None else frozenset()
+        name_indexed = query.name is None or bool(
+            await self.client.exists(index_key("name", query.name))
+        )
+        chosen = plan(query, name_indexed)
         upper = f"({query.cursor}" if query.cursor is not None else "+inf"
         tasks: list[dict[str, Any]] = []
         scanned = 0
         more = False
         last_seq: float | None = None
         while len(tasks) < query.limit and scanned < SCAN_BUDGET:
-            size = SCAN_BATCH if remaining or part or hidden else query.limit - len(tasks)
-            batch = await self._page_of(primary, upper, size + 1)
+            size = SCAN_BATCH if chosen.checks else query.limit - len(tasks)
+            batch = await self._page_of(chosen.index, upper, size + 1)
             more = len(batch) > size
             batch = batch[:size]
             for i, (score, record) in enumerate(batch):
                 last_seq = score
                 scanned += 1
-                if (
-                    record is not None
-                    and all(record.get(f) == v for f, v in remaining.items())
-                    and (part is None or part in (record.get("name") or "").lower())
-                    and record.get("name") not in hidden
-                ):
-                    tasks.append(record)
+                if chosen.matches(record):
+                    tasks.append(record)  # type: ignore[arg-type]
                 if len(tasks) == query.limit:
                     more = more or i < len(batch) - 1
                     break
@@ -202,39 +182,12 @@ class TaskStore:
         next_cursor = str(int(last_seq)) if more and last_seq is not None else None
         return Page(tasks, next_cursor)
 
-    def _plan(self, query: ListQuery) -> tuple[str, dict[str, str]]:
-        """The most selective index for the filters, and the filters left to check."""
-        given = {
-            "owner": query.owner, "state": query.state, "queue": query.queue, "name": query.name,
-        }  # fmt: skip
-        filters = {k: v for k, v in given.items() if v is not None}
-        if "owner" in filters and "state" in filters:
-            key = owner_state_key(filters.pop("owner"), filters.pop("state"))
-        elif "owner" in filters:
-            key = index_key("owner", filters.pop("owner"))
-        elif "state" in filters:
-            key = index_key("state", filters.pop("state"))
-        elif "name" in filters:
-            key = index_key("name", filters.pop("name"))
-        elif "queue" in filters:
-            key = index_key("queue", filters.pop("queue"))
-        else:
-            key = index_key()
-        return key, filters
-
     async def _page_of(
         self, index: str, upper: str, count: int
     ) -> list[tuple[float, dict[str, Any] | None]]:
-        """Up to `count` (score, summary) pairs below `upper`, newest first; the summary is
-        None for a task pruned while the page was read."""
+        """Up to `count` (score, summary) pairs below `upper`, newest first."""
         keys, args = page_call(index, upper, count, SUMMARY_FIELDS)
-        flat = await self._page(keys=keys, args=args)
-        out: list[tuple[float, dict[str, Any] | None]] = []
-        for i in range(0, len(flat), 3):
-            row = dict(zip(SUMMARY_FIELDS, flat[i + 2], strict=True))
-            record = decode_hash({k: v for k, v in row.items() if v}) if row["task_id"] else None
-            out.append((float(flat[i + 1]), record))
-        return out
+        return page_rows(await self._page(keys=keys, args=args))
 
     async def counts(self, owner: str | None = None, system: bool = False) -> dict[str, int]:
         """Tasks per state: one owner's, or everyone's (without the platform's housekeeping

@@ -58,27 +58,35 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         query = load_query(request, shared(WaitQuery))
-        if schema is SendNotificationRequest:
-            body_schema: Schema = schema(settings=request.app[settings_key])
-        else:
-            body_schema = shared(schema)
-        data = await load_json(request, body_schema)
-        if task_name == queues.SEND_NOTIFICATION:
-            check_notification_recipient(principal_of(request), data)
-        elif task_name == queues.GENERATE_AI_RESPONSE:
-            check_model_request(principal_of(request), request.app[settings_key], data)
-            await check_budget(
-                request.app[redis_key], request.app[settings_key], principal_of(request).owner
-            )
-        await check_submission(request, task_name, data)
-        if data.get("webhook") is not None:
-            check_webhook(request.app[settings_key], data["webhook"])
+        data = await load_json(request, body_schema(request, schema))
+        await check_body(request, task_name, data)
         if query["stream"]:
             return await submit_and_stream(request, task_name, data, message)
         return await submit(request, task_name, data, message, query["wait"])
 
     handler.__name__ = f"submit_{task_name}"
     return handler
+
+
+def body_schema(request: web.Request, schema: type[Schema]) -> Schema:
+    """The schema instance that validates a submission's body."""
+    if schema is SendNotificationRequest:
+        return schema(settings=request.app[settings_key])
+    return shared(schema)
+
+
+async def check_body(request: web.Request, task_name: str, data: dict[str, Any]) -> None:
+    """What a valid body must also pass before it is submitted (also each item of a
+    batch): the recipient, the model and budget, whose resources it acts on, its webhook."""
+    principal = principal_of(request)
+    if task_name == queues.SEND_NOTIFICATION:
+        check_notification_recipient(principal, data)
+    elif task_name == queues.GENERATE_AI_RESPONSE:
+        check_model_request(principal, request.app[settings_key], data)
+        await check_budget(request.app[redis_key], request.app[settings_key], principal.owner)
+    await check_submission(request, task_name, data)
+    if data.get("webhook") is not None:
+        check_webhook(request.app[settings_key], data["webhook"])
 
 
 async def submit_and_stream(
@@ -92,13 +100,17 @@ async def submit_and_stream(
 
 
 async def submit(
-    request: web.Request, task_name: str, data: dict[str, Any], message: str, wait: float | None
-) -> web.Response:
+    request: web.Request, task_name: str, data: dict[str, Any], message: str, wait: float | None,
+    task_id: str | None = None,
+) -> web.Response:  # fmt: skip
+    """Publish the task (under `task_id`, else a new id) and answer 202 with its id, or its
+    status once finished within `wait` seconds."""
     principal = principal_of(request)
     fingerprint = _fingerprint(task_name, data)
     options = {k: data.pop(k, None) for k in OPTIONS}
     webhook = data.pop("webhook", None)
-    task_id = str(uuid4())
+    tags, metadata = data.pop("tags", None), data.pop("metadata", None)
+    task_id = task_id or str(uuid4())
     idem_key = _idempotency_key(request, principal.owner)
     if idem_key is not None:
         client = request.app[redis_key]
@@ -126,12 +138,15 @@ async def submit(
         record = submission_fields(
             task_name, [], data, queue=TASK_QUEUES.get(task_name),
             priority=DEFAULT_PRIORITY if options["priority"] is None else options["priority"],
-            owner=principal.owner, eta=_eta_text(options), webhook=webhook,
+            owner=principal.owner, eta=_eta_text(options), webhook=webhook, tags=tags,
+            metadata=metadata,
         )  # fmt: skip
+        event = {"priority": record["priority"], "tags": tags, "metadata": metadata}
         try:
             await publisher.publish(
                 task_name, data, task_id=task_id, headers={OWNER_HEADER: principal.owner},
-                record=record, event={"priority": record["priority"]}, **options,
+                record=record, event={k: v for k, v in event.items() if v is not None},
+                **options,
             )  # fmt: skip
         except Exception:
             await _undo(request, task_id, idem_key)
@@ -231,6 +246,16 @@ def _idempotency_key(request: web.Request, owner: str) -> str | None:
     digest = hashlib.sha256(f"{owner}\0{value}".encode()).hexdigest()
     return idempotency_key(digest)
 
+
+# The submission endpoints by their path under /api/v1/tasks (the items of a batch name
+# them): the task each submits and the schema of its body.
+SUBMISSIONS: dict[str, tuple[str, type[Schema]]] = {
+    "ai/generate": (queues.GENERATE_AI_RESPONSE, AiGenerateRequest),
+    "knowledge/vectorize": (queues.VECTORIZE_DOCUMENT, VectorizeRequest),
+    "knowledge/update": (queues.UPDATE_KNOWLEDGE_BASE, UpdateKnowledgeBaseRequest),
+    "knowledge/delete": (queues.DELETE_KNOWLEDGE_VECTORS, DeleteVectorsRequest),
+    "notifications/send": (queues.SEND_NOTIFICATION, SendNotificationRequest),
+}
 
 submit_ai_generate = submission(
     queues.GENERATE_AI_RESPONSE, AiGenerateRequest, "AI reply task submitted"

@@ -96,6 +96,7 @@ async def task_list(request: web.Request) -> web.Response:
             limit=query["limit"], cursor=query["cursor"], state=query["status"],
             queue=query["queue"], name=query["name"], owner=owner,
             hidden=frozenset() if query["system"] else queues.SYSTEM_TASKS,
+            labels=shared(TaskListQuery).labels(query),
         )
     )  # fmt: skip
     # Dumped once, item by item (the shape TaskListResponse documents).
@@ -197,7 +198,8 @@ async def task_retry(request: web.Request) -> web.Response:
     fields = submission_fields(
         record["name"], options["args"], options["kwargs"], queue=original.queue,
         priority=original.priority, owner=original.owner, timelimit=original.timelimit,
-        retried_from=task_id, webhook=original.webhook,
+        retried_from=task_id, webhook=original.webhook, tags=original.tags,
+        metadata=original.metadata,
     )  # fmt: skip
     try:
         await request.app[publisher_key].publish(

@@ -36,6 +36,8 @@ EXPECTED = [
     ("history", "GET list?limit=50&status=SUCCESS p50 at 5,000 (ms)"),
     ("history", "GET status/{id} p99 at 5,000 (ms)"),
     ("history", "GET stats p50 at 5,000 (ms)"),
+    ("history", "GET list?limit=50&tag=t7 p50 at 5,000 (ms)"),
+    ("history", "GET list?limit=50&metadata=customer=c42&status=SUCCESS p50 at 5,000 (ms)"),
     ("history", "gateway RSS at 5,000 (MB)"),
     ("fanout", "50 clients delay p99 (ms)"),
     ("fanout", "50 clients gateway CPU (% core)"),

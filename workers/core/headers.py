@@ -3,6 +3,12 @@
 # The API key's owner of a task: the namespace of its conversations and knowledge bases.
 OWNER_HEADER = "claw_owner"
 RETRIED_FROM_HEADER = "claw_retried_from"
+# A task's tags and metadata (`workers.taskindex.labels`), for publishers other than the
+# gateway (which writes them into the record itself): a retry, a recovery, a Python client.
+TAGS_HEADER = "claw_tags"
+METADATA_HEADER = "claw_metadata"
+# The batch a task is an item of (workers/tasks/batches.py publishes them).
+BATCH_HEADER = "claw_batch"
 # Set by a publisher that wrote the task's record itself (the gateway), before publishing.
 INDEXED_HEADER = "claw_indexed"
 # Set on a duplicate delivery put back to be checked later (see ClawRequest): not a new task.

@@ -208,6 +208,24 @@ def owner_state_key(owner: str, state: str) -> str:
     return f"{PREFIX}idx:owner:{owner}:state:{state}"
 
 
+def batch_key(batch_id: str) -> str:
+    """A batch (hash: owner, total, published, ended, sealed, cancelled, done_at;
+    workers/tasks/batches.py). Its items are indexed as `index_key("batch_id", id)` and
+    counted per state in `counts_key("batch", id)`."""
+    return f"{PREFIX}batch:{batch_id}"
+
+
+def batch_items_key(batch_id: str) -> str:
+    """A batch's submissions waiting to be published (list of JSON, in order)."""
+    return f"{batch_key(batch_id)}:items"
+
+
+def owner_label_key(owner: str, label: str) -> str:
+    """One owner's task ids with one tag or metadata pair (sorted set;
+    `workers.taskindex.labels`). `index_key("label", label)` has everyone's."""
+    return f"{PREFIX}idx:owner:{owner}:label:{label}"
+
+
 def counts_key(dimension: str | None = None, value: str | None = None) -> str:
     """Tasks per state (hash): all of them, or one owner's or queue's."""
     return f"{PREFIX}counts" if dimension is None else f"{PREFIX}counts:{dimension}:{value}"

@@ -19,6 +19,9 @@ UPDATE_KNOWLEDGE_BASE = "update_knowledge_base"
 DELETE_KNOWLEDGE_VECTORS = "delete_knowledge_vectors"
 RECOVER_LOST_TASKS = "recover_lost_tasks"
 DELIVER_TASK_WEBHOOK = "deliver_task_webhook"
+BULK_ACTION = "bulk_action"
+RUN_BATCH = "run_batch"
+FINISH_BATCH = "finish_batch"
 
 # The platform's own housekeeping: hidden from task lists unless asked for (`system=true`).
 SYSTEM_TASKS = frozenset(
@@ -35,6 +38,9 @@ TASK_QUEUES = {
     DELETE_KNOWLEDGE_VECTORS: KNOWLEDGE_DEFAULT,
     RECOVER_LOST_TASKS: DEFAULT,
     DELIVER_TASK_WEBHOOK: NOTIFICATION_DEFAULT,
+    BULK_ACTION: DEFAULT,
+    RUN_BATCH: DEFAULT,
+    FINISH_BATCH: DEFAULT,
 }
 
 # The source document's qualified names (its module `app.tasks.ai_tasks` and

@@ -25,6 +25,8 @@ TASK_MODULES = [
     "workers.tasks.notifications",
     "workers.tasks.maintenance",
     "workers.tasks.webhooks",
+    "workers.tasks.bulk",
+    "workers.tasks.batches",
 ]
 
 

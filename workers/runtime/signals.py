@@ -143,6 +143,12 @@ _threads: list[Dispatcher | Housekeeper] = []
 def _publish_delivery(task_id: str, event: str, seq: int) -> None:
     from workers.celery_app import celery_app
 
+    if event == "batch_done":  # the last item of batch `task_id` ended (batch_done.lua)
+        celery_app.send_task(
+            queues.FINISH_BATCH, kwargs={"batch_id": task_id},
+            queue=queues.TASK_QUEUES[queues.FINISH_BATCH],
+        )  # fmt: skip
+        return
     celery_app.send_task(
         queues.DELIVER_TASK_WEBHOOK, kwargs={"task_id": task_id, "event": event, "seq": seq},
         queue=queues.TASK_QUEUES[queues.DELIVER_TASK_WEBHOOK],

@@ -32,11 +32,13 @@ from workers.core.keys import (
     SYSTEM_COUNTS_KEY,
     WEBHOOK_STREAM,
     WEBHOOK_STREAM_MAXLEN,
+    batch_key,
     chunks_key,
     counts_key,
     done_key,
     events_key,
     index_key,
+    owner_label_key,
     owner_state_key,
     task_key,
     webhooks_key,
@@ -65,11 +67,13 @@ KEY_COMMANDS = frozenset({"lpush", "pexpire"})
 PACKAGE = "workers.taskindex"  # its scripts are in workers/taskindex/scripts/
 # Each script and the scripts it calls (defined before it as local functions), in order.
 PARTS: dict[str, tuple[str, ...]] = {
-    "record": (),
-    "publish": ("record",),
-    "store_result": ("record",),
+    "batch_done": (),
+    "record": ("batch_done",),
+    "publish": ("batch_done", "record"),
+    "store_result": ("batch_done", "record"),
     "claim": (),
-    "claim_start": ("record", "store_result", "claim"),
+    "claim_start": ("batch_done", "record", "store_result", "claim"),
+    "seal_batch": ("batch_done",),
     "unclaim": (),
     "refresh": (),
     "feed": (),
@@ -113,6 +117,8 @@ def header() -> str:
             lua_key_function("webhooks_key", webhooks_key, "id"),
             lua_key_function("index_key", index_key, "dimension", "value"),
             lua_key_function("owner_state_key", owner_state_key, "owner", "state"),
+            lua_key_function("owner_label_key", owner_label_key, "owner", "label"),
+            lua_key_function("batch_key", batch_key, "id"),
             lua_key_function("counts_key", counts_key, "dimension", "value"),
             "",
         ]
@@ -223,6 +229,10 @@ def claim_start_call(
 def claim_call(task_id: str, *, token: str, now: float, fresh: float = CLAIM_FRESH) -> Call:
     """claim.lua's, alone: the claim without STARTED (see `claim_start_call`)."""
     return [task_key(task_id)], [token, now, fresh]
+
+
+def seal_batch_call(batch_id: str, now: float) -> Call:
+    return [batch_key(batch_id)], [batch_id, now]
 
 
 def unclaim_call(task_id: str, token: str) -> Call:

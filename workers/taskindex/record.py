@@ -20,8 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from workers.core.headers import OWNER_HEADER, RETRIED_FROM_HEADER
+from workers.core.headers import (
+    BATCH_HEADER,
+    METADATA_HEADER,
+    OWNER_HEADER,
+    RETRIED_FROM_HEADER,
+    TAGS_HEADER,
+)
 from workers.core.telemetry import current_trace_id
+from workers.taskindex.labels import MAX_TAGS, SEPARATOR, TAG, labels, metadata_problem
 
 STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -109,6 +116,13 @@ class TaskRecord:
     webhook_events: str | None = field(default=None, metadata=_stored("text"))
     # The owner's schedule that sent it (Beat; `workers.runtime.schedules`).
     schedule_id: str | None = field(default=None, metadata=_stored("text", summary=True))
+    # The submitter's tags and metadata (`workers.taskindex.labels`), and the labels they
+    # are indexed under, as record.lua reads them (written once, at submission).
+    tags: list[str] | None = field(default=None, metadata=_stored("json", summary=True))
+    metadata: dict[str, Any] | None = field(default=None, metadata=_stored("json", summary=True))
+    labels: str | None = field(default=None, metadata=_stored("text", summary=True))
+    # The batch the task is an item of (`POST /api/v1/batches`, workers/tasks/batches.py).
+    batch_id: str | None = field(default=None, metadata=_stored("text", summary=True))
     # What an AI task used (`workers.ai.usage`), written as it finishes: the model that
     # answered, its tokens, USD (`cost_priced` false: the model has no price, counted as 0)
     # and the milliseconds to its first text.
@@ -130,12 +144,15 @@ class TaskRecord:
         if self.args_truncated:
             raise ValueError(f"task {self.task_id}: its arguments were too large to keep")
         hard, soft = [*(self.timelimit or []), None, None][:2]
+        headers = [
+            (OWNER_HEADER, self.owner), (TAGS_HEADER, self.tags), (METADATA_HEADER, self.metadata)
+        ]  # fmt: skip
         return {
             "args": list(self.args or []),
             "kwargs": dict(self.kwargs or {}),
             "queue": self.queue,
             "priority": self.priority,
-            "headers": {OWNER_HEADER: self.owner} if self.owner else {},
+            "headers": {name: value for name, value in headers if value},
             "time_limit": hard,
             "soft_time_limit": soft,
         }
@@ -146,7 +163,7 @@ class SendOptions(TypedDict):
     kwargs: dict[str, Any]
     queue: str | None
     priority: int | None
-    headers: dict[str, str]
+    headers: dict[str, Any]
     time_limit: float | None
     soft_time_limit: float | None
 
@@ -238,6 +255,9 @@ def submission_fields(
     timelimit: Any = None,
     retried_from: str | None = None,
     webhook: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    batch_id: str | None = None,
 ) -> dict[str, Any]:
     """A new task's record fields, as its publisher knows them."""
     args_json, args_cut = capped_json(args)
@@ -257,6 +277,10 @@ def submission_fields(
         "args_truncated": True if args_cut or kwargs_cut else None,
         "webhook": webhook,
         "webhook_events": f",{','.join(webhook['events'])}," if webhook else None,
+        "tags": tags or None,
+        "metadata": metadata or None,
+        "labels": SEPARATOR.join(labels(tags, metadata)) or None,
+        "batch_id": batch_id,
     }
 
 
@@ -271,4 +295,20 @@ def publish_fields(
         name, args, kwargs, queue=routing_key, priority=properties.get("priority"),
         owner=headers.get(OWNER_HEADER), eta=headers.get("eta"),
         timelimit=headers.get("timelimit"), retried_from=headers.get(RETRIED_FROM_HEADER),
+        tags=_valid_tags(headers.get(TAGS_HEADER)),
+        metadata=_valid_metadata(headers.get(METADATA_HEADER)),
+        batch_id=headers.get(BATCH_HEADER) if isinstance(headers.get(BATCH_HEADER), str) else None,
     )  # fmt: skip
+
+
+def _valid_tags(value: Any) -> list[str] | None:
+    """A message's tags header, when it is what a submission may carry (else left out)."""
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        return None
+    return value if all(isinstance(t, str) and TAG.fullmatch(t) for t in value) else None
+
+
+def _valid_metadata(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict) or metadata_problem(value):
+        return None
+    return value

@@ -18,6 +18,8 @@ from workers.core.keys import (
     FEED_STREAM,
     SEQ_KEY,
     SYSTEM_COUNTS_KEY,
+    WEBHOOK_STREAM,
+    batch_key,
     chunks_key,
     counts_key,
     done_key,
@@ -46,6 +48,7 @@ from workers.taskindex.lua_scripts import (
     publish_call,
     refresh_call,
     refuse_call,
+    seal_batch_call,
     source,
     status_call,
     store_result_call,
@@ -275,6 +278,44 @@ def test_unclaim_lua_gives_up_only_its_own_claim(client) -> None:
     assert (record["claimed"], record["claimed_by"], record["deliveries"]) == ("0", "", "0")
     # The next delivery claims at once, without waiting for "a"'s claim to go stale.
     assert run(client, "claim", claim_call(tid, token="b", now=now + 1)) == CLAIM_RUN
+
+
+def test_batch_done_lua_waits_for_the_seal_and_record_lua_counts_each_items_end_once(
+    client,
+) -> None:
+    batch, now = new_id(), time.time()
+    client.hset(batch_key(batch), mapping={"published": 2})
+    items = [new_id(), new_id()]
+    for tid in items:
+        run(client, "record", pending(tid, batch_id=batch).call())
+    assert client.zcard(index_key("batch_id", batch)) == 2
+    assert client.hgetall(counts_key("batch", batch)) == {"PENDING": "2"}
+    before = client.xlen(WEBHOOK_STREAM)
+
+    def finish(tid: str, state: str = "SUCCESS") -> None:
+        update = RecordUpdate(task_id=tid, state=state, attempt=0, ttl=TTL, now=now)
+        run(client, "record", update.call())
+
+    finish(items[0])
+    finish(items[0], "FAILURE")  # a late write of a finished item counts nothing
+    assert client.hget(batch_key(batch), "ended") == "1"
+    finish(items[1])
+    # Not sealed yet (run_batch may still publish): nothing announced.
+    assert client.xlen(WEBHOOK_STREAM) == before
+    assert run(client, "batch_done", ([batch_key(batch)], [batch, now])) == 0
+    assert client.hgetall(counts_key("batch", batch)) == {"PENDING": "0", "SUCCESS": "2"}
+
+
+def test_seal_batch_lua_announces_a_batch_whose_items_have_all_ended(client) -> None:
+    batch, now = new_id(), time.time()
+    client.hset(batch_key(batch), mapping={"published": 1, "ended": 0})
+    assert run(client, "seal_batch", seal_batch_call(batch, now)) == 0  # one still runs
+    client.hset(batch_key(batch), "ended", 1)
+    before = client.xlen(WEBHOOK_STREAM)
+    assert run(client, "batch_done", ([batch_key(batch)], [batch, now])) == 1
+    assert run(client, "seal_batch", seal_batch_call(batch, now)) == 0  # once only
+    [(_, entry)] = client.xrange(WEBHOOK_STREAM, "-", "+")[before:]
+    assert entry == {"task_id": batch, "event": "batch_done", "seq": "0"}
 
 
 def test_refresh_lua_renews_only_the_holders_claim(client) -> None:

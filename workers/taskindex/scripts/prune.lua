@@ -6,14 +6,24 @@
 -- Returns how many records went.
 --
 -- Keys built here, not passed in KEYS: each pruned task's hash and chunk list, and the
--- indexes and counts named after its state, owner, queue and name (the key functions of
+-- indexes and counts named after its state, owner, queue, name and labels (the key functions of
 -- the generated header). Which tasks expire is only known once KEYS[1] is read here.
 local now, batch = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)
 for _, id in ipairs(ids) do
   local task = task_key(id)
-  local r = redis.call('HMGET', task, 'state', 'owner', 'queue', 'name')
+  local r = redis.call('HMGET', task, 'state', 'owner', 'queue', 'name', 'labels', 'batch_id')
   local state, owner, queue, name = r[1], r[2], r[3], r[4]
+  if r[6] then
+    redis.call('ZREM', index_key('batch_id', r[6]), id)
+    if state then redis.call('HINCRBY', counts_key('batch', r[6]), state, -1) end
+  end
+  if r[5] then
+    for label in string.gmatch(r[5], '[^\n]+') do
+      redis.call('ZREM', index_key('label', label), id)
+      if owner then redis.call('ZREM', owner_label_key(owner, label), id) end
+    end
+  end
   redis.call('ZREM', KEYS[2], id)
   if state then
     redis.call('ZREM', index_key('state', state), id)

@@ -14,29 +14,36 @@
 --   the feed and the task's event log (events_key, numbered: `seq`), and, when the task's
 --   webhook asked for it (STARTED: started, a final state: completed), to WEBHOOK_STREAM,
 --   which workers turn into deliveries (workers/notify/task_webhooks.py); a first terminal
---   state sets `finished_at` and counts in KEYS[7].
+--   state sets `finished_at` and counts in KEYS[7], and one more ended item of the task's
+--   batch (batch_done.lua). `labels` (tags and metadata pairs, `workers.taskindex.labels`)
+--   given to a record without them index it under each; `batch_id` like `owner`.
 --
 -- Keys built here, not passed in KEYS: the indexes and counts named after a value of the
--- record (its state before and after, its owner, queue and name), with the key functions of
--- the generated header. The state before, and the owner, queue and name of a record whose
+-- record (its state before and after, its owner, queue, name, batch and labels), with the key
+-- functions of the generated header. The state before, and the owner, queue and name of a record whose
 -- writer does not name them (a worker, the gateway's cancel), are only known once the
 -- record is read here; building every such key the same way keeps one code path.
 local task = KEYS[1]
 local id, state = ARGV[1], ARGV[2]
 local attempt, now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local cur = redis.call('HMGET', task, 'state', 'attempt', 'seq', 'owner', 'queue', 'name',
-  'webhook_events')
+  'webhook_events', 'batch_id')
 local cur_state, cur_attempt, seq = cur[1], tonumber(cur[2]) or 0, tonumber(cur[3])
-local old = {owner=cur[4], queue=cur[5], name=cur[6]}
+local old = {owner=cur[4], queue=cur[5], name=cur[6], batch_id=cur[8]}
 if not seq then
   seq = redis.call('INCR', KEYS[2])
   redis.call('HSET', task, 'task_id', id, 'seq', seq, 'created_at', now)
   redis.call('ZADD', KEYS[3], seq, id)
 end
-local fields, dims, new_dims = {}, {owner=old.owner, queue=old.queue, name=old.name}, {}
+local fields, new_dims = {}, {}
+local dims = {owner=old.owner, queue=old.queue, name=old.name, batch_id=old.batch_id}
+local new_labels = nil
 for i = 7, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
-  if f == 'owner' or f == 'queue' or f == 'name' then
+  if f == 'labels' and v ~= '' and redis.call('HEXISTS', task, 'labels') == 0 then
+    new_labels = v
+  end
+  if f == 'owner' or f == 'queue' or f == 'name' or f == 'batch_id' then
     if not dims[f] and v ~= '' then
       dims[f] = v
       new_dims[f] = true
@@ -47,6 +54,14 @@ for i = 7, #ARGV, 2 do
   else
     fields[#fields + 1] = f
     fields[#fields + 1] = v
+  end
+end
+-- Tags and metadata pairs (`labels`, one per line, written once at submission): indexed
+-- per owner and for everyone, like a state.
+if new_labels then
+  for label in string.gmatch(new_labels, '[^\n]+') do
+    redis.call('ZADD', index_key('label', label), seq, id)
+    if dims.owner then redis.call('ZADD', owner_label_key(dims.owner, label), seq, id) end
   end
 end
 -- A refused update of a finished task (a late worker write) leaves its fields alone.
@@ -67,6 +82,9 @@ local function count(state_name, d, delta)
   if d.name and SYSTEM[d.name] then redis.call('HINCRBY', SYSTEM_COUNTS, state_name, delta) end
   if d.owner then redis.call('HINCRBY', counts_key('owner', d.owner), state_name, delta) end
   if d.queue then redis.call('HINCRBY', counts_key('queue', d.queue), state_name, delta) end
+  if d.batch_id then
+    redis.call('HINCRBY', counts_key('batch', d.batch_id), state_name, delta)
+  end
 end
 
 local after = cur_state
@@ -115,6 +133,11 @@ if apply then
   if attempt > cur_attempt then redis.call('HSET', task, 'attempt', attempt) end
   if TERMINAL[state] and cur_state ~= state then
     redis.call('HSET', task, 'finished_at', now)
+    if dims.batch_id then  -- one more item of its batch ended: maybe the last
+      local batch = batch_key(dims.batch_id)
+      redis.call('HINCRBY', batch, 'ended', 1)
+      batch_done({batch}, {dims.batch_id, now})
+    end
     if not (dims.name and SYSTEM[dims.name]) then  -- housekeeping is not throughput
       redis.call('INCR', KEYS[7])
       redis.call('EXPIRE', KEYS[7], DONE_TTL)

@@ -1,0 +1,132 @@
+"""Tags and metadata on submissions, list filters on them, and bulk cancel/retry by filter,
+against the real gateway, a real worker and the shared Redis."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from tests.service.test_tasks_api import AI, T, ai_body, wait_status
+from tests.support.waiting import async_wait_until
+from workers.core.keys import events_key
+
+NOTIFY = "/api/v1/tasks/notifications/send"
+
+
+def later(**extra):
+    """A task that stays PENDING for an hour (bulk actions find it waiting)."""
+    return ai_body(countdown=3600, **extra)
+
+
+async def listed(api, **params) -> set[str]:
+    status, body = await api.get(f"{T}/list", params={"limit": 500, **params})
+    assert status == 200, body
+    return {t["task_id"] for t in body["tasks"]}
+
+
+async def test_tags_and_metadata_are_on_the_record_in_rest_and_in_the_feed(
+    alice, rclient, worker
+) -> None:
+    tag = f"t-{uuid.uuid4().hex[:6]}"
+    meta = {"customer": "acme", "n": 42, "vip": True, "nested": {"x": 1}}
+    status, body = await alice.post(AI, json=ai_body(tags=[tag, "chat"], metadata=meta))
+    assert status == 202, body
+    done = await wait_status(alice, body["task_id"], {"SUCCESS"})
+    assert done["tags"] == [tag, "chat"] and done["metadata"] == meta
+    # Not task arguments: the task ran with its own kwargs only.
+    assert "tags" not in done["kwargs"] and "metadata" not in done["kwargs"]
+    _, page = await alice.get(f"{T}/list", params={"tag": tag})
+    assert [(t["tags"], t["metadata"]) for t in page["tasks"]] == [([tag, "chat"], meta)]
+    first = json.loads(rclient.lindex(events_key(body["task_id"]), 0))
+    assert first["state"] == "PENDING" and first["tags"] == [tag, "chat"]
+    assert first["metadata"] == meta
+
+
+async def test_list_filters_by_tag_and_metadata_within_the_owner(alice, bob, admin, worker):
+    tag = f"t-{uuid.uuid4().hex[:6]}"
+    mine = {(await alice.post(AI, json=later(tags=[tag], metadata={"k": f"v{i}"})))[1]["task_id"]
+            for i in range(3)}  # fmt: skip
+    other = (await alice.post(AI, json=later(tags=["else"], metadata={"k": "v0"})))[1]["task_id"]
+    bobs = (await bob.post(AI, json=later(tags=[tag], metadata={"k": "v0"})))[1]["task_id"]
+    assert await listed(alice, tag=tag) == mine
+    assert await listed(bob, tag=tag) == {bobs}
+    assert await listed(admin, tag=tag) == mine | {bobs}
+    assert await listed(admin, tag=tag, owner="alice") == mine
+    v0 = await listed(alice, metadata="k=v0")
+    assert other in v0 and bobs not in v0 and len(v0 & mine) == 1
+    # Both, and with a state: every filter holds.
+    assert await listed(alice, tag=tag, metadata="k=v0") == v0 & mine
+    assert await listed(alice, tag=tag, status="PENDING") == mine
+    assert await listed(alice, tag=tag, status="SUCCESS") == set()
+    assert await listed(alice, tag="never-used") == set()
+
+
+async def test_bad_tags_and_metadata_are_400_naming_the_field(alice) -> None:
+    cases = [
+        ({"tags": ["has space"]}, "tags"),
+        ({"tags": [f"t{i}" for i in range(11)]}, "tags"),
+        ({"metadata": {"bad key": 1}}, "metadata"),
+        ({"metadata": {"big": "x" * 5000}}, "metadata"),
+        ({"metadata": ["not", "an", "object"]}, "metadata"),
+    ]
+    for extra, field in cases:
+        status, body = await alice.post(AI, json=ai_body(**extra))
+        assert status == 400 and field in body["details"], (extra, body)
+    for params, field in (({"tag": "a b"}, "tag"), ({"metadata": "no-equals"}, "metadata")):
+        status, body = await alice.get(f"{T}/list", params=params)
+        assert status == 400 and field in body["details"], body
+
+
+async def test_bulk_cancel_then_retry_by_tag_with_a_dry_run_first(alice, bob, worker) -> None:
+    tag = f"bulk-{uuid.uuid4().hex[:6]}"
+    mine = {(await alice.post(AI, json=later(tags=[tag])))[1]["task_id"] for _ in range(5)}
+    bobs = (await bob.post(AI, json=later(tags=[tag])))[1]["task_id"]
+
+    status, dry = await alice.post(f"{T}/bulk/cancel", json={"tag": tag, "dry_run": True})
+    assert status == 200 and dry == {"action": "cancel", "dry_run": True, "matched": 5,
+                                     "truncated": False}, dry  # fmt: skip
+    assert await listed(alice, tag=tag, status="PENDING") == mine  # a dry run changes nothing
+
+    status, bulk = await alice.post(f"{T}/bulk/cancel", json={"tag": tag})
+    assert status == 202, bulk
+    done = await wait_status(alice, bulk["task_id"], {"SUCCESS", "FAILURE"})
+    assert done["status"] == "SUCCESS", done
+    assert done["result"] == {"action": "cancel", "matched": 5, "done": 5, "skipped": {},
+                              "truncated": False}  # fmt: skip
+    assert done["owner"] == "alice" and done["progress"]["percent"] == 100
+    assert await listed(alice, tag=tag, status="REVOKED") == mine
+    _, theirs = await bob.get(f"{T}/status/{bobs}")
+    assert theirs["status"] == "PENDING"  # another owner's task with the same tag
+
+    # Again: nothing left to cancel; each skipped with its reason.
+    _, again = await alice.post(f"{T}/bulk/cancel", json={"tag": tag})
+    second = await wait_status(alice, again["task_id"], {"SUCCESS"})
+    assert second["result"]["done"] == 0 and second["result"]["skipped"] == {"finished": 5}
+
+    # Retry what was cancelled: new tasks, linked, with the same tags.
+    _, bulk = await alice.post(f"{T}/bulk/retry", json={"tag": tag, "status": "REVOKED"})
+    retried = await wait_status(alice, bulk["task_id"], {"SUCCESS"})
+    assert retried["result"]["done"] == 5, retried
+
+    async def all_done() -> set[str] | None:
+        new = await listed(alice, tag=tag, status="SUCCESS") - mine
+        return new if len(new) == 5 else None
+
+    new = await async_wait_until(all_done, 30, 0.1, "the 5 retries done")
+    for task_id in new:
+        _, body = await alice.get(f"{T}/status/{task_id}")
+        assert body["retried_from"] in mine and body["tags"] == [tag]
+
+
+async def test_bulk_actions_need_a_filter_and_keep_to_the_owner(alice, bob, worker) -> None:
+    status, body = await alice.post(f"{T}/bulk/cancel", json={})
+    assert status == 400 and "status" in body["details"]
+    status, body = await alice.post(f"{T}/bulk/retry", json={"tag": "x", "limit": 5})
+    assert status == 400 and "limit" in body["details"]
+    # A user's `owner` is its own whatever it asks for.
+    tag = f"own-{uuid.uuid4().hex[:6]}"
+    await bob.post(AI, json=later(tags=[tag]))
+    status, dry = await alice.post(
+        f"{T}/bulk/cancel", json={"tag": tag, "owner": "bob", "dry_run": True}
+    )
+    assert status == 200 and dry["matched"] == 0
