@@ -36,9 +36,13 @@ SUBMIT_EXTRA = {
 }
 BULK_EXTRA = {"also": {"200": ("dry run: how many tasks the filter selects",
                                 schemas.BulkDryRunResponse)}}  # fmt: skip
-AI_SUBMIT_EXTRA = {"responses": {**SUBMIT_EXTRA["responses"],
-                                 "429": "the owner is over its budget (service/budgets.py): "
-                                        "`Retry-After`, and the budget in `details.budget`"}}
+AI_SUBMIT_EXTRA = {
+    "responses": {
+        **SUBMIT_EXTRA["responses"],
+        "429": "the owner is over its budget (service/budgets.py): "
+        "`Retry-After`, and the budget in `details.budget`",
+    }
+}
 IN_STATE = {"responses": {"409": "not possible in the task's current state"}}
 WORKER_NAMED = {"responses": {"404": "no worker of that name",
                               "504": "no worker replied in time"}}  # fmt: skip

@@ -183,6 +183,6 @@ async def _visible_batch(request: web.Request, batch_id: str) -> dict[str, Any]:
 async def _batch_state(client: Any, batch_id: str) -> tuple[dict[str, Any], dict[str, int]]:
     async with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(batch_key(batch_id))
-        pipe.hgetall(counts_key("batch", batch_id))
+        pipe.hgetall(counts_key("batch_id", batch_id))
         meta, counts = await pipe.execute()
     return meta, {state: int(n) for state, n in counts.items() if int(n)}

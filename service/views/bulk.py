@@ -18,8 +18,7 @@ from service.requests import load_json
 from service.schemas import BulkRequest, shared
 from service.views.submit import submit
 from workers.core import queues
-from workers.taskindex.query import ListQuery
-from workers.tasks.bulk import MAX_TASKS, query_of
+from workers.taskindex.query import MAX_TASKS, ListQuery, query_of
 
 FILTERS = ("status", "queue", "name", "owner", "tag", "metadata")
 PAGE = 500

@@ -43,6 +43,8 @@ CHECKS = [
     oas.negative_data_rejection,
 ]
 AUTHENTICATED_CHECKS = [*CHECKS, oas.ignored_auth]
+# A batch's body is JSON Lines, described as a string: sent as the text generated.
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
 
 
 def _operations(base_url: str) -> list[Any]:

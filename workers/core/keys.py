@@ -211,8 +211,13 @@ def owner_state_key(owner: str, state: str) -> str:
 def batch_key(batch_id: str) -> str:
     """A batch (hash: owner, total, published, ended, sealed, cancelled, done_at;
     workers/tasks/batches.py). Its items are indexed as `index_key("batch_id", id)` and
-    counted per state in `counts_key("batch", id)`."""
+    counted per state in `counts_key("batch_id", id)`."""
     return f"{PREFIX}batch:{batch_id}"
+
+
+# The fields of a batch's hash (`batch_key`): not a task record's.
+BATCH_FIELDS = ("owner", "total", "created_at", "published", "ended", "sealed", "cancelled",
+                "done_at")  # fmt: skip
 
 
 def batch_items_key(batch_id: str) -> str:

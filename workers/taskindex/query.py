@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.core.keys import index_key, owner_label_key, owner_state_key
+from workers.core.queues import SYSTEM_TASKS
 from workers.taskindex.labels import SEPARATOR
 from workers.taskindex.lua_scripts import page_call, source
 from workers.taskindex.record import SUMMARY_FIELDS, decode_hash
@@ -33,6 +34,22 @@ class ListQuery:
     labels: tuple[str, ...] = ()
     # The items of one batch (workers/tasks/batches.py).
     batch: str | None = None
+
+
+# The most tasks one bulk action acts on (the newest that match); a dry run says when a
+# filter selects more.
+MAX_TASKS = 100_000
+
+
+def query_of(filters: dict[str, Any]) -> ListQuery:
+    """The list filter a bulk action was given (the keys of `GET /list`'s query, and
+    `labels` and `batch`)."""
+    return ListQuery(
+        state=filters.get("status"), queue=filters.get("queue"), name=filters.get("name"),
+        owner=filters.get("owner"), labels=tuple(filters.get("labels") or ()),
+        hidden=frozenset() if filters.get("system") else SYSTEM_TASKS,
+        batch=filters.get("batch"),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

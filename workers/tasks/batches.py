@@ -99,7 +99,7 @@ def finish_batch(batch_id: str) -> dict[str, Any]:
     """End the batch's record: SUCCESS with its counts (REVOKED if it was cancelled)."""
     client = redis_client()
     published, cancelled = client.hmget(batch_key(batch_id), "published", "cancelled")
-    counts = client.hgetall(counts_key("batch", batch_id))
+    counts = client.hgetall(counts_key("batch_id", batch_id))
     summary = {
         "batch_id": batch_id, "total": int(published or 0), "cancelled": cancelled == "1",
         "counts": {state: int(n) for state, n in counts.items() if int(n)},

@@ -23,7 +23,7 @@ from workers.runtime.base import BaseTaskWithRetry
 from workers.runtime.clients import redis_client, task_index
 from workers.runtime.progress import report_progress
 from workers.taskindex.lua_scripts import cancel_call, link_retry_call, source
-from workers.taskindex.query import ListQuery, walk
+from workers.taskindex.query import MAX_TASKS, query_of, walk
 from workers.taskindex.record import TERMINAL_STATES, TaskRecord, decode_hash
 
 logger = logging.getLogger(__name__)
@@ -32,19 +32,6 @@ ACTIONS = ("cancel", "retry")
 RETRIABLE = ("FAILURE", "REVOKED")
 # Progress is reported every this many tasks, and revokes broadcast in groups this big.
 STEP = 100
-# The most tasks one bulk action acts on (the newest that match); the gateway's dry run
-# says when a filter selects more.
-MAX_TASKS = 100_000
-
-
-def query_of(filters: dict[str, Any]) -> ListQuery:
-    """The list filter a bulk action was given (the keys of `GET /list`'s query)."""
-    return ListQuery(
-        state=filters.get("status"), queue=filters.get("queue"), name=filters.get("name"),
-        owner=filters.get("owner"), labels=tuple(filters.get("labels") or ()),
-        hidden=frozenset() if filters.get("system") else queues.SYSTEM_TASKS,
-        batch=filters.get("batch"),
-    )  # fmt: skip
 
 
 @celery_app.task(name=queues.BULK_ACTION, base=BaseTaskWithRetry, bind=True)

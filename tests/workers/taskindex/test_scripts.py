@@ -289,7 +289,7 @@ def test_batch_done_lua_waits_for_the_seal_and_record_lua_counts_each_items_end_
     for tid in items:
         run(client, "record", pending(tid, batch_id=batch).call())
     assert client.zcard(index_key("batch_id", batch)) == 2
-    assert client.hgetall(counts_key("batch", batch)) == {"PENDING": "2"}
+    assert client.hgetall(counts_key("batch_id", batch)) == {"PENDING": "2"}
     before = client.xlen(WEBHOOK_STREAM)
 
     def finish(tid: str, state: str = "SUCCESS") -> None:
@@ -303,7 +303,7 @@ def test_batch_done_lua_waits_for_the_seal_and_record_lua_counts_each_items_end_
     # Not sealed yet (run_batch may still publish): nothing announced.
     assert client.xlen(WEBHOOK_STREAM) == before
     assert run(client, "batch_done", ([batch_key(batch)], [batch, now])) == 0
-    assert client.hgetall(counts_key("batch", batch)) == {"PENDING": "0", "SUCCESS": "2"}
+    assert client.hgetall(counts_key("batch_id", batch)) == {"PENDING": "0", "SUCCESS": "2"}
 
 
 def test_seal_batch_lua_announces_a_batch_whose_items_have_all_ended(client) -> None:

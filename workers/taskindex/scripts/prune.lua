@@ -16,7 +16,7 @@ for _, id in ipairs(ids) do
   local state, owner, queue, name = r[1], r[2], r[3], r[4]
   if r[6] then
     redis.call('ZREM', index_key('batch_id', r[6]), id)
-    if state then redis.call('HINCRBY', counts_key('batch', r[6]), state, -1) end
+    if state then redis.call('HINCRBY', counts_key('batch_id', r[6]), state, -1) end
   end
   if r[5] then
     for label in string.gmatch(r[5], '[^\n]+') do

@@ -83,7 +83,7 @@ local function count(state_name, d, delta)
   if d.owner then redis.call('HINCRBY', counts_key('owner', d.owner), state_name, delta) end
   if d.queue then redis.call('HINCRBY', counts_key('queue', d.queue), state_name, delta) end
   if d.batch_id then
-    redis.call('HINCRBY', counts_key('batch', d.batch_id), state_name, delta)
+    redis.call('HINCRBY', counts_key('batch_id', d.batch_id), state_name, delta)
   end
 end
 
