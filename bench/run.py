@@ -22,6 +22,7 @@ ORDER = (
     "fanout",
     "redis_cost",
     "replica_acks",
+    "batch",
 )
 
 

@@ -23,8 +23,13 @@ class VectorizeRequest(SubmitOptions):
     kb_id = fields.String(required=True, validate=_ID)
     text = fields.String(required=True, validate=validate.Length(1, 2_000_000))
     title = fields.String(load_default="", validate=validate.Length(0, 500))
+    # The document's metadata (kept with its chunks), not the task's: a submission's
+    # `metadata` limits and indexing do not apply to it.
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
     owner = acting_owner_field()
+
+    def _small_metadata(self, value: dict | None, **_: object) -> None:
+        """(SubmitOptions' check of a task's metadata, not a document's.)"""
 
 
 class UpdateKnowledgeBaseRequest(SubmitOptions):

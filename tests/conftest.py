@@ -12,6 +12,7 @@ then modules marked `slow`).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import uuid
@@ -27,8 +28,11 @@ from workers.dev.embedded_redis import EmbeddedRedis
 # schemathesis' pytest plugin imports its optional Allure writer when the session ends;
 # pytest's assertion rewriting of that module then trips CPython 3.11.7's AST bug
 # ("SystemError: AST constructor recursion depth mismatch", fixed in 3.11.8) and fails a
-# run whose tests all passed. Allure is not installed: the import fails at once instead.
+# run whose tests all passed. Allure is not installed: the import fails at once instead,
+# and the two writers it imports then are imported (and rewritten) now, at start-up.
 sys.modules.setdefault("schemathesis.reporting.allure", None)  # type: ignore[arg-type]
+importlib.import_module("schemathesis.reporting.html.writer")
+importlib.import_module("schemathesis.reporting.junitxml")
 
 _server: EmbeddedRedis | None = None
 

@@ -29,7 +29,7 @@ from service.schemas_batches import (
     BatchResponse,
     BatchSubmitResponse,
 )
-from service.views.submit import SUBMISSIONS, body_schema, check_body, submit
+from service.views.submit import SUBMISSIONS, body_schema, check_body, split_options, submit
 from service.views.tasks import TASK_SUMMARIES, visible_task
 from workers.core import queues
 from workers.core.keys import batch_items_key, batch_key, counts_key
@@ -125,11 +125,9 @@ async def _item(request: web.Request, raw: bytes) -> dict[str, Any]:
         raise BadRequest("a batch's webhook is the batch's",
                          details={"webhook": ["set it on the batch (?webhook=)"]})  # fmt: skip
     await check_body(request, task_name, data)
-    options = {"priority": data.pop("priority", None), "countdown": data.pop("countdown", None)}
-    eta = data.pop("eta", None)
-    options["eta"] = eta.isoformat() if eta is not None else None
-    data.pop("webhook", None)
-    tags, metadata = data.pop("tags", None), data.pop("metadata", None)
+    options, _, tags, metadata = split_options(task_name, data)
+    if options["eta"] is not None:
+        options["eta"] = options["eta"].isoformat()
     return {"name": task_name, "kwargs": data, "options": options, "tags": tags,
             "metadata": metadata}  # fmt: skip
 

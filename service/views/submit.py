@@ -107,9 +107,7 @@ async def submit(
     status once finished within `wait` seconds."""
     principal = principal_of(request)
     fingerprint = _fingerprint(task_name, data)
-    options = {k: data.pop(k, None) for k in OPTIONS}
-    webhook = data.pop("webhook", None)
-    tags, metadata = data.pop("tags", None), data.pop("metadata", None)
+    options, webhook, tags, metadata = split_options(task_name, data)
     task_id = task_id or str(uuid4())
     idem_key = _idempotency_key(request, principal.owner)
     if idem_key is not None:
@@ -170,6 +168,19 @@ async def submit(
             return web.json_response(body, status=200)
     body = {"task_id": task_id, "status": "PENDING", "message": message}
     return web.json_response(shared(SubmitResponse).dump(body), status=202, headers=location)
+
+
+def split_options(
+    task_name: str, data: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[str] | None, dict[str, Any] | None]:
+    """Take the submission's own options out of a validated body, leaving the task's
+    arguments: the scheduling options, its webhook, tags and metadata. A document's
+    `metadata` (knowledge/vectorize) is the document's: it stays an argument."""
+    options = {k: data.pop(k, None) for k in OPTIONS}
+    webhook = data.pop("webhook", None)
+    tags = data.pop("tags", None)
+    metadata = None if task_name == queues.VECTORIZE_DOCUMENT else data.pop("metadata", None)
+    return options, webhook, tags, metadata
 
 
 def status_url(task_id: str) -> str:

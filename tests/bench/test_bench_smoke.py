@@ -46,6 +46,7 @@ EXPECTED = [
     ("redis", "Redis CPU per task, worker alone (us)"),
     ("redis", "commands per task, all running (commands)"),
     ("replica", "HTTP ai/generate with REDIS_REPLICA_ACKS=1 (tasks/s)"),
+    ("batch", "200-item batch, submit to all done (tasks/s)"),
 ]
 
 
@@ -53,7 +54,8 @@ def number(text: str) -> float:
     return float(text.replace(",", "").rstrip("x"))
 
 
-GROUPS = ("drain,status", "e2e,flower,replica_acks", "submit,history,fanout", "redis_cost")
+GROUPS = ("drain,status", "e2e,flower,replica_acks", "submit,history,fanout",
+          "redis_cost,batch")  # fmt: skip
 
 
 def test_the_groups_cover_every_bench() -> None:

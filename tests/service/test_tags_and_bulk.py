@@ -130,3 +130,16 @@ async def test_bulk_actions_need_a_filter_and_keep_to_the_owner(alice, bob, work
         f"{T}/bulk/cancel", json={"tag": tag, "owner": "bob", "dry_run": True}
     )
     assert status == 200 and dry["matched"] == 0
+
+
+async def test_a_documents_metadata_stays_the_documents(alice) -> None:
+    """knowledge/vectorize's `metadata` is the document's (kept with its chunks, any keys):
+    an argument of the task, not the task's indexed metadata; its tags are the task's."""
+    doc = {"source": "wiki", "long key with spaces": "x" * 5000}
+    body = {"document_id": "d1", "kb_id": f"kb-{uuid.uuid4().hex[:6]}", "text": "hello",
+            "metadata": doc, "tags": ["docs"], "countdown": 3600}  # fmt: skip
+    status, answer = await alice.post("/api/v1/tasks/knowledge/vectorize", json=body)
+    assert status == 202, answer
+    _, task = await alice.get(f"{T}/status/{answer['task_id']}")
+    assert task["kwargs"]["metadata"] == doc and task.get("metadata") is None
+    assert task["tags"] == ["docs"]
