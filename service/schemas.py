@@ -353,6 +353,9 @@ class TaskSummary(Schema):
     )
     tags = fields.List(fields.String(), allow_none=True)
     metadata = fields.Dict(allow_none=True)
+    batch_id = fields.String(
+        allow_none=True, metadata={"description": "the batch it is an item of"}
+    )
 
 
 class QueueState(Schema):

@@ -164,7 +164,11 @@ class TaskStore:
         more = False
         last_seq: float | None = None
         while len(tasks) < query.limit and scanned < SCAN_BUDGET:
-            size = SCAN_BATCH if chosen.checks else query.limit - len(tasks)
+            wanted = query.limit - len(tasks)
+            # Records to check: twice what is still wanted at first (most filters keep
+            # most of what the index holds), then whole batches.
+            size = min(SCAN_BATCH, 2 * wanted + 10 if scanned == 0 else SCAN_BATCH)
+            size = size if chosen.checks else wanted
             batch = await self._page_of(chosen.index, upper, size + 1)
             more = len(batch) > size
             batch = batch[:size]

@@ -140,6 +140,14 @@ def test_an_ai_reply_streams_into_the_chat(page: Page) -> None:
     expect(message.get_by_test_id("chat-tokens")).to_have_text(re.compile(r"^[1-9]\d* tokens$"))
     expect(message.get_by_test_id("chat-cost")).to_have_text(re.compile(r"^\$\d+\.\d+$"))
 
+    # The reply's tokens are in the usage card (read when the dashboard loads): its model
+    # in the table, a bar in this hour.
+    page.reload()
+    usage = page.get_by_test_id("usage-models")
+    expect(usage.locator("table")).to_be_visible()
+    expect(usage).to_contain_text(re.compile(r"\d+ tokens|\d"))
+    assert page.get_by_test_id("usage-chart").locator("rect").count() >= 1
+
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)
     assert not page.errors

@@ -17,7 +17,7 @@ STATUS_FIELDS = (
     "finished_at", "runtime", "retries", "worker", "error", "waiting_reason", "result",
     "date_done", "error_type", "traceback", "progress", "args", "kwargs", "eta",
     "deferrals", "retried_from", "retried_as", "queue_state",
-    "schedule_id", "tags", "metadata",
+    "schedule_id", "tags", "metadata", "batch_id",
     # An AI task's usage (`workers.ai.usage`).
     "model", "prompt_tokens", "completion_tokens", "cost", "cost_priced", "ttft_ms",
     # The trace of its submission (OpenTelemetry), while tracing is on.
