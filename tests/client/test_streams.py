@@ -229,8 +229,9 @@ def test_wait_takes_the_final_state_from_the_stream_without_polling(
         done = waiting.result(timeout=20)
         assert done == admin.status(task_id)
     assert done["status"] == "SUCCESS" and done["result"] == {"chunks": 6}
-    assert network.count("/status/") == 2  # the first look, and ours above
-    assert network.count("/stream") == 1
+    assert network.count("/status/") == 2  # the first look, and ours above: no polling
+    # One stream, resumed if it outlived this gateway's SSE_MAX_AGE (1 s) on a busy machine.
+    assert network.count("/stream") >= 1
 
 
 def test_wait_polls_the_status_where_the_gateway_has_no_stream(
