@@ -14,23 +14,15 @@ from typing import Any
 from uuid import uuid4
 
 from aiohttp import web
-from marshmallow import Schema
 
 from service.blocking import in_pool
 from service.errors import ApiError, BadRequest, NotFound
 from service.keys import celery_key, settings_key
 from service.middlewares import principal_of
-from service.ownership import check_submission
 from service.requests import load_json, validate
-from service.schemas import AiGenerateRequest, shared
+from service.schemas import shared
 from service.schemas_schedules import ScheduleListResponse, ScheduleRequest, ScheduleResponse
-from service.schemas_tasks import (
-    DeleteVectorsRequest,
-    SendNotificationRequest,
-    UpdateKnowledgeBaseRequest,
-    VectorizeRequest,
-)
-from service.views.submit import check_model_request, check_notification_recipient
+from service.views.submit import SUBMISSIONS, body_schema, check_body
 from workers.core import queues
 from workers.core.headers import OWNER_HEADER, SCHEDULE_HEADER
 from workers.runtime.schedules import (
@@ -43,14 +35,6 @@ from workers.runtime.schedules import (
 )
 from workers.taskindex.status import iso
 
-# The task each schedulable submission endpoint sends, and the schema of its body.
-TASKS: dict[str, tuple[str, type[Schema]]] = {
-    "ai/generate": (queues.GENERATE_AI_RESPONSE, AiGenerateRequest),
-    "knowledge/vectorize": (queues.VECTORIZE_DOCUMENT, VectorizeRequest),
-    "knowledge/update": (queues.UPDATE_KNOWLEDGE_BASE, UpdateKnowledgeBaseRequest),
-    "knowledge/delete": (queues.DELETE_KNOWLEDGE_VECTORS, DeleteVectorsRequest),
-    "notifications/send": (queues.SEND_NOTIFICATION, SendNotificationRequest),
-}
 # A submission's options a firing does not carry.
 NOT_SCHEDULED = ("countdown", "eta", "webhook", "tags")
 _ID = re.compile(r"[0-9a-f-]{1,64}")
@@ -144,13 +128,9 @@ async def _checked_arguments(
     request: web.Request, endpoint: str, arguments: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     """The task and its keyword arguments, checked as the submission to `endpoint` is."""
-    task_name, schema = TASKS[endpoint]
-    if schema is SendNotificationRequest:
-        body_schema: Schema = schema(settings=request.app[settings_key])
-    else:
-        body_schema = shared(schema)
+    task_name, schema = SUBMISSIONS[endpoint]
     try:
-        data = validate(body_schema, arguments)
+        data = validate(body_schema(request, schema), arguments)
     except BadRequest as exc:
         raise BadRequest(exc.message, details={"arguments": exc.details}) from None
     refused = (*NOT_SCHEDULED, *(["metadata"] if endpoint != "knowledge/vectorize" else []))
@@ -159,9 +139,6 @@ async def _checked_arguments(
         raise BadRequest("invalid schedule", details={"arguments": {
             name: ["not available for a schedule"] for name in given
         }})  # fmt: skip
-    if task_name == queues.SEND_NOTIFICATION:
-        check_notification_recipient(principal_of(request), data)
-    elif task_name == queues.GENERATE_AI_RESPONSE:
-        check_model_request(principal_of(request), request.app[settings_key], data)
-    await check_submission(request, task_name, data)
+    # As a submission is checked, but for the budget: a schedule spends nothing yet.
+    await check_body(request, task_name, data, budget=False)
     return task_name, data

@@ -75,15 +75,19 @@ def body_schema(request: web.Request, schema: type[Schema]) -> Schema:
     return shared(schema)
 
 
-async def check_body(request: web.Request, task_name: str, data: dict[str, Any]) -> None:
+async def check_body(
+    request: web.Request, task_name: str, data: dict[str, Any], *, budget: bool = True
+) -> None:
     """What a valid body must also pass before it is submitted (also each item of a
-    batch): the recipient, the model and budget, whose resources it acts on, its webhook."""
+    batch, and a schedule's arguments, without `budget`): the recipient, the model and the
+    owner's budget, whose resources it acts on, its webhook."""
     principal = principal_of(request)
     if task_name == queues.SEND_NOTIFICATION:
         check_notification_recipient(principal, data)
     elif task_name == queues.GENERATE_AI_RESPONSE:
         check_model_request(principal, request.app[settings_key], data)
-        await check_budget(request.app[redis_key], request.app[settings_key], principal.owner)
+        if budget:
+            await check_budget(request.app[redis_key], request.app[settings_key], principal.owner)
     await check_submission(request, task_name, data)
     if data.get("webhook") is not None:
         check_webhook(request.app[settings_key], data["webhook"])

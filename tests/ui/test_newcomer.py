@@ -313,3 +313,25 @@ def test_new_task_vectorizes_into_the_knowledge_panels_base(page: Page) -> None:
     task_id = response.value.json()["task_id"]
     expect(task_row(page, task_id)).to_have_attribute("data-state", "SUCCESS", timeout=20_000)
     assert not page.errors
+
+
+def test_a_tasks_trace_id_is_in_its_detail(page: Page, ui_redis_url: str) -> None:
+    """With tracing on (OTEL_*) the gateway stores the submission's trace id on the record
+    (tests/service/test_telemetry.py); the task's detail shows it to look the trace up."""
+    import redis
+
+    from workers.core.keys import task_key
+
+    log_in(page, ALICE)
+    task_id = submit_from_form(page, "traced", delay=300)
+    detail = page.get_by_test_id("detail")
+    task_row(page, task_id).click()
+    expect(detail).not_to_contain_text("Trace ID")  # tracing is off here
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    client = redis.Redis.from_url(ui_redis_url, decode_responses=True)
+    client.hset(task_key(task_id), "trace_id", trace)  # as a traced submission has it
+    client.close()
+    page.goto(f"/tasks/{task_id}")
+    expect(detail).to_contain_text("Trace ID")
+    expect(detail).to_contain_text(trace)
+    assert not page.errors
