@@ -76,8 +76,8 @@ def lost_tasks(client: Any, now: float, default_limit: float) -> list[dict[str, 
     lost = []
     for task_id, row in zip(ids, rows, strict=True):
         task = TaskRecord.from_hash({"task_id": task_id, **dict(zip(fields, row, strict=True))})
-        if task.started_at is None:
-            continue
+        if task.started_at is None or task.name == queues.RUN_BATCH:
+            continue  # (a batch stays STARTED until its items end: workers/tasks/batches.py)
         running = now - task.started_at
         limit = (task.timelimit or [None])[0] or default_limit
         if running > limit + LOST_GRACE:
