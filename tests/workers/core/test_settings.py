@@ -102,6 +102,8 @@ def test_the_worker_heap_is_frozen_once_before_the_first_fork(monkeypatch) -> No
         frozen = gc.get_freeze_count()
         assert frozen > 10_000
         signals._freeze_heap_once()
-        assert gc.get_freeze_count() == frozen  # once only: later garbage stays collectable
+        # Once only: later garbage stays collectable. (The count may drop: a frozen object
+        # another thread lets go of meanwhile is freed all the same.)
+        assert gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
