@@ -12,7 +12,7 @@ then modules marked `slow`).
 
 from __future__ import annotations
 
-import importlib
+import ast
 import os
 import sys
 import uuid
@@ -25,14 +25,27 @@ import redis
 
 from workers.dev.embedded_redis import EmbeddedRedis
 
-# schemathesis' pytest plugin imports its optional Allure writer when the session ends;
-# pytest's assertion rewriting of that module then trips CPython 3.11.7's AST bug
-# ("SystemError: AST constructor recursion depth mismatch", fixed in 3.11.8) and fails a
-# run whose tests all passed. Allure is not installed: the import fails at once instead,
-# and the two writers it imports then are imported (and rewritten) now, at start-up.
-sys.modules.setdefault("schemathesis.reporting.allure", None)  # type: ignore[arg-type]
-importlib.import_module("schemathesis.reporting.html.writer")
-importlib.import_module("schemathesis.reporting.junitxml")
+# CPython 3.11.7 keeps the AST converter's recursion count in one per-interpreter place,
+# so an `ast.parse` in one thread while another converts a tree fails with "SystemError:
+# AST constructor recursion depth mismatch" (gh-106905, fixed in 3.11.8). pytest parses
+# when it rewrites a module it imports late and when it reports a failure, and Python's
+# traceback formatting parses too: a run whose tests passed ended in an INTERNALERROR. The
+# tree itself is fine; parsing again succeeds.
+_parse = ast.parse
+
+
+def _parse_again_on_the_3_11_7_bug(*args: Any, **kwargs: Any) -> Any:
+    for attempt in range(5):
+        try:
+            return _parse(*args, **kwargs)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+if sys.version_info[:3] == (3, 11, 7):
+    ast.parse = _parse_again_on_the_3_11_7_bug  # type: ignore[assignment]
 
 _server: EmbeddedRedis | None = None
 
