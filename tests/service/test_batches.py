@@ -26,7 +26,7 @@ JSONL = "application/x-ndjson"
 @pytest.fixture(scope="module")
 def batch_redis_url(redis_url: str) -> str:
     """A database of its own: the suite's shared worker never takes our tasks."""
-    return database_url(redis_url, 6)
+    return database_url(redis_url, 2)
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ PRICES = {MINI: (0.15, 0.60), FOUR_O: (2.50, 10.00)}  # the defaults, USD per 1M
 @pytest.fixture(scope="module")
 def usage_redis_url(redis_url: str) -> str:
     """A database of its own: no other test's worker takes these tasks or counts usage."""
-    return database_url(redis_url, 3)
+    return database_url(redis_url, 1)
 
 
 @pytest.fixture(scope="module")
