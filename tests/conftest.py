@@ -91,7 +91,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     base = Path(config.rootpath) / "var" / "test"
     base.mkdir(parents=True, exist_ok=True)
-    _server = EmbeddedRedis(base / f"redis-{os.getpid()}", appendonly=False).start()
+    # More databases than Redis's 16: each module that starts workers of its own takes
+    # one (tests/test_test_databases.py).
+    _server = EmbeddedRedis(
+        base / f"redis-{os.getpid()}", appendonly=False, extra_args=("--databases", "32")
+    ).start()
     os.environ["REDIS_URL"] = _server.url
     # A developer's .env must not leak into the suite.
     os.environ.setdefault("APP_ENV", "development")

@@ -33,7 +33,7 @@ from workers.core.keys import HEALTH_REPORT_KEY, session_key
 
 pytestmark = pytest.mark.slow
 
-DB = 14  # no other test's gateway or worker uses it
+DB = 20  # no other test's gateway or worker uses it
 T = "/api/v1/tasks"
 WS = f"{T}/ws"
 SESSION = "/api/v1/session"

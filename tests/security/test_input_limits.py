@@ -35,7 +35,7 @@ from workers.runtime.celery_config import create_celery_app
 
 pytestmark = pytest.mark.slow
 
-DB = 14  # no other test's worker consumes here
+DB = 17  # no other test's worker consumes here
 MAX_USER, MAX_ADMIN = 1000, 2000
 # The settings the worker and the gateway share.
 SHARED = {

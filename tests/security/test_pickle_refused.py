@@ -25,7 +25,7 @@ from workers.runtime.queue_depth import priority_keys
 
 pytestmark = pytest.mark.slow
 
-DB = 12  # no other test's worker consumes here
+DB = 16  # no other test's worker consumes here
 REFUSAL = "Refusing to deserialize untrusted content of type pickle"
 
 

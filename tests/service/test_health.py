@@ -20,7 +20,7 @@ async def test_healthz_is_degraded_with_reasons_when_tasks_would_wait(
 ) -> None:
     """No live worker (a database none uses): still 200, so a load balancer keeps the
     gateway, but `degraded`, saying why submitted tasks would wait."""
-    gateway = await serve_gateway(redis_url=redis_url.rsplit("/", 1)[0] + "/12")
+    gateway = await serve_gateway(redis_url=redis_url.rsplit("/", 1)[0] + "/19")
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{gateway.base_url}/healthz") as resp:
             assert resp.status == 200

@@ -10,7 +10,7 @@ from workers.core.settings import load_settings
 from workers.runtime.celery_config import create_celery_app
 from workers.runtime.queue_depth import queue_depths
 
-ROUTING_DB = 7
+ROUTING_DB = 18
 
 
 @pytest.fixture
