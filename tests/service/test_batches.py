@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from claw_client import AsyncClawClient
+from claw_client.errors import Conflict
 
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
 from tests.support.processes import database_url
@@ -57,6 +59,13 @@ async def http(batch_gateway) -> AsyncIterator[Any]:
         yield session
 
 
+@pytest.fixture
+async def alice(batch_gateway) -> AsyncIterator[AsyncClawClient]:
+    """The client package's batch calls (a raw session sends what it cannot)."""
+    async with AsyncClawClient(batch_gateway.base_url, ALICE) as client:
+        yield client
+
+
 async def call(http, key: str, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {key}", **kwargs.pop("headers", {})}
     async with http.request(method, path, headers=headers, **kwargs) as resp:
@@ -77,37 +86,39 @@ async def post_batch(http, key: str, body: bytes, **params: Any) -> tuple[int, A
                       headers={"Content-Type": JSONL})  # fmt: skip
 
 
-async def batch_in(http, key: str, batch_id: str, states: set[str]) -> dict[str, Any]:
+async def batch_in(client: AsyncClawClient, batch_id: str, states: set[str]) -> dict[str, Any]:
     async def reached() -> Any:
-        status, body = await call(http, key, "GET", f"{BATCHES}/{batch_id}")
-        return body if status == 200 and body["status"] in states else None
+        body = await client.batch(batch_id)
+        return body if body["status"] in states else None
 
     return await async_wait_until(reached, 60, 0.1, f"batch {batch_id} in {states}")
 
 
-async def test_a_batch_runs_its_items_and_calls_back_when_all_have_ended(http, receiver):
+async def test_a_batch_runs_its_items_and_calls_back_when_all_have_ended(
+    http, alice, receiver
+) -> None:
     items = [note(n, tags=["batch-test"]) for n in range(25)]
     items.append({"task": "ai/generate", "body": {"conversation_id": "b", "user_message": "hi"}})
-    status, answer = await post_batch(
-        http, ALICE, lines(*items), webhook=f"{receiver.base_url}/ok/batch"
+    answer = await alice.submit_batch(
+        [(item["task"], item["body"]) for item in items], webhook=f"{receiver.base_url}/ok/batch"
     )
-    assert status == 202 and answer["total"] == 26 and answer["status"] == "PENDING", answer
+    assert answer["total"] == 26 and answer["status"] == "PENDING", answer
     batch_id = answer["batch_id"]
 
-    done = await batch_in(http, ALICE, batch_id, {"SUCCESS", "FAILURE", "REVOKED"})
+    done = await batch_in(alice, batch_id, {"SUCCESS", "FAILURE", "REVOKED"})
     assert done["status"] == "SUCCESS", done
     assert done["total"] == done["published"] == done["ended"] == 26
     assert done["counts"] == {"SUCCESS": 26} and not done["cancelled"]
     # Items: ordinary tasks of the owner, linked to the batch, paged.
-    status, page = await call(http, ALICE, "GET", f"{BATCHES}/{batch_id}", params={"limit": 10})
-    assert status == 200 and len(page["items"]) == 10 and page["next_cursor"]
+    page = await alice.batch(batch_id, limit=10)
+    assert len(page["items"]) == 10 and page["next_cursor"]
     seen = [t["task_id"] for t in page["items"]]
     cursor = page["next_cursor"]
     while cursor:
-        _, page = await call(http, ALICE, "GET", f"{BATCHES}/{batch_id}",
-                             params={"limit": 10, "cursor": cursor})  # fmt: skip
+        page = await alice.batch(batch_id, limit=10, cursor=cursor)
         seen += [t["task_id"] for t in page["items"]]
         cursor = page["next_cursor"]
+    assert (await alice.list(tag="batch-test"))["count"] == 25
     assert sorted(seen) == sorted(f"{batch_id}-{n}" for n in range(26))
     _, item = await call(http, ALICE, "GET", f"/api/v1/tasks/status/{batch_id}-3")
     assert item["owner"] == "alice" and item["tags"] == ["batch-test"]
@@ -152,24 +163,24 @@ async def test_a_bad_line_refuses_the_whole_batch_naming_it(http, batch_redis_ur
     client.close()
 
 
-async def test_a_cancelled_batch_stops_its_waiting_items(http) -> None:
-    items = [note(n, countdown=3600) for n in range(12)]
-    status, answer = await post_batch(http, ALICE, lines(*items))
-    assert status == 202
+async def test_a_cancelled_batch_stops_its_waiting_items(alice) -> None:
+    answer = await alice.submit_batch(
+        [("notifications/send", note(n, countdown=3600)["body"]) for n in range(12)]
+    )
     batch_id = answer["batch_id"]
 
     async def all_published() -> Any:
-        _, body = await call(http, ALICE, "GET", f"{BATCHES}/{batch_id}")
+        body = await alice.batch(batch_id)
         return body["published"] == 12 and body["status"] == "STARTED"
 
     await async_wait_until(all_published, 30, 0.1, "the items published")
-    status, answer = await call(http, ALICE, "POST", f"{BATCHES}/{batch_id}/cancel")
-    assert status == 202 and answer["status"] == "CANCELLING", answer
-    done = await batch_in(http, ALICE, batch_id, {"REVOKED", "SUCCESS"})
+    answer = await alice.cancel_batch(batch_id)
+    assert answer["status"] == "CANCELLING", answer
+    done = await batch_in(alice, batch_id, {"REVOKED", "SUCCESS"})
     assert done["status"] == "REVOKED" and done["cancelled"], done
     assert done["counts"] == {"REVOKED": 12} and done["ended"] == 12
-    status, answer = await call(http, ALICE, "POST", f"{BATCHES}/{batch_id}/cancel")
-    assert status == 409
+    with pytest.raises(Conflict):
+        await alice.cancel_batch(batch_id)
 
 
 async def test_batches_belong_to_their_owner(http) -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import uuid
 
+from claw_client import AsyncClawClient
+
 from tests.service.test_tasks_api import AI, T, ai_body, wait_status
+from tests.support.api import ALICE
 from tests.support.waiting import async_wait_until
 from workers.core.keys import events_key
 
@@ -116,6 +119,16 @@ async def test_bulk_cancel_then_retry_by_tag_with_a_dry_run_first(alice, bob, wo
     for task_id in new:
         _, body = await alice.get(f"{T}/status/{task_id}")
         assert body["retried_from"] in mine and body["tags"] == [tag]
+
+
+async def test_the_client_counts_and_lists_by_tag(secured_gateway, alice) -> None:
+    tag = f"cl-{uuid.uuid4().hex[:6]}"
+    for _ in range(3):
+        await alice.post(AI, json=later(tags=[tag], metadata={"k": "v"}))
+    async with AsyncClawClient(secured_gateway.base_url, ALICE) as client:
+        assert (await client.bulk_cancel(tag=tag, dry_run=True))["matched"] == 3
+        assert (await client.list(tag=tag, metadata="k=v"))["count"] == 3
+        assert (await client.bulk_retry(tag=tag, dry_run=True))["matched"] == 3
 
 
 async def test_bulk_actions_need_a_filter_and_keep_to_the_owner(alice, bob, worker) -> None:

@@ -3,8 +3,10 @@ here once), and answers turned into values or typed errors. The two clients only
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +18,7 @@ from claw_client.errors import ClawConnectionError, error_for
 API = "/api/v1/tasks"
 WEBHOOKS = "/api/v1/webhooks"
 SCHEDULES = "/api/v1/schedules"
+BATCHES = "/api/v1/batches"
 DEFAULT_URL = "http://127.0.0.1:8000"
 SUBMIT_KINDS = (
     "ai/generate", "knowledge/vectorize", "knowledge/update", "knowledge/delete",
@@ -40,6 +43,8 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # A body that is not JSON (a batch's JSON Lines).
+    content: bytes | None = None
 
 
 def settings(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
@@ -95,9 +100,10 @@ def status(task_id: str) -> Request:
 def listing(
     status: str | None = None, queue: str | None = None, name: str | None = None,
     owner: str | None = None, limit: int | None = None, cursor: str | int | None = None,
+    tag: str | None = None, metadata: str | None = None,
 ) -> Request:  # fmt: skip
     filters = {"status": status, "queue": queue, "name": name, "owner": owner,
-               "limit": limit, "cursor": cursor}  # fmt: skip
+               "limit": limit, "cursor": cursor, "tag": tag, "metadata": metadata}  # fmt: skip
     return Request("GET", f"{API}/list", {k: v for k, v in filters.items() if v is not None})
 
 
@@ -158,6 +164,38 @@ def schedule(schedule_id: str) -> Request:
 
 def delete_schedule(schedule_id: str) -> Request:
     return Request("DELETE", f"{SCHEDULES}/{quote(schedule_id, safe='')}")
+
+
+def bulk(action: str, filters: dict[str, Any], dry_run: bool) -> Request:
+    """Cancel or retry every task `filters` (`list`'s: status, queue, name, tag, metadata,
+    owner) selects; `dry_run` counts them."""
+    body = {k: v for k, v in filters.items() if v is not None}
+    return Request("POST", f"{API}/bulk/{action}", json={**body, "dry_run": dry_run})
+
+
+def submit_batch(items: Iterable[tuple[str, dict[str, Any]]], webhook: str | None) -> Request:
+    """A batch: (kind, body) submissions as JSON Lines, in order."""
+    lines = []
+    for kind, body in items:
+        if kind not in SUBMIT_KINDS:
+            raise ValueError(f"unknown submission {kind!r}; one of {', '.join(SUBMIT_KINDS)}")
+        lines.append(json.dumps({"task": kind, "body": body}))
+    return Request(
+        "POST", BATCHES, {"webhook": webhook} if webhook else {},
+        headers={"Content-Type": "application/x-ndjson"}, content="\n".join(lines).encode(),
+    )  # fmt: skip
+
+
+def batch(
+    batch_id: str, status: str | None, limit: int | None, cursor: str | int | None
+) -> Request:
+    params = {"status": status, "limit": limit, "cursor": cursor}
+    return Request("GET", f"{BATCHES}/{quote(batch_id, safe='')}",
+                   {k: v for k, v in params.items() if v is not None})  # fmt: skip
+
+
+def cancel_batch(batch_id: str) -> Request:
+    return Request("POST", f"{BATCHES}/{quote(batch_id, safe='')}/cancel")
 
 
 # --- answers ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
 from typing import Any
 
@@ -55,7 +55,12 @@ class AsyncClawClient:
     async def _call(self, req: Request) -> Any:
         return api.body_of(
             await self.request(
-                req.method, req.path, json=req.json, params=req.params, headers=req.headers
+                req.method,
+                req.path,
+                json=req.json,
+                params=req.params,
+                headers=req.headers,
+                content=req.content,
             )
         )
 
@@ -92,9 +97,13 @@ class AsyncClawClient:
     async def list(
         self, status: str | None = None, queue: str | None = None, name: str | None = None,
         limit: int | None = None, cursor: str | None = None, *, owner: str | None = None,
+        tag: str | None = None, metadata: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """One page, newest first: {tasks, count, next_cursor}. `owner`: admin keys only."""
-        return await self._call(api.listing(status, queue, name, owner, limit, cursor))
+        """One page, newest first: {tasks, count, next_cursor}. `owner`: admin keys only;
+        `tag`, `metadata` ("key=value"): tasks submitted with them."""
+        return await self._call(
+            api.listing(status, queue, name, owner, limit, cursor, tag, metadata)
+        )
 
     async def iter_tasks(
         self, status: str | None = None, queue: str | None = None, name: str | None = None,
@@ -229,6 +238,35 @@ class AsyncClawClient:
         self, task_id: str, webhook_id: str | None = None
     ) -> dict[str, Any]:
         return await self._call(api.redeliver_webhook(task_id, webhook_id))
+
+    # --- many tasks at once ------------------------------------------------------------
+
+    async def bulk_cancel(self, *, dry_run: bool = False, **filters: Any) -> dict[str, Any]:
+        """Cancel every unstarted task `list`'s filters select (status, queue, name, tag,
+        metadata="key=value", owner): the bulk task's {task_id, ...}, or with `dry_run`
+        {matched, ...}."""
+        return await self._call(api.bulk("cancel", filters, dry_run))
+
+    async def bulk_retry(self, *, dry_run: bool = False, **filters: Any) -> dict[str, Any]:
+        """Retry every failed or cancelled task the filters select (as `bulk_cancel`)."""
+        return await self._call(api.bulk("retry", filters, dry_run))
+
+    async def submit_batch(
+        self, items: Iterable[tuple[str, dict[str, Any]]], *, webhook: str | None = None
+    ) -> dict[str, Any]:
+        """Submit (kind, body) pairs (kinds as `submit`'s) as one batch: {batch_id, total,
+        ...}; `webhook` is called once every item has ended."""
+        return await self._call(api.submit_batch(items, webhook))
+
+    async def batch(
+        self, batch_id: str, *, status: str | None = None, limit: int | None = None,
+        cursor: str | int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """A batch's progress, counts by state and a page of its items."""
+        return await self._call(api.batch(batch_id, status, limit, cursor))
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._call(api.cancel_batch(batch_id))
 
     # --- schedules (Beat fires a submission on a cron expression or an interval) ------
 
