@@ -3,13 +3,14 @@ session's Redis; an admin (ops) and two users (alice, bob)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, Api
+from tests.support.webhook_server import TaskWebhookReceiver
 
 
 @pytest.fixture
@@ -41,3 +42,11 @@ def bob(http, secured_gateway) -> Api:
 @pytest.fixture
 def anonymous(http, secured_gateway) -> Api:
     return Api(http, secured_gateway.base_url, None)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[TaskWebhookReceiver]:
+    """A local webhook receiver (tests/support/webhook_server.py), one per module."""
+    server = TaskWebhookReceiver().start()
+    yield server
+    server.stop()

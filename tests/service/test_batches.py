@@ -17,7 +17,6 @@ from claw_client.errors import Conflict
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
 from tests.support.processes import database_url
 from tests.support.waiting import async_wait_until
-from tests.support.webhook_server import TaskWebhookReceiver
 from workers.core.keys import task_key
 
 ALLOWED = "127.0.0.1/32"
@@ -29,13 +28,6 @@ JSONL = "application/x-ndjson"
 def batch_redis_url(redis_url: str) -> str:
     """A database of its own: the suite's shared worker never takes our tasks."""
     return database_url(redis_url, 2)
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[TaskWebhookReceiver]:
-    server = TaskWebhookReceiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

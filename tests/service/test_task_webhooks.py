@@ -32,13 +32,6 @@ def hooks_redis_url(redis_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[TaskWebhookReceiver]:
-    server = TaskWebhookReceiver().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def hooks_worker(hooks_redis_url, log_dir) -> Iterator[Any]:
     from tests.support.processes import start_worker
 
