@@ -80,7 +80,10 @@ class UsageQuery(StrictSchema):
 
 
 class UsageTotals(Schema):
-    owner = fields.String(metadata={"description": "when grouped by owner"})
+    owner = fields.String(
+        allow_none=True,
+        metadata={"description": "when grouped by owner (null: tasks without an owner)"},
+    )
     model = fields.String(metadata={"description": "when grouped by model: the one that answered"})
     tasks = fields.Integer(required=True)
     prompt_tokens = fields.Integer(required=True)

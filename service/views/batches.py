@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
 from aiohttp import web
 
+from service.budgets import check_budget
 from service.errors import ApiError, BadRequest, Conflict, NotFound
 from service.keys import redis_key, settings_key, task_store_key
 from service.middlewares import principal_of
@@ -29,7 +30,14 @@ from service.schemas_batches import (
     BatchResponse,
     BatchSubmitResponse,
 )
-from service.views.submit import SUBMISSIONS, body_schema, check_body, split_options, submit
+from service.views.submit import (
+    SUBMISSIONS,
+    body_schema,
+    check_body,
+    request_fingerprint,
+    split_options,
+    submit,
+)
 from service.views.tasks import TASK_SUMMARIES, visible_task
 from workers.core import queues
 from workers.core.keys import batch_items_key, batch_key, counts_key
@@ -54,9 +62,12 @@ async def create_batch(request: web.Request) -> web.Response:
         raise UnsupportedMediaType(f"a batch is JSON Lines ({MEDIA_TYPES[0]})")
     items = await _read_items(request)
     principal = principal_of(request)
+    settings, client = request.app[settings_key], request.app[redis_key]
+    if any(item["name"] == queues.GENERATE_AI_RESPONSE for item in items):
+        # The owner's budget, once for the batch (each item is checked without it).
+        await check_budget(client, settings, principal.owner)
     batch_id = str(uuid4())
-    ttl = request.app[settings_key].task_history_ttl
-    client = request.app[redis_key]
+    ttl = settings.task_history_ttl
     async with client.pipeline(transaction=True) as pipe:
         pipe.rpush(batch_items_key(batch_id), *(json.dumps(item) for item in items))
         pipe.hset(batch_key(batch_id), mapping={
@@ -68,13 +79,22 @@ async def create_batch(request: web.Request) -> web.Response:
     if query["webhook"]:
         data["webhook"] = {"url": query["webhook"], "events": ["completed"]}
         await check_body(request, queues.RUN_BATCH, data)
-    await submit(request, queues.RUN_BATCH, data, "batch submitted", None, task_id=batch_id)
-    body = {"batch_id": batch_id, "status": "PENDING", "total": len(items),
+    # An Idempotency-Key names the items and the webhook, not the new id.
+    fingerprint = request_fingerprint(queues.RUN_BATCH, [items, query["webhook"]])
+    try:
+        answer = await submit(request, queues.RUN_BATCH, data, "batch submitted", None,
+                              task_id=batch_id, fingerprint=fingerprint)  # fmt: skip
+    except ApiError:  # refused (a key reused with another batch, Redis down): keep nothing
+        await client.delete(batch_items_key(batch_id), batch_key(batch_id))
+        raise
+    submitted = json.loads(cast(bytes, answer.body))["task_id"]
+    headers = {"Location": f"/api/v1/batches/{submitted}"}
+    if submitted != batch_id:  # the same request again: the first batch, this copy dropped
+        await client.delete(batch_items_key(batch_id), batch_key(batch_id))
+        headers["Idempotent-Replayed"] = "true"
+    body = {"batch_id": submitted, "status": "PENDING", "total": len(items),
             "message": "batch accepted"}  # fmt: skip
-    return web.json_response(
-        shared(BatchSubmitResponse).dump(body), status=202,
-        headers={"Location": f"/api/v1/batches/{batch_id}"},
-    )  # fmt: skip
+    return web.json_response(shared(BatchSubmitResponse).dump(body), status=202, headers=headers)
 
 
 async def _read_items(request: web.Request) -> list[dict[str, Any]]:
@@ -124,7 +144,7 @@ async def _item(request: web.Request, raw: bytes) -> dict[str, Any]:
     if data.get("webhook") is not None:
         raise BadRequest("a batch's webhook is the batch's",
                          details={"webhook": ["set it on the batch (?webhook=)"]})  # fmt: skip
-    await check_body(request, task_name, data)
+    await check_body(request, task_name, data, budget=False)
     options, _, tags, metadata = split_options(task_name, data)
     if options["eta"] is not None:
         options["eta"] = options["eta"].isoformat()

@@ -7,6 +7,7 @@ its id comes back at once, its progress is in the feed, its result counts what w
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aiohttp import web
@@ -58,7 +59,7 @@ async def _count(request: web.Request, query: ListQuery) -> int:
     store = request.app[task_store_key]
     cursor, matched = None, 0
     while matched < MAX_TASKS:
-        page = await store.find(ListQuery(**{**query.__dict__, "limit": PAGE, "cursor": cursor}))
+        page = await store.find(dataclasses.replace(query, limit=PAGE, cursor=cursor))
         matched += len(page.tasks)
         if page.next_cursor is None:
             break

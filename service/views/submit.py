@@ -105,12 +105,13 @@ async def submit_and_stream(
 
 async def submit(
     request: web.Request, task_name: str, data: dict[str, Any], message: str, wait: float | None,
-    task_id: str | None = None,
+    task_id: str | None = None, fingerprint: str | None = None,
 ) -> web.Response:  # fmt: skip
     """Publish the task (under `task_id`, else a new id) and answer 202 with its id, or its
-    status once finished within `wait` seconds."""
+    status once finished within `wait` seconds. An `Idempotency-Key` is bound to the
+    request's `fingerprint` (default: the endpoint and `data`)."""
     principal = principal_of(request)
-    fingerprint = _fingerprint(task_name, data)
+    fingerprint = fingerprint or request_fingerprint(task_name, data)
     options, webhook, tags, metadata = split_options(task_name, data)
     task_id = task_id or str(uuid4())
     idem_key = _idempotency_key(request, principal.owner)
@@ -191,7 +192,7 @@ def status_url(task_id: str) -> str:
     return f"/api/v1/tasks/status/{task_id}"
 
 
-def _fingerprint(task_name: str, data: dict[str, Any]) -> str:
+def request_fingerprint(task_name: str, data: Any) -> str:
     """What an Idempotency-Key is bound to: the endpoint and the validated body."""
     text = json.dumps([task_name, data], sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from service.auth import Principal
 from service.blocking import in_pool, with_sync_redis
+from service.budgets import check_budget
 from service.coverage import coverage
 from service.errors import Conflict, Forbidden, NotFound
 from service.keys import (
@@ -187,6 +188,10 @@ async def task_retry(request: web.Request) -> web.Response:
         raise Conflict(f"only FAILURE or REVOKED tasks can be retried, this one is {state}")
     if record.get("args_truncated"):
         raise Conflict("the task's arguments were too large to keep; submit it again")
+    owner = record.get("owner")
+    if record.get("name") == queues.GENERATE_AI_RESPONSE and isinstance(owner, str):
+        # A retry is a new submission, paid by the task's owner: within its budget too.
+        await check_budget(request.app[redis_key], request.app[settings_key], owner)
     store: TaskStore = request.app[task_store_key]
     new_id = str(uuid4())
     existing = await store.link_retry(task_id, new_id)

@@ -6,6 +6,7 @@ cancellation, and isolation."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -128,8 +129,6 @@ async def test_a_batch_runs_its_items_and_calls_back_when_all_have_ended(
 
 
 async def test_a_bad_line_refuses_the_whole_batch_naming_it(http, batch_redis_url) -> None:
-    import redis
-
     body = lines(note(0), {"task": "notifications/send", "body": {"channel": "fax"}},
                  {"task": "nope", "body": {}}, note(3, webhook={"url": "http://x"}))  # fmt: skip
     status, answer = await post_batch(http, ALICE, body + b"{not json\n")
@@ -149,10 +148,7 @@ async def test_a_bad_line_refuses_the_whole_batch_naming_it(http, batch_redis_ur
     status, answer = await post_batch(http, ALICE, b"\n\n")
     assert status == 400 and "body" in answer["details"]
     # Nothing was submitted by any of them.
-    client = redis.Redis.from_url(batch_redis_url, decode_responses=True)
-    assert not [k for k in client.scan_iter("claw:batch:*")
-                if not client.exists(task_key(k.split(":")[2]))]  # fmt: skip
-    client.close()
+    assert orphans(batch_redis_url) == []
 
 
 async def test_a_cancelled_batch_stops_its_waiting_items(alice) -> None:
@@ -187,3 +183,35 @@ async def test_batches_belong_to_their_owner(http) -> None:
     assert (await call(http, ALICE, "GET", f"{BATCHES}/{batch_id}-0"))[0] == 404
     async with http.get(f"{BATCHES}/{batch_id}") as resp:
         assert resp.status == 401
+
+
+def orphans(url: str) -> list[str]:
+    """Batches stored without a task to run them."""
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return [k for k in client.scan_iter("claw:batch:*")
+                if not client.exists(task_key(k.split(":")[2]))]  # fmt: skip
+    finally:
+        client.close()
+
+
+async def test_the_same_batch_twice_with_an_idempotency_key_runs_once(
+    http, alice, batch_redis_url
+) -> None:
+    body = lines(*(note(n) for n in range(3)))
+    key = {"Content-Type": JSONL, "Idempotency-Key": f"batch-{uuid.uuid4()}"}
+    status, first = await call(http, ALICE, "POST", BATCHES, data=body, headers=key)
+    assert status == 202, first
+    async with http.post(BATCHES, data=body, headers={**key,
+                         "Authorization": f"Bearer {ALICE}"}) as resp:  # fmt: skip
+        again = await resp.json()
+        assert resp.status == 202 and resp.headers["Idempotent-Replayed"] == "true"
+    assert again["batch_id"] == first["batch_id"] and again["total"] == 3
+    done = await batch_in(alice, first["batch_id"], {"SUCCESS"})
+    assert done["published"] == 3 and done["counts"] == {"SUCCESS": 3}
+    # Another body under the same key is refused, and nothing of it is kept.
+    status, answer = await call(http, ALICE, "POST", BATCHES, data=lines(note(9)), headers=key)
+    assert status == 422, answer
+    assert orphans(batch_redis_url) == []

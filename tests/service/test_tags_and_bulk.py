@@ -82,7 +82,10 @@ async def test_bad_tags_and_metadata_are_400_naming_the_field(alice) -> None:
 
 async def test_bulk_cancel_then_retry_by_tag_with_a_dry_run_first(alice, bob, worker) -> None:
     tag = f"bulk-{uuid.uuid4().hex[:6]}"
-    mine = {(await alice.post(AI, json=later(tags=[tag])))[1]["task_id"] for _ in range(5)}
+    # (A name the delivery refuses, so no attempt is retried: only the record matters here.)
+    hook = {"url": "http://localhost:9/hook", "events": ["completed"]}
+    mine = {(await alice.post(AI, json=later(tags=[tag], webhook=hook)))[1]["task_id"]
+            for _ in range(5)}  # fmt: skip
     bobs = (await bob.post(AI, json=later(tags=[tag])))[1]["task_id"]
 
     status, dry = await alice.post(f"{T}/bulk/cancel", json={"tag": tag, "dry_run": True})
@@ -119,6 +122,9 @@ async def test_bulk_cancel_then_retry_by_tag_with_a_dry_run_first(alice, bob, wo
     for task_id in new:
         _, body = await alice.get(f"{T}/status/{task_id}")
         assert body["retried_from"] in mine and body["tags"] == [tag]
+        # As a single retry does, a bulk retry keeps the task's webhook.
+        _, hooks = await alice.get(f"{T}/{task_id}/webhooks")
+        assert hooks["webhook"] == hook
 
 
 async def test_the_client_counts_and_lists_by_tag(secured_gateway, alice) -> None:

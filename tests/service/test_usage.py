@@ -235,6 +235,13 @@ async def test_a_budget_refuses_the_next_submission_while_a_running_reply_finish
     assert status == 202
     slow = body["task_id"]
     await async_wait_until(lambda: _started(erin, slow), timeout=20, what="the reply to start")
+    # (A task cancelled before it ran, to retry once over the budget.)
+    status, _, body = await erin.call("POST", "/api/v1/tasks/ai/generate",
+                                      {"conversation_id": "later", "user_message": "later",
+                                       "countdown": 3600})  # fmt: skip
+    assert status == 202, body
+    cancelled = body["task_id"]
+    assert (await erin.call("POST", f"/api/v1/tasks/cancel/{cancelled}"))[0] == 200
     status, _, body = await admin.call("PUT", "/api/v1/budgets/erin", {"tokens_per_minute": 5})
     assert status == 200 and body["tokens_per_minute"]["source"] == "owner", body
     assert (await erin.status(slow))["status"] == "STARTED"
@@ -251,6 +258,9 @@ async def test_a_budget_refuses_the_next_submission_while_a_running_reply_finish
     assert budget["tokens_per_minute"]["limit"] == 5
     assert budget["tokens_per_minute"]["used"] == used
     assert budget["tokens_per_minute"]["resets_at"] > task["finished_at"]
+    # A retry is a submission too.
+    status, _, body = await erin.call("POST", f"/api/v1/tasks/retry/{cancelled}")
+    assert status == 429 and body["details"]["budget"]["exceeded"] == ["tokens_per_minute"]
     # Another owner is not affected; a user key cannot read or set budgets.
     task = await frank.run(f"frank {uuid.uuid4().hex}")
     status, _, _ = await erin.call("GET", "/api/v1/budgets/erin")
@@ -294,12 +304,37 @@ def test_the_window_frees_when_enough_of_its_oldest_tasks_have_left_it() -> None
     assert retry_after(state, now=125.2) == 45
 
 
-def test_counters_are_read_back_per_owner_and_model_whatever_the_owner_is_named() -> None:
-    from workers.ai.usage import row, totals
+def test_counters_are_read_back_per_owner_and_model_whatever_the_owner_is_named(
+    usage_redis_url,
+) -> None:
+    """Written by `record_usage` and read back: an owner's name holding the separator, an
+    owner named like the no-owner namespace, a model holding the separator and tasks
+    without an owner each stay their own."""
+    import redis
 
-    raw = {"a|b|gpt|prompt_tokens": "10", "a|b|gpt|tasks": "1", "c|gpt|prompt_tokens": "5",
-           "c|gpt|cost": "0.5", "c|gpt|tasks": "2", "c|gpt|no_such_metric": "9"}  # fmt: skip
-    groups = totals(raw, None, ("owner",))
-    assert set(groups) == {("a|b",), ("c",)}
-    assert row(("owner",), ("c",), groups[("c",)])["cost"] == 0.5
-    assert totals(raw, "a|b", ("model",))[("gpt",)]["prompt_tokens"] == 10
+    from workers.ai.usage import TaskUsage, bucket_stamp, record_usage, row, totals
+    from workers.core.keys import usage_bucket_key
+    from workers.core.settings import load_settings
+
+    client = redis.Redis.from_url(usage_redis_url, decode_responses=True)
+    now = datetime(2001, 2, 3, 4, 5, tzinfo=UTC).timestamp()  # a bucket no other test has
+    runs = [("a|b", "gpt", 10), ("a", "b|gpt", 20), ("@system", "gpt", 30), (None, "gpt", 40)]
+    moment = datetime.fromtimestamp(now, UTC)
+    buckets = [usage_bucket_key(g, bucket_stamp(g, moment)) for g in ("hour", "day")]
+    try:
+        for owner, model, prompt in runs:
+            used = TaskUsage(model=model, prompt_tokens=prompt, completion_tokens=1, cost=0.5,
+                             priced=True, ttft_ms=None)  # fmt: skip
+            record_usage(client, load_settings(), None, owner, used, now=now)
+        raw = client.hgetall(buckets[0])
+    finally:
+        client.delete(*buckets)
+        client.close()
+    by_owner = {row(("owner", "model"), key, sums)["owner"]: (key[1], sums["prompt_tokens"])
+                for key, sums in totals(raw, None, ("owner", "model")).items()}  # fmt: skip
+    assert by_owner == {"a|b": ("gpt", 10), "a": ("b|gpt", 20), "@system": ("gpt", 30),
+                        None: ("gpt", 40)}  # fmt: skip
+    for owner, model, prompt in runs[:3]:
+        assert {k[0]: s["prompt_tokens"] for k, s in totals(raw, owner, ("model",)).items()} == {
+            model: prompt
+        }, owner

@@ -5,9 +5,10 @@ A finishing AI task writes its usage to its record and adds it to counters, in o
 hash per bucket, never from a scan of tasks (keys in `workers.core.keys`, section "Usage"):
 
 - `claw:usage:h:<YYYYMMDDHH>`, `claw:usage:d:<YYYYMMDD>` hashes (UTC), field
-  `<owner>|<model>|<metric>` for each of `METRICS`; kept USAGE_HOUR_TTL / USAGE_DAY_TTL.
+  `<namespace>|<model>|<metric>` for each of `METRICS` (the owner's namespace, percent-
+  encoded, so no owner's name reads as another's); kept USAGE_HOUR_TTL / USAGE_DAY_TTL.
 - `claw:usage:recent:<ns>` sorted set: the owner's tasks of the last minute as
-  `<task_id>|<tokens>`, scored by when they finished (tokens-per-minute budgets).
+  `<task_id>|<run>|<tokens>`, scored by when they finished (tokens-per-minute budgets).
 - `claw:usage:cost:<ns>:<YYYYMMDD>` the owner's cost of a UTC day (cost-per-day budgets).
 
 The owner is the task's submitter (its `claw_owner` header), whose key pays for it, also
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 from workers.core.keys import (
     task_key,
@@ -30,7 +32,7 @@ from workers.core.keys import (
     usage_cost_key,
     usage_recent_key,
 )
-from workers.core.ownership import SYSTEM_NAMESPACE
+from workers.core.ownership import SYSTEM_NAMESPACE, namespace
 from workers.core.settings import Settings
 from workers.taskindex.record import encode_fields
 
@@ -115,10 +117,6 @@ class FirstTokenClock:
         self._on_delta(text)
 
 
-def owner_label(owner: str | None) -> str:
-    return owner or SYSTEM_NAMESPACE
-
-
 def bucket_stamp(granularity: str, moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(BUCKET_FORMAT[granularity])
 
@@ -150,7 +148,7 @@ def record_usage(
     """Write `usage` to the task's record and add it to the counters, in one MULTI."""
     now = time.time() if now is None else now
     moment = datetime.fromtimestamp(now, UTC)
-    label = owner_label(owner)
+    label = namespace(owner)  # percent-encoded: never holds the separator
     ttls = {"hour": settings.usage_hour_ttl, "day": settings.usage_day_ttl}
     with client.pipeline() as pipe:
         if task_id:
@@ -168,7 +166,9 @@ def record_usage(
             pipe.expire(key, ttl)
         recent = usage_recent_key(owner)
         pipe.zremrangebyscore(recent, "-inf", now - WINDOW)
-        pipe.zadd(recent, {f"{task_id or now}{SEPARATOR}{usage.tokens}": now})
+        # One member per run (a task run twice spent twice; see the module).
+        run = SEPARATOR.join((str(task_id or ""), repr(now), str(usage.tokens)))
+        pipe.zadd(recent, {run: now})
         pipe.expire(recent, int(WINDOW * 2))
         if usage.cost:
             cost_key = usage_cost_key(owner, bucket_stamp("day", moment))
@@ -188,12 +188,14 @@ def totals(
     """The metrics of one bucket's hash summed per group (`group_by` of owner, model);
     `owner`: that owner's only."""
     groups: dict[tuple[str, ...], dict[str, float]] = {}
+    wanted = namespace(owner) if owner is not None else None
     for field, value in raw.items():
-        parts = field.rsplit(SEPARATOR, 2)
-        if len(parts) != 3 or parts[2] not in METRICS:
+        # `<namespace>|<model>|<metric>`: the namespace has no separator, a model may.
+        row_owner, _, rest = field.partition(SEPARATOR)
+        model, _, metric = rest.rpartition(SEPARATOR)
+        if not model or metric not in METRICS:
             continue
-        row_owner, model, metric = parts
-        if owner is not None and row_owner != owner:
+        if wanted is not None and row_owner != wanted:
             continue
         values = {"owner": row_owner, "model": model}
         key = tuple(values[name] for name in group_by)
@@ -206,8 +208,13 @@ def row(group_by: tuple[str, ...], key: tuple[str, ...], sums: dict[str, float])
     """One group's totals as the API answers them."""
     prompt, completion = int(sums["prompt_tokens"]), int(sums["completion_tokens"])
     ttft_tasks = int(sums["ttft_tasks"])
+    named: dict[str, str | None] = {}
+    for name, value in zip(group_by, key, strict=True):
+        # Grouped by namespace, answered as the owner (None: tasks without one).
+        is_system = name == "owner" and value == SYSTEM_NAMESPACE
+        named[name] = None if is_system else unquote(value) if name == "owner" else value
     return {
-        **dict(zip(group_by, key, strict=True)),
+        **named,
         "tasks": int(sums["tasks"]),
         "prompt_tokens": prompt,
         "completion_tokens": completion,

@@ -7,6 +7,9 @@ RETRIED_FROM_HEADER = "claw_retried_from"
 # gateway (which writes them into the record itself): a retry, a recovery, a Python client.
 TAGS_HEADER = "claw_tags"
 METADATA_HEADER = "claw_metadata"
+# A task's completion webhook ({"url", "events"}), carried like its tags: a retry keeps it.
+# Each delivery still checks the address against the webhook policy.
+WEBHOOK_HEADER = "claw_webhook"
 # The batch a task is an item of (workers/tasks/batches.py publishes them).
 BATCH_HEADER = "claw_batch"
 # Set by a publisher that wrote the task's record itself (the gateway), before publishing.

@@ -26,6 +26,7 @@ from workers.core.headers import (
     OWNER_HEADER,
     RETRIED_FROM_HEADER,
     TAGS_HEADER,
+    WEBHOOK_HEADER,
 )
 from workers.core.telemetry import current_trace_id
 from workers.taskindex.labels import MAX_TAGS, SEPARATOR, TAG, labels, metadata_problem
@@ -145,7 +146,8 @@ class TaskRecord:
             raise ValueError(f"task {self.task_id}: its arguments were too large to keep")
         hard, soft = [*(self.timelimit or []), None, None][:2]
         headers = [
-            (OWNER_HEADER, self.owner), (TAGS_HEADER, self.tags), (METADATA_HEADER, self.metadata)
+            (OWNER_HEADER, self.owner), (TAGS_HEADER, self.tags), (METADATA_HEADER, self.metadata),
+            (WEBHOOK_HEADER, self.webhook),
         ]  # fmt: skip
         return {
             "args": list(self.args or []),
@@ -298,7 +300,18 @@ def publish_fields(
         tags=_valid_tags(headers.get(TAGS_HEADER)),
         metadata=_valid_metadata(headers.get(METADATA_HEADER)),
         batch_id=headers.get(BATCH_HEADER) if isinstance(headers.get(BATCH_HEADER), str) else None,
+        webhook=_valid_webhook(headers.get(WEBHOOK_HEADER)),
     )  # fmt: skip
+
+
+def _valid_webhook(value: Any) -> dict[str, Any] | None:
+    """A message's webhook header, when it has a submission's shape (else left out)."""
+    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+        return None
+    events = value.get("events")
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        return None
+    return {"url": value["url"], "events": events}
 
 
 def _valid_tags(value: Any) -> list[str] | None:
