@@ -119,7 +119,8 @@ ROUTES: list[Route] = [
           query=schemas.CancelQuery, response=schemas.CancelResponse, extra=IN_STATE),
     Route("POST", f"{API}/retry/{{task_id}}", tasks.task_retry,
           "Submit a failed or cancelled task again", response=schemas.RetryResponse, status=202,
-          extra=IN_STATE),
+          extra={"responses": {**IN_STATE["responses"],
+                               "429": "an AI task, and its owner is over its budget"}}),
     Route("POST", f"{API}/bulk/cancel", bulk.bulk_cancel,
           "Cancel every unstarted task a filter selects (`dry_run`: count them), as a task",
           body=schemas.BulkRequest, response=schemas.SubmitResponse, status=202,
@@ -136,7 +137,10 @@ ROUTES: list[Route] = [
           extra={"media": ("application/x-ndjson",
                            'one submission per line: {"task": "knowledge/vectorize", "body": '
                            '{...}}; task is a submission path under /api/v1/tasks'),
-                 "responses": {"413": "more than 16 MB", "415": "not JSON Lines"}}),
+                 "responses": {"413": "more than 16 MB", "415": "not JSON Lines",
+                               "422": "the Idempotency-Key was already used with a "
+                                      "different request",
+                               "429": "an AI item, and the owner is over its budget"}}),
     Route("GET", "/api/v1/batches/{batch_id}", batches.get_batch,
           "A batch's progress, its items' counts by state, and its items (paged)",
           query=schemas_batches.BatchQuery, response=schemas_batches.BatchResponse,
@@ -214,7 +218,11 @@ ROUTES += [
           "the caller's task", body=schemas_schedules.ScheduleRequest,
           response=schemas_schedules.ScheduleResponse, status=201, tags=("schedules",),
           extra={"responses": {"404": "a knowledge base it names is not the caller's",
-                               "409": "the caller has SCHEDULES_PER_OWNER schedules"}}),
+                               "409": "the caller has SCHEDULES_PER_OWNER schedules",
+                               "422": "the Idempotency-Key was already used with a "
+                                      "different request"},
+                 "also": {"200": ("the same request again (Idempotency-Key): the first "
+                                  "schedule", schemas_schedules.ScheduleResponse)}}),
     Route("GET", SCHEDULES, schedules.list_schedules,
           "The caller's schedules (an admin key: everyone's), oldest first",
           response=schemas_schedules.ScheduleListResponse, tags=("schedules",)),

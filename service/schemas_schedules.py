@@ -7,12 +7,10 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.schemas import StrictSchema
+from service.views.submit import SUBMISSIONS
 
-# The submission endpoints (under /api/v1/tasks/) a schedule may fire.
-SCHEDULABLE = (
-    "ai/generate", "knowledge/vectorize", "knowledge/update", "knowledge/delete",
-    "notifications/send",
-)  # fmt: skip
+# The submission endpoints (under /api/v1/tasks/) a schedule may fire: every one.
+SCHEDULABLE = tuple(SUBMISSIONS)
 MAX_INTERVAL = 366 * 86400
 
 

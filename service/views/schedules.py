@@ -22,7 +22,14 @@ from service.middlewares import principal_of
 from service.requests import load_json, validate
 from service.schemas import shared
 from service.schemas_schedules import ScheduleListResponse, ScheduleRequest, ScheduleResponse
-from service.views.submit import SUBMISSIONS, body_schema, check_body
+from service.views.submit import (
+    SUBMISSIONS,
+    body_schema,
+    check_body,
+    claim_idempotency,
+    request_fingerprint,
+    split_options,
+)
 from workers.core import queues
 from workers.core.headers import OWNER_HEADER, SCHEDULE_HEADER
 from workers.runtime.schedules import (
@@ -35,8 +42,6 @@ from workers.runtime.schedules import (
 )
 from workers.taskindex.status import iso
 
-# A submission's options a firing does not carry.
-NOT_SCHEDULED = ("countdown", "eta", "webhook", "tags")
 _ID = re.compile(r"[0-9a-f-]{1,64}")
 
 
@@ -49,7 +54,9 @@ async def create_schedule(request: web.Request) -> web.Response:
     principal = principal_of(request)
     settings = request.app[settings_key]
     body = await load_json(request, shared(ScheduleRequest))
-    task_name, arguments = await _checked_arguments(request, body["task"], body["arguments"])
+    task_name, arguments, priority = await _checked_arguments(
+        request, body["task"], body["arguments"]
+    )
     try:
         zone = zone_of(body["timezone"])
         sched = parse_cron(body["cron"], zone) if body["cron"] else None
@@ -62,7 +69,18 @@ async def create_schedule(request: web.Request) -> web.Response:
             f"fires every {gap:g} s; at least {settings.schedule_min_interval:g} s apart"
         ]})  # fmt: skip
     schedule_id = str(uuid4())
-    priority = arguments.pop("priority", None)
+    store = ScheduleStore(request.app[celery_key])
+    # The same request twice (an Idempotency-Key): the first schedule, not a second one.
+    first = await claim_idempotency(
+        request, principal.owner, schedule_id, request_fingerprint("schedules", body)
+    )
+    if first is not None:
+        found = await in_pool(request, store.get, first)
+        if found is not None:
+            return web.json_response(
+                shared(ScheduleResponse).dump(found),
+                headers={"Idempotent-Replayed": "true", "Location": f"/api/v1/schedules/{first}"},
+            )
     options: dict[str, Any] = {
         "queue": queues.TASK_QUEUES[task_name],
         "headers": {OWNER_HEADER: principal.owner, SCHEDULE_HEADER: schedule_id},
@@ -74,7 +92,6 @@ async def create_schedule(request: web.Request) -> web.Response:
         "cron": body["cron"], "interval": body["interval"], "timezone": zone,
         "owner": principal.owner, "created_at": iso(time.time()),
     }  # fmt: skip
-    store = ScheduleStore(request.app[celery_key])
     try:
         created = await in_pool(request, lambda: store.create(
             spec, task=task_name, kwargs=arguments, options=options,
@@ -126,19 +143,23 @@ async def _own_schedule(request: web.Request) -> dict[str, Any]:
 
 async def _checked_arguments(
     request: web.Request, endpoint: str, arguments: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
-    """The task and its keyword arguments, checked as the submission to `endpoint` is."""
+) -> tuple[str, dict[str, Any], int | None]:
+    """The task, its keyword arguments and priority, checked as the submission to
+    `endpoint` is."""
     task_name, schema = SUBMISSIONS[endpoint]
     try:
         data = validate(body_schema(request, schema), arguments)
     except BadRequest as exc:
         raise BadRequest(exc.message, details={"arguments": exc.details}) from None
-    refused = (*NOT_SCHEDULED, *(["metadata"] if endpoint != "knowledge/vectorize" else []))
-    given = [name for name in refused if data.pop(name, None) is not None]
+    # A firing carries none of a submission's own options but its priority.
+    options, webhook, tags, metadata = split_options(task_name, data)
+    refused = {"countdown": options["countdown"], "eta": options["eta"], "webhook": webhook,
+               "tags": tags, "metadata": metadata}  # fmt: skip
+    given = [name for name, value in refused.items() if value is not None]
     if given:
         raise BadRequest("invalid schedule", details={"arguments": {
             name: ["not available for a schedule"] for name in given
         }})  # fmt: skip
     # As a submission is checked, but for the budget: a schedule spends nothing yet.
     await check_body(request, task_name, data, budget=False)
-    return task_name, data
+    return task_name, data, options["priority"]

@@ -114,25 +114,15 @@ async def submit(
     fingerprint = fingerprint or request_fingerprint(task_name, data)
     options, webhook, tags, metadata = split_options(task_name, data)
     task_id = task_id or str(uuid4())
+    existing = await claim_idempotency(request, principal.owner, task_id, fingerprint)
+    if existing is not None:
+        body = {"task_id": existing, "status": "PENDING", "message": "already submitted"}
+        return web.json_response(
+            shared(SubmitResponse).dump(body),
+            status=202,
+            headers={"Idempotent-Replayed": "true", "Location": status_url(existing)},
+        )
     idem_key = _idempotency_key(request, principal.owner)
-    if idem_key is not None:
-        client = request.app[redis_key]
-        first = await client.set(idem_key, f"{task_id} {fingerprint}", nx=True, ex=IDEMPOTENCY_TTL)
-        if not first:
-            stored = cast(str, await client.get(idem_key) or "")  # decoded (decode_responses)
-            existing, _, seen = stored.partition(" ")
-            if seen and seen != fingerprint:
-                # The IETF Idempotency-Key draft (and Stripe): a key names one request.
-                raise Unprocessable(
-                    "Idempotency-Key was already used with a different request",
-                    details={IDEMPOTENCY_HEADER: ["reused with another body or endpoint"]},
-                )
-            body = {"task_id": existing, "status": "PENDING", "message": "already submitted"}
-            return web.json_response(
-                shared(SubmitResponse).dump(body),
-                status=202,
-                headers={"Idempotent-Replayed": "true", "Location": status_url(existing)},
-            )
     publisher = request.app[publisher_key]
 
     async def publish() -> None:
@@ -190,6 +180,30 @@ def split_options(
 
 def status_url(task_id: str) -> str:
     return f"/api/v1/tasks/status/{task_id}"
+
+
+async def claim_idempotency(
+    request: web.Request, owner: str, new_id: str, fingerprint: str
+) -> str | None:
+    """With an `Idempotency-Key` header: bind the key to `new_id` and `fingerprint`, or
+    answer the id it is bound to already (422 when that was another request). None when
+    the request is new (or carries no key)."""
+    idem_key = _idempotency_key(request, owner)
+    if idem_key is None:
+        return None
+    client = request.app[redis_key]
+    first = await client.set(idem_key, f"{new_id} {fingerprint}", nx=True, ex=IDEMPOTENCY_TTL)
+    if first:
+        return None
+    stored = cast(str, await client.get(idem_key) or "")  # decoded (decode_responses)
+    existing, _, seen = stored.partition(" ")
+    if seen and seen != fingerprint:
+        # The IETF Idempotency-Key draft (and Stripe): a key names one request.
+        raise Unprocessable(
+            "Idempotency-Key was already used with a different request",
+            details={IDEMPOTENCY_HEADER: ["reused with another body or endpoint"]},
+        )
+    return existing
 
 
 def request_fingerprint(task_name: str, data: Any) -> str:
