@@ -39,6 +39,7 @@ from service.middlewares import (
 )
 from service.openapi import setup_openapi
 from service.publisher import TaskPublisher
+from service.redis_pipe import RedisPipe
 from service.routes import admin_paths, public_routes, setup_routes
 from service.sessions import SessionStore
 from service.task_store import TaskStore
@@ -59,7 +60,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = async_redis(settings)
     app[redis_key] = client
     app[sync_redis_key] = sync_redis(settings)
-    store = TaskStore(client, ttl=settings.task_history_ttl)
+    pipe = RedisPipe(client)
+    store = TaskStore(client, ttl=settings.task_history_ttl, pipe=pipe)
     app[task_store_key] = store
     refusals = asyncio.get_running_loop().create_task(store.retry_refusals())
     waiter = ResultWaiter(client)
@@ -71,6 +73,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await refusals
     await waiter.close()
+    await pipe.aclose()
     await client.aclose()
     app[sync_redis_key].close()
 

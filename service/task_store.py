@@ -16,6 +16,7 @@ from typing import Any, cast
 import redis.asyncio
 import redis.exceptions
 
+from service.redis_pipe import RedisPipe
 from workers.core.keys import (
     CELERY_RESULT_KEY,
     SYSTEM_COUNTS_KEY,
@@ -60,15 +61,19 @@ def is_task_id(value: str) -> bool:
 
 
 class TaskStore:
-    def __init__(self, client: redis.asyncio.Redis, ttl: int = DEFAULT_TTL) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, ttl: int = DEFAULT_TTL, pipe: RedisPipe | None = None
+    ) -> None:
+        """`pipe`, when given, carries the hot reads (a task's status, a list page)."""
         self.client = client
         self.ttl = ttl
+        reads = pipe or client
         self._record = client.register_script(source("record"))
         self._cancel = client.register_script(source("cancel"))
         self._link = client.register_script(source("link_retry"))
         self._refuse = client.register_script(source("refuse"))
-        self._page = client.register_script(source("page"))
-        self._status = client.register_script(source("status"))
+        self._page = reads.register_script(source("page"))
+        self._status = reads.register_script(source("status"))
         # Refusals not written yet (Redis was down): task id -> when it was refused.
         self.unwritten_refusals: dict[str, float] = {}
 

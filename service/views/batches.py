@@ -38,7 +38,7 @@ from service.views.submit import (
     split_options,
     submit,
 )
-from service.views.tasks import TASK_SUMMARIES, visible_task
+from service.views.tasks import visible_task
 from workers.core import queues
 from workers.core.keys import batch_items_key, batch_key, counts_key
 from workers.taskindex.query import ListQuery
@@ -170,7 +170,7 @@ async def get_batch(request: web.Request) -> web.Response:
         "cancelled": meta.get("cancelled") == "1",
         "submitted_at": iso(record.get("submitted_at")),
         "finished_at": iso(record.get("finished_at")),
-        "items": TASK_SUMMARIES.dump([summarize(t) for t in page.tasks]),
+        "items": [summarize(t) for t in page.tasks],
         "next_cursor": page.next_cursor,
     }  # fmt: skip
     return web.json_response(shared(BatchResponse).dump(body))

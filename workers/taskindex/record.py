@@ -178,11 +178,13 @@ SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord) if f.metad
 
 def decode_hash(raw: Mapping[str, str | None]) -> dict[str, Any]:
     """Typed values of the record fields present in `raw` (other keys are left out)."""
-    return {
-        name: _decode(KINDS[name], value)
-        for name, value in raw.items()
-        if name in KINDS and value is not None
-    }
+    decoded: dict[str, Any] = {}
+    for name, value in raw.items():
+        kind = KINDS.get(name)
+        if kind is not None and value is not None:
+            # Text as it is, without a call: half of a record's fields, on every read.
+            decoded[name] = value if kind == "text" else _decode(kind, value)
+    return decoded
 
 
 def _decode(kind: Kind, text: str) -> Any:
