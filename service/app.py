@@ -23,6 +23,7 @@ from service.keys import (
     keyring_key,
     publisher_key,
     redis_key,
+    redis_pipe_key,
     sessions_key,
     settings_key,
     sync_redis_key,
@@ -61,6 +62,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[redis_key] = client
     app[sync_redis_key] = sync_redis(settings)
     pipe = RedisPipe(client)
+    app[redis_pipe_key] = pipe
     store = TaskStore(client, ttl=settings.task_history_ttl, pipe=pipe)
     app[task_store_key] = store
     refusals = asyncio.get_running_loop().create_task(store.retry_refusals())
@@ -124,7 +126,7 @@ async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
     app[celery_key] = celery
     settings = app[settings_key]
     publisher = TaskPublisher(
-        celery, app[redis_key], ttl=settings.task_history_ttl,
+        celery, app[redis_key], ttl=settings.task_history_ttl, pipe=app[redis_pipe_key],
         replica_acks=settings.redis_replica_acks,
         replica_ack_timeout_ms=settings.redis_replica_ack_timeout_ms,
     )  # fmt: skip

@@ -21,6 +21,7 @@ from typing import Any, cast
 import redis.asyncio
 
 from service.errors import ApiError
+from service.redis_pipe import RedisPipe
 from workers.ai.usage import WINDOW, bucket_stamp, tokens_in_window
 from workers.core.keys import budget_key, usage_cost_key, usage_recent_key
 from workers.core.settings import Settings
@@ -98,8 +99,16 @@ def retry_after(state: dict[str, Any], now: float | None = None) -> int:
     return max(1, math.ceil(max(resets, default=now) - now))
 
 
-async def check_budget(client: redis.asyncio.Redis, settings: Settings, owner: str) -> None:
+async def check_budget(
+    client: redis.asyncio.Redis, settings: Settings, owner: str, pipe: RedisPipe | None = None
+) -> None:
     """Raise `BudgetExceeded` (429) when `owner` is over a budget."""
+    if not (settings.budget_tokens_per_minute or settings.budget_cost_per_day):
+        # No default limit: only a budget of the owner's own can apply. One EXISTS (on the
+        # hot path's `pipe`) instead of reading the usage of every AI submission.
+        key = budget_key(owner)
+        if not await (pipe.execute("EXISTS", key) if pipe else client.exists(key)):
+            return
     now = time.time()
     state = await budget_state(client, settings, owner, now)
     if state["exceeded"]:

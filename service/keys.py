@@ -11,6 +11,7 @@ from celery import Celery
 from service.auth import KeyRing
 from service.feed import FeedHub
 from service.publisher import TaskPublisher
+from service.redis_pipe import RedisPipe
 from service.sessions import SessionStore
 from service.task_store import TaskStore
 from service.waiter import ResultWaiter
@@ -18,6 +19,8 @@ from workers.core.settings import Settings
 
 settings_key = web.AppKey("settings", Settings)
 redis_key = web.AppKey("redis", redis.asyncio.Redis)
+# The hot paths' short commands, auto-pipelined on one connection (service/redis_pipe.py).
+redis_pipe_key = web.AppKey("redis_pipe", RedisPipe)
 # For the blocking calls run in the executor (knowledge search): the same Redis, sync.
 sync_redis_key = web.AppKey("sync_redis", redis.Redis)
 celery_key = web.AppKey("celery", Celery)

@@ -24,6 +24,7 @@ from kombu.common import maybe_declare
 from kombu.exceptions import OperationalError
 
 from service.errors import ServiceUnavailable
+from service.redis_pipe import RedisPipe
 from workers.core.headers import INDEXED_HEADER
 from workers.core.queues import TASK_QUEUES
 from workers.core.telemetry import publishing
@@ -40,14 +41,18 @@ class TaskPublisher:
 
     def __init__(
         self, celery: Celery, client: redis.asyncio.Redis, ttl: int, *,
-        replica_acks: int = 0, replica_ack_timeout_ms: int = 500,
+        replica_acks: int = 0, replica_ack_timeout_ms: int = 500, pipe: RedisPipe | None = None,
     ) -> None:  # fmt: skip
+        """`pipe`, when given, carries the publish script (shared with the other requests
+        of the same turn of the event loop); under replica acknowledgement the script and
+        its WAIT go on a connection of their own, as a WAIT holds every reply behind it."""
         self._celery = celery
         self._client = client
         self._ttl = ttl
         self._replica_acks = replica_acks
         self._replica_ack_timeout_ms = replica_ack_timeout_ms
         self._script = client.register_script(source("publish"))
+        self._pipelined = pipe.register_script(source("publish")) if pipe else self._script
         self._connection: Any = None
         self._producer: Any = None
         self._events: Any = None
@@ -167,7 +172,7 @@ class TaskPublisher:
         """The publish script; with replica acknowledgement, WAIT right after it on the
         same connection (one round trip), and a refusal when too few replicas hold it."""
         if not self._replica_acks:
-            await self._script(keys=keys, args=argv)
+            await self._pipelined(keys=keys, args=argv)
             return
         async with self._client.pipeline(transaction=False) as pipe:
             await self._script(keys=keys, args=argv, client=pipe)

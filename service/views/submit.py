@@ -19,7 +19,14 @@ from marshmallow import Schema
 from service.auth import Principal
 from service.budgets import check_budget
 from service.errors import BadRequest, Forbidden, Unprocessable
-from service.keys import publisher_key, redis_key, settings_key, task_store_key, waiter_key
+from service.keys import (
+    publisher_key,
+    redis_key,
+    redis_pipe_key,
+    settings_key,
+    task_store_key,
+    waiter_key,
+)
 from service.middlewares import principal_of
 from service.ownership import check_submission
 from service.requests import load_json, load_query
@@ -87,7 +94,10 @@ async def check_body(
     elif task_name == queues.GENERATE_AI_RESPONSE:
         check_model_request(principal, request.app[settings_key], data)
         if budget:
-            await check_budget(request.app[redis_key], request.app[settings_key], principal.owner)
+            await check_budget(
+                request.app[redis_key], request.app[settings_key], principal.owner,
+                request.app[redis_pipe_key],
+            )  # fmt: skip
     await check_submission(request, task_name, data)
     if data.get("webhook") is not None:
         check_webhook(request.app[settings_key], data["webhook"])
@@ -111,10 +121,12 @@ async def submit(
     status once finished within `wait` seconds. An `Idempotency-Key` is bound to the
     request's `fingerprint` (default: the endpoint and `data`)."""
     principal = principal_of(request)
-    fingerprint = fingerprint or request_fingerprint(task_name, data)
-    options, webhook, tags, metadata = split_options(task_name, data)
+    existing = None
     task_id = task_id or str(uuid4())
-    existing = await claim_idempotency(request, principal.owner, task_id, fingerprint)
+    if IDEMPOTENCY_HEADER in request.headers:  # the body's digest only when a key needs it
+        fingerprint = fingerprint or request_fingerprint(task_name, data)
+        existing = await claim_idempotency(request, principal.owner, task_id, fingerprint)
+    options, webhook, tags, metadata = split_options(task_name, data)
     if existing is not None:
         body = {"task_id": existing, "status": "PENDING", "message": "already submitted"}
         return web.json_response(
