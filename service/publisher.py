@@ -24,6 +24,7 @@ from kombu.common import maybe_declare
 from kombu.exceptions import OperationalError
 
 from service.errors import ServiceUnavailable
+from service.message_templates import MessageTemplates, Request
 from service.redis_pipe import RedisPipe
 from workers.core.headers import INDEXED_HEADER
 from workers.core.queues import TASK_QUEUES
@@ -59,6 +60,7 @@ class TaskPublisher:
         self._capture: PublishCapture | None = None
         self._executor: Any = None
         self._opening = asyncio.Lock()
+        self._templates = MessageTemplates(celery, self._celery_commands)
 
     async def start(self, executor: Any) -> None:
         """Open the kombu channel now if Redis is up (else on the first publish)."""
@@ -117,6 +119,14 @@ class TaskPublisher:
             raise RuntimeError(f"kombu did not route {name} to a queue")
         return commands
 
+    def _celery_commands(self, request: Request) -> list[tuple[Any, ...]]:
+        return self._commands(
+            request.name, request.task_id, args=request.args, kwargs=request.kwargs,
+            queue=request.queue, priority=request.priority, eta=request.eta,
+            headers=request.headers, time_limit=request.time_limit,
+            soft_time_limit=request.soft_time_limit,
+        )  # fmt: skip
+
     async def publish(
         self,
         name: str,
@@ -139,12 +149,20 @@ class TaskPublisher:
         # The trace goes with the message (`traceparent`): Celery's instrumentation does not
         # see this path.
         with publishing(name, task_id) as trace_headers:
-            commands = self._commands(
+            request = Request(
                 name, task_id, args=args, kwargs=kwargs, queue=queue or TASK_QUEUES.get(name),
-                priority=priority, countdown=countdown, eta=eta,
+                priority=priority, eta=eta,
                 headers={**(headers or {}), **trace_headers, INDEXED_HEADER: "1"},
                 time_limit=time_limit, soft_time_limit=soft_time_limit,
             )  # fmt: skip
+            if countdown:  # an eta from Celery's clock: Celery's own message
+                commands = self._commands(
+                    name, task_id, countdown=countdown, args=args, kwargs=kwargs,
+                    queue=request.queue, priority=priority, eta=eta, headers=request.headers,
+                    time_limit=time_limit, soft_time_limit=soft_time_limit,
+                )  # fmt: skip
+            else:
+                commands = self._templates.build(request)
             update = RecordUpdate(
                 task_id=task_id, state="PENDING", attempt=0, fields=record, event=event,
                 ttl=self._ttl,

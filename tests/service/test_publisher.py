@@ -111,3 +111,83 @@ def _ts(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text).timestamp()
+
+
+def _sends(celery, queue: str, n: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    """`n` submissions of one shape that differ in everything a submission may vary."""
+    from datetime import UTC, datetime, timedelta
+
+    return [
+        {
+            "name": "workers.tests.echo",
+            "kwargs": {"x": [i, "é\n" * i], "n": None},
+            "task_id": str(uuid.uuid4()),
+            "args": [i] * (i % 2),
+            "queue": queue,
+            "priority": 3,
+            "eta": datetime.now(UTC) + timedelta(hours=i),
+            "headers": {OWNER_HEADER: f"owner-{i}", "tags": ["a"] * i},
+            "time_limit": 20 + i,
+            "soft_time_limit": 10 + i,
+        }  # fmt: skip
+        for i in range(n)
+    ]
+
+
+async def test_messages_of_one_shape_come_from_a_verified_template_equal_to_celerys(
+    publisher, rclient
+) -> None:
+    celery, pub = publisher
+    queue = f"tests-publish-{uuid.uuid4().hex}"
+    sends = _sends(celery, queue, 5)
+    events = rclient.pubsub(ignore_subscribe_messages=True)
+    events.psubscribe("/0.celeryev/task.sent")
+    for send in sends:
+        options = {k: v for k, v in send.items() if k not in ("name", "kwargs", "task_id")}
+        await pub.publish(
+            send["name"], send["kwargs"], task_id=send["task_id"], record={}, **options
+        )  # fmt: skip
+    # The first message is Celery's, the second built both ways and compared: the shape is
+    # served from its template from then on.
+    assert pub._templates.verified == 1 and pub._templates.refused == 0
+    ours = queued(rclient, queue)
+    ours_events = [sent_event(m) for m in received(events, len(sends))]
+    rclient.delete(*rclient.scan_iter(f"{queue}*"))
+
+    events = rclient.pubsub(ignore_subscribe_messages=True)
+    events.psubscribe("/0.celeryev/task.sent")
+    for send in sends:
+        options = {k: v for k, v in send.items() if k not in ("name", "kwargs", "task_id")}
+        options["headers"] = {**options["headers"], INDEXED_HEADER: "1"}
+        celery.send_task(send["name"], kwargs=send["kwargs"], task_id=send["task_id"], **options)
+    theirs = queued(rclient, queue)
+    theirs_events = [sent_event(m) for m in received(events, len(sends))]
+    rclient.delete(*rclient.scan_iter(f"{queue}*"))
+
+    assert [comparable(m) for m in ours] == [comparable(m) for m in theirs]
+    for mine, celerys in zip(ours_events, theirs_events, strict=True):
+        for moving in ("timestamp", "clock"):  # set anew for every event
+            assert mine.pop(moving) and celerys.pop(moving)
+        assert mine == celerys
+
+
+async def test_a_shape_whose_template_differs_from_celery_stays_with_celery(
+    publisher, rclient, monkeypatch
+) -> None:
+    """A Celery release that lays its messages out otherwise: caught by the comparison."""
+    import service.message_templates
+
+    celery, pub = publisher
+    queue = f"tests-publish-{uuid.uuid4().hex}"
+    monkeypatch.setattr(service.message_templates, "saferepr", lambda value, *a, **k: "changed")
+    sends = _sends(celery, queue, 4)
+    for send in sends:
+        options = {k: v for k, v in send.items() if k not in ("name", "kwargs", "task_id")}
+        await pub.publish(
+            send["name"], send["kwargs"], task_id=send["task_id"], record={}, **options
+        )  # fmt: skip
+    assert pub._templates.verified == 0 and pub._templates.refused == 1
+    ours = queued(rclient, queue)
+    rclient.delete(*rclient.scan_iter(f"{queue}*"))
+    assert len(ours) == len(sends)
+    assert all(m["headers"]["kwargsrepr"] != "changed" for m in ours)  # Celery's, each
