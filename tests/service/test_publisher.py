@@ -129,7 +129,7 @@ def _sends(celery, queue: str, n: int) -> list[dict]:  # type: ignore[no-untyped
             "headers": {OWNER_HEADER: f"owner-{i}", "tags": ["a"] * i},
             "time_limit": 20 + i,
             "soft_time_limit": 10 + i,
-        }  # fmt: skip
+        }
         for i in range(n)
     ]
 
