@@ -71,6 +71,8 @@ ROUTES: list[Route] = [
     # Operations
     Route("GET", "/healthz", health.healthz, "Redis reachable and live workers", public=True,
           tags=("operations",)),
+    Route("GET", "/health", health.health, "The same as /healthz (an alias)", public=True,
+          tags=("operations",)),
     # Submission
     Route("POST", f"{API}/ai/generate", submit.submit_ai_generate, "Submit an AI reply task",
           body=schemas.AiGenerateRequest, query=schemas.WaitQuery,

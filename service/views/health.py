@@ -1,6 +1,8 @@
-"""`GET /healthz`: is Redis reachable, how many workers are live; `degraded` (200) with
-the reasons when tasks would wait (no live worker, a queue with waiting tasks and no
-consumer), 503 when Redis is unreachable."""
+"""`GET /healthz` (and its alias `GET /health`): is Redis reachable, how many workers are
+live; `degraded` (200) with the reasons when tasks would wait (no live worker, a queue with
+waiting tasks and no consumer), 503 when Redis is unreachable.
+
+Not `GET /api/v1/tasks/health`: that is the operators' task-system report (admin)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ async def healthz(request: web.Request) -> web.Response:
     if reasons:
         body["reasons"] = reasons
     return web.json_response(body)
+
+
+async def health(request: web.Request) -> web.Response:
+    """`GET /health`: the same answer as `/healthz`, under the name people try first."""
+    return await healthz(request)
 
 
 async def sentinel_view(client: Any) -> str | None:
