@@ -131,13 +131,20 @@ def announce(settings: Settings, private_redis: str | None, honcho: subprocess.P
             time.sleep(0.5)
     else:
         return
+    print(address_block(settings, private_redis), flush=True)
+
+
+def address_block(settings: Settings, private_redis: str | None) -> str:
+    """The addresses and credentials `make run` prints once the gateway answers."""
+    base = f"http://127.0.0.1:{settings.port}"
     dev = not settings.api_keys.get_secret_value()
     flower_password = settings.flower_password.get_secret_value()
     rows = [
         ("dashboard", base, "no login: development mode (loopback only)" if dev
          else "log in with a key of API_KEYS"),
-        ("REST API", f"{base}/api/v1/tasks/...", "docs: " + f"{base}/api/v1/openapi.json"),
-        ("health", f"{base}/healthz", ""),
+        ("REST API", f"{base}/api/v1/tasks/...",
+         f"docs: {base}/api/docs (OpenAPI: {base}/api/v1/openapi.json)"),
+        ("health", f"{base}/healthz", "or /health"),
         ("Flower", f"http://{settings.flower_address}:{settings.flower_port}",
          f"{settings.flower_user} / {flower_password}"),
         ("Redis", private_redis or redact_url(settings.redis_url),
@@ -147,7 +154,7 @@ def announce(settings: Settings, private_redis: str | None, honcho: subprocess.P
     block = ["", "CLAW.AI is running:"]
     block += [f"  {name:<10} {url:<{width}}  {note}".rstrip() for name, url, note in rows]
     block += ["  Ctrl-C stops everything.", ""]
-    print("\n".join(block), flush=True)
+    return "\n".join(block)
 
 
 if __name__ == "__main__":
