@@ -160,7 +160,10 @@ async def task_cancel(request: web.Request) -> web.Response:
             raise Forbidden("only admins may terminate a running task")
         await _broadcast_revoke(request, task_id, terminate=True)
         body = {"task_id": task_id, "status": "REVOKING", "message": "termination requested"}
-        return web.json_response(shared(CancelResponse).dump(body), status=202)
+        return web.json_response(
+            shared(CancelResponse).dump(body), status=202,
+            headers={"Location": f"/api/v1/tasks/status/{task_id}"},
+        )  # fmt: skip
     if outcome == "MISSING":
         raise NotFound("no such task")
     error = {"type": "Cancelled", "message": f"cancelled by {principal.owner}"}

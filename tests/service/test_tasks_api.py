@@ -11,6 +11,7 @@ from claw_client import AsyncClawClient
 
 from tests.support.waiting import async_wait_until
 from workers.core.keys import HEALTH_REPORT_KEY, SYSTEM_COUNTS_KEY
+from workers.taskindex.index import TaskIndex
 
 AI = "/api/v1/tasks/ai/generate"
 T = "/api/v1/tasks"
@@ -214,6 +215,48 @@ async def test_a_202_names_its_status_url_in_location(alice) -> None:
         assert retried.headers["Location"] == f"{T}/status/{retried.json()['task_id']}"
         # (The retry may already have run: its outcome does not matter here.)
         await claw.request("POST", f"{T}/cancel/{retried.json()['task_id']}")
+
+
+async def test_terminating_a_running_task_answers_202_naming_its_status_url(admin, rclient) -> None:
+    """A task a worker runs (as the index has it): `terminate=true` answers 202 REVOKING,
+    and `Location` is the status URL to poll for the outcome."""
+    task_id = str(uuid.uuid4())
+    index = TaskIndex(rclient)
+    index.record(task_id, "PENDING", 0, name="generate_ai_response", queue="ai_high_priority",
+                 owner="ops")  # fmt: skip
+    index.record(task_id, "STARTED", 0, worker="elsewhere@host")
+    try:
+        async with AsyncClawClient(admin.base_url, admin.token) as claw:
+            answer = await claw.request(
+                "POST", f"{T}/cancel/{task_id}", params={"terminate": "true"}
+            )
+            assert answer.status_code == 202 and answer.json()["status"] == "REVOKING"
+            assert answer.headers["Location"] == f"{T}/status/{task_id}"
+            polled = await claw.request("GET", answer.headers["Location"])
+            assert polled.status_code == 200 and polled.json()["task_id"] == task_id
+    finally:  # what the worker records once the task is terminated
+        index.record(task_id, "REVOKED", 0, error_type="Terminated", error_message="terminated")
+
+
+async def test_list_name_filter_matches_a_part_of_a_name_in_any_case(alice) -> None:
+    """`?name=` with no task of that exact name matches a part of names (a prefix, any
+    substring), case-insensitively; it combines with the other filters."""
+    _, body = await alice.post(AI, json=ai_body(countdown=300))
+    task_id = body["task_id"]
+    try:
+        for part in ("generate", "GENERATE_AI", "ai_resp", "Response"):
+            status, page = await alice.get(f"{T}/list", params={"name": part, "limit": 500})
+            assert status == 200, page
+            assert task_id in {t["task_id"] for t in page["tasks"]}, part
+            assert all(part.lower() in t["name"] for t in page["tasks"]), part
+        _, pending = await alice.get(f"{T}/list", params={"name": "ai_resp", "status": "PENDING"})
+        assert task_id in {t["task_id"] for t in pending["tasks"]}
+        _, done = await alice.get(f"{T}/list", params={"name": "ai_resp", "status": "SUCCESS"})
+        assert task_id not in {t["task_id"] for t in done["tasks"]}
+        _, none = await alice.get(f"{T}/list", params={"name": "no_such_part_of_a_name"})
+        assert none["tasks"] == [] and none["next_cursor"] is None
+    finally:
+        await alice.post(f"{T}/cancel/{task_id}")
 
 
 async def test_openapi_document_is_generated_from_the_schemas(admin) -> None:
