@@ -188,7 +188,8 @@ async def cancel_batch(request: web.Request) -> web.Response:
     answer = await submit(request, queues.BULK_ACTION, data, "batch cancel submitted", None)
     bulk = json.loads(answer.body)  # type: ignore[arg-type]
     body = {"batch_id": batch_id, "status": "CANCELLING", "bulk_task_id": bulk["task_id"]}
-    return web.json_response(shared(BatchCancelResponse).dump(body), status=202)
+    return web.json_response(shared(BatchCancelResponse).dump(body), status=202,
+                             headers={"Location": f"/api/v1/batches/{batch_id}"})  # fmt: skip
 
 
 async def _visible_batch(request: web.Request, batch_id: str) -> dict[str, Any]:

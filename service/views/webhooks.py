@@ -94,4 +94,7 @@ async def redeliver_webhook(request: web.Request) -> web.Response:
     await request.app[publisher_key].publish(name, kwargs, task_id=delivery_id, record=fields_)
     body = {"task_id": task_id, "webhook_id": chosen["webhook_id"], "event": chosen["event"],
             "delivery_task_id": delivery_id, "message": "delivery queued"}  # fmt: skip
-    return web.json_response(body, status=202)
+    # What to poll: the delivery log, where this attempt appears (the task's status does
+    # not change, and the delivery task is the platform's, not the caller's).
+    return web.json_response(body, status=202,
+                             headers={"Location": f"/api/v1/tasks/{task_id}/webhooks"})  # fmt: skip

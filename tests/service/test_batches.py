@@ -215,3 +215,18 @@ async def test_the_same_batch_twice_with_an_idempotency_key_runs_once(
     status, answer = await call(http, ALICE, "POST", BATCHES, data=lines(note(9)), headers=key)
     assert status == 422, answer
     assert orphans(batch_redis_url) == []
+
+
+async def test_cancelling_a_batch_answers_202_naming_the_batch_to_poll(http, alice) -> None:
+    answer = await alice.submit_batch(
+        [("notifications/send", note(n, countdown=3600)["body"]) for n in range(3)]
+    )
+    batch_id = answer["batch_id"]
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    async with http.post(f"{BATCHES}/{batch_id}/cancel", headers=headers) as resp:
+        assert resp.status == 202 and (await resp.json())["status"] == "CANCELLING"
+        location = resp.headers["Location"]
+    assert location == f"{BATCHES}/{batch_id}"
+    status, polled = await call(http, ALICE, "GET", location)
+    assert status == 200 and polled["batch_id"] == batch_id and polled["cancelled"]
+    await batch_in(alice, batch_id, {"REVOKED", "SUCCESS"})

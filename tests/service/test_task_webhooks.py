@@ -9,11 +9,13 @@ import base64
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+from claw_client import AsyncClawClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.support.api import ALICE, API_KEYS, BOB, Api
@@ -217,3 +219,26 @@ async def test_the_secret_rotates_with_a_grace_period_and_is_the_owners_alone(
     assert status == 404
     status, _ = await bob.call("POST", f"{API}/{task_id}/webhooks/redeliver", {})
     assert status == 404
+
+
+async def test_a_redelivery_answers_202_naming_the_delivery_log_to_poll(alice, receiver) -> None:
+    """`Location` of a redelivery's 202 is the task's delivery log, where the new attempt
+    appears (the task's status does not change with it)."""
+    name = f"again-{uuid.uuid4().hex[:8]}"
+    task_id = await notify(alice, {"url": f"{receiver.base_url}/ok/{name}"})
+
+    async def attempts(log_url: str, count: int) -> Any:
+        _, log = await alice.call("GET", log_url)
+        return log if len(log["deliveries"]) >= count else None
+
+    await async_wait_until(lambda: attempts(f"{API}/{task_id}/webhooks", 1), 20,
+                           what="the first delivery logged")  # fmt: skip
+    async with AsyncClawClient(alice.base_url, ALICE) as claw:
+        answer = await claw.request("POST", f"{API}/{task_id}/webhooks/redeliver", json={})
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["Location"] == f"{API}/{task_id}/webhooks"
+    log = await async_wait_until(lambda: attempts(answer.headers["Location"], 2), 20,
+                                 what="the redelivery logged")  # fmt: skip
+    assert log["deliveries"][-1]["redelivery"] is True
+    assert log["deliveries"][-1]["webhook_id"] == answer.json()["webhook_id"]
+
