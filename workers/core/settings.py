@@ -156,10 +156,11 @@ class Settings(BaseSettings):
     offline_embedding_dims: int = Field(256, ge=16)
     grounding_top_k: int = Field(4, ge=1, le=50)
     # Search results (and grounding passages) no more similar than this (cosine) are not
-    # returned: a query sharing nothing with a base finds nothing, not a 0.000 "match".
-    # 0 suits the offline embedder; with OpenAI's embeddings unrelated text scores about
-    # 0.1-0.2, so 0.25 is a sensible floor there.
-    knowledge_min_score: float = Field(0.0, ge=-1, le=1)
+    # returned: a nonsense query finds nothing, not a weak "match". Unset: the embedder's
+    # own floor (workers/knowledge/embeddings.py): 0.25 with OpenAI's text-embedding-3-*
+    # (unrelated text scores about 0.0-0.2); 0 with the offline embedder, which matches
+    # only passages sharing a word with the query (its hashed scores cannot tell).
+    knowledge_min_score: float | None = Field(None, ge=-1, le=1)
 
     # Webhooks: HMAC-SHA256 key for the signature header. Private, loopback and
     # link-local targets are refused unless allowed (all, or a comma-separated CIDR list).
@@ -229,6 +230,11 @@ class Settings(BaseSettings):
         if not names or unknown:
             raise ValueError(f"must name queues among {', '.join(QUEUES)} (unknown: {unknown})")
         return ",".join(names)
+
+    @field_validator("knowledge_min_score", mode="before")
+    @classmethod
+    def _unset_knowledge_min_score(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value  # KEY=
 
     @field_validator("log_level")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any
 
 from workers.core.settings import Settings
 from workers.knowledge.chunking import split_text
-from workers.knowledge.embeddings import Embedder, embedder_for
+from workers.knowledge.embeddings import Embedder, embedder_for, min_score
 from workers.knowledge.vector_store import Document, RedisVectorStore, VectorStore
 
 # percent (0-100), message
@@ -124,8 +124,11 @@ def search(
     client: Any, settings: Settings, owner: str | None, kb_id: str, query: str, k: int = 5
 ) -> list[dict[str, Any]]:
     """The `k` chunks of `owner`'s knowledge base best matching `query`, with scores; none
-    scored KNOWLEDGE_MIN_SCORE or less."""
+    scored the floor or less (KNOWLEDGE_MIN_SCORE, by default the embedder's own), none
+    the embedder says cannot match (the offline one: sharing no word with the query)."""
     embedder = embedder_for(settings)
     [vector] = embedder.embed([query])
-    matches = store_for(client, owner).search(kb_id, vector, k)
-    return [m.as_dict() for m in matches if m.score > settings.knowledge_min_score]
+    floor = min_score(settings, embedder)
+    keep = embedder.passage_filter(query)
+    matches = store_for(client, owner).search(kb_id, vector, k, keep)
+    return [m.as_dict() for m in matches if m.score > floor]

@@ -25,6 +25,7 @@ import json
 import time
 import uuid
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -91,8 +92,12 @@ class VectorStore(Protocol):
         """The current documents of a knowledge base, with their source text."""
         ...
 
-    def search(self, kb_id: str, vector: list[float], k: int) -> list[Match]:
-        """The `k` chunks most similar to `vector` (cosine), best first."""
+    def search(
+        self, kb_id: str, vector: list[float], k: int,
+        keep: Callable[[str], bool] | None = None,
+    ) -> list[Match]:  # fmt: skip
+        """The `k` chunks most similar to `vector` (cosine), best first; only chunks whose
+        text `keep` accepts, when given."""
         ...
 
 
@@ -205,11 +210,17 @@ class RedisVectorStore:
         ]
         return sorted(found, key=lambda d: d.updated_at)
 
-    def search(self, kb_id: str, vector: list[float], k: int) -> list[Match]:
+    def search(
+        self, kb_id: str, vector: list[float], k: int,
+        keep: Callable[[str], bool] | None = None,
+    ) -> list[Match]:  # fmt: skip
         query = array("f", vector)
         matches: list[Match] = []
         for doc, fields in self._read(kb_id):
             for i in range(int(doc.get("chunks", 0))):
+                text = fields.get(f"t:{i}", "")
+                if keep is not None and not keep(text):
+                    continue
                 stored = decode_vector(fields.get(f"v:{i}", ""))
                 if len(stored) != len(query):
                     continue  # embedded with another model; update_knowledge_base fixes it
@@ -219,7 +230,7 @@ class RedisVectorStore:
                     Match(
                         document_id=doc["document_id"],
                         chunk_index=i,
-                        text=fields.get(f"t:{i}", ""),
+                        text=text,
                         score=score,
                         title=doc.get("title", ""),
                         metadata=doc.get("metadata") or {},

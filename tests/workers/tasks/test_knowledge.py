@@ -15,7 +15,10 @@ from tests.workers.tasks.conftest import run_task
 from workers.core import queues
 from workers.core.headers import OWNER_HEADER
 from workers.core.keys import FEED_STREAM, docs_key, kb_prefix
-from workers.knowledge.vector_store import RedisVectorStore
+from workers.core.settings import load_settings
+from workers.knowledge.embeddings import embedder_for, min_score
+from workers.knowledge.indexing import store_for, vectorize
+from workers.knowledge.vector_store import Document, RedisVectorStore
 
 QUEUE = "tests_knowledge"
 # The owner of the development gateway's principal (no API keys): the search API reads
@@ -102,6 +105,62 @@ async def test_vectorize_search_delete_round_trip_with_progress_per_batch(
     again = run_task(celery_app, queues.DELETE_KNOWLEDGE_VECTORS, QUEUE, kb_id=kb,
                      document_id="guide", owner=DEV)  # fmt: skip
     assert again.state == "SUCCESS" and again.result["removed_chunks"] == 0
+
+
+# A document of several 800-character chunks (the default CHUNK_SIZE).
+HANDBOOK = "\n\n".join([
+    "Solar panels convert sunlight into electricity using photovoltaic cells on the roof; "
+    "the inverter in the basement turns their direct current into household power.",
+    "The espresso machine needs descaling every month with citric acid and warm water. "
+    "Run two empty cycles afterwards so that the coffee does not taste sour.",
+    "Our hiking club meets on Saturday mornings at the trailhead near the old mill. "
+    "Bring sturdy boots, a rain jacket and enough drinking water for six hours.",
+    "Quarterly taxes are due in April, June, September and January for freelancers. "
+    "Late payments are charged interest from the day after the deadline.",
+    "The library lends telescopes to members for two weeks at a time, free of charge. "
+    "A short introduction to the night sky is held on the first Friday of each month.",
+    "Bicycles may be parked in the courtyard racks; the gate code changes every quarter "
+    "and is posted on the notice board beside the mailboxes.",
+    "Recycling is collected on Tuesdays: paper in the blue bins, glass in the green ones, "
+    "and batteries go into the small box at the reception desk.",
+])  # fmt: skip
+
+
+async def test_with_default_settings_nonsense_finds_nothing_and_a_related_query_its_document(
+    kb_gateway, rclient
+) -> None:
+    """Default settings, so the offline embedder and its default floor: its hashed
+    scores put nonsense above 0 ("qwfp zxcv" scored 0.08 against this document), so only
+    passages sharing a word, or a form of one, with the query match."""
+    settings = load_settings(openai_api_key="")
+    assert settings.knowledge_min_score is None  # the embedder's own floor
+    kb = new_kb()
+    document = Document(document_id="handbook", text=HANDBOOK, title="Handbook", metadata={})
+    indexed = vectorize(store_for(rclient, DEV), embedder_for(settings), settings, kb, document)
+    assert indexed["offline"] is True and indexed["chunks"] >= 2
+    for nonsense in ("qwfp zxcv", "blorft snargle vimmix", "xyzzy plugh", "zorp quux wibble"):
+        status, body = await search(kb_gateway, kb, nonsense, k=5)
+        assert status == 200 and body["results"] == [], (nonsense, body)
+    for query, passage in (("how often must the espresso machine be descaled", "espresso"),
+                           ("when are quarterly taxes due", "Quarterly taxes"),
+                           ("telescope", "telescopes")):  # fmt: skip
+        status, body = await search(kb_gateway, kb, query, k=5)
+        assert status == 200, body
+        assert body["results"] and {r["document_id"] for r in body["results"]} == {"handbook"}
+        assert any(passage in r["text"] for r in body["results"]), (query, body)
+        assert all(r["score"] > 0 for r in body["results"])
+
+
+def test_the_relevance_floor_is_the_embedders_own_unless_set() -> None:
+    offline = load_settings(openai_api_key="")
+    online = load_settings(openai_api_key="sk-test", openai_base_url="http://127.0.0.1:9/v1")
+    assert min_score(offline, embedder_for(offline)) == 0.0
+    assert min_score(online, embedder_for(online)) == 0.25  # OpenAI's text-embedding-3-*
+    for settings in (offline, online):
+        chosen = settings.model_copy(update={"knowledge_min_score": 0.4})
+        assert min_score(chosen, embedder_for(chosen)) == 0.4
+    # KNOWLEDGE_MIN_SCORE= (empty, as in .env.example) is unset, not an error.
+    assert load_settings(knowledge_min_score="").knowledge_min_score is None
 
 
 async def test_search_validates_its_query(kb_gateway) -> None:
