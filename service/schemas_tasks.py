@@ -1,4 +1,5 @@
-"""Request schemas of the knowledge base and notification submissions, and the search API.
+"""Request schemas of the knowledge base and notification submissions, and the schemas of
+the knowledge reads (listings, search).
 
 The submission endpoints load these like any other `XxxRequest`; scheduling options
 (priority, countdown, eta) come from `SubmitOptions`. Knowledge bases belong to the key's
@@ -99,3 +100,33 @@ class KnowledgeSearchResponse(Schema):
     query = fields.String()
     k = fields.Integer()
     results = fields.List(fields.Nested(KnowledgeMatch))
+
+
+class KnowledgeBaseSummary(Schema):
+    kb_id = fields.String(required=True)
+    documents = fields.Integer(required=True, metadata={"description": "its number of documents"})
+
+
+class KnowledgeBasesResponse(Schema):
+    knowledge_bases = fields.List(
+        fields.Nested(KnowledgeBaseSummary), required=True,
+        metadata={"description": "the acting owner's knowledge bases (none: empty)"},
+    )  # fmt: skip
+
+
+class KnowledgeDocument(Schema):
+    document_id = fields.String(required=True)
+    title = fields.String(required=True)
+    chunks = fields.Integer(required=True, metadata={"description": "its number of chunks"})
+    updated_at = fields.String(
+        required=True, allow_none=True,
+        metadata={"description": "when it was last vectorized (ISO 8601, UTC)"},
+    )  # fmt: skip
+    size = fields.Integer(
+        required=True, metadata={"description": "its text's length, in characters"}
+    )
+
+
+class KnowledgeDocumentsResponse(Schema):
+    kb_id = fields.String(required=True)
+    documents = fields.List(fields.Nested(KnowledgeDocument), required=True)

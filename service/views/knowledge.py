@@ -1,4 +1,6 @@
-"""`GET /api/v1/knowledge/{kb_id}/search`: the best-matching chunks of a knowledge base.
+"""The knowledge base reads: `GET /api/v1/knowledge` (the caller's bases), `GET
+/api/v1/knowledge/{kb_id}/documents` (a base's documents) and `GET
+/api/v1/knowledge/{kb_id}/search` (its best-matching chunks).
 
 The base is the caller's own (an admin key may name another `owner`); one the acting
 owner does not have answers 404 (`service.ownership`).
@@ -18,7 +20,13 @@ from service.middlewares import principal_of
 from service.ownership import acting_owner, require_knowledge_base
 from service.requests import load_query
 from service.schemas import shared
-from service.schemas_tasks import KnowledgeSearchQuery, KnowledgeSearchResponse, OwnerQuery
+from service.schemas_tasks import (
+    KnowledgeBasesResponse,
+    KnowledgeDocumentsResponse,
+    KnowledgeSearchQuery,
+    KnowledgeSearchResponse,
+    OwnerQuery,
+)
 from workers.core.settings import Settings
 from workers.taskindex.status import iso
 
@@ -57,7 +65,8 @@ def _documents(client: Any, owner: str, kb_id: str) -> list[dict[str, Any]]:
 async def knowledge_bases(request: web.Request) -> web.Response:
     """The caller's knowledge bases (an admin may name another `owner`)."""
     owner = acting_owner(principal_of(request), load_query(request, shared(OwnerQuery))["owner"])
-    return web.json_response({"knowledge_bases": await with_sync_redis(request, _bases, owner)})
+    bases = await with_sync_redis(request, _bases, owner)
+    return web.json_response(shared(KnowledgeBasesResponse).dump({"knowledge_bases": bases}))
 
 
 async def knowledge_documents(request: web.Request) -> web.Response:
@@ -66,7 +75,8 @@ async def knowledge_documents(request: web.Request) -> web.Response:
     kb_id = request.match_info["kb_id"]
     await require_knowledge_base(request.app[redis_key], owner, kb_id, "kb_id")
     documents = await with_sync_redis(request, _documents, owner, kb_id)
-    return web.json_response({"kb_id": kb_id, "documents": documents})
+    body = {"kb_id": kb_id, "documents": documents}
+    return web.json_response(shared(KnowledgeDocumentsResponse).dump(body))
 
 
 async def knowledge_search(request: web.Request) -> web.Response:
