@@ -89,13 +89,24 @@ Celery:
   workers/runtime/signals.py refreshes their claims at each heartbeat. celery 5.7.0.
 - `celery._state.get_current_task`: the running task, without importing Celery in the
   gateway. workers/core/logging_setup.py. celery 5.7.0.
+- `Consumer.on_send_event_buffered`: what a worker's event dispatcher calls when it
+  buffers a task event (the Events bootstep passes it as `on_send_buffered`), and
+  `Consumer._flush_events`, which publishes the buffer. workers/runtime/task_events.py
+  replaces the first (flush on the loop's next turn) by a flush an interval later.
+  celery 5.7.0.
+- `Hub.call_later(delay, callback, *args)`: a timer on the worker's event loop (kombu's
+  hub). workers/runtime/task_events.py. kombu 5.7.0.
+
+Not checked here, because it checks itself: the gateway builds a shape of task message
+from a template of Celery's own only after the two agreed on a message of that shape
+(service/message_templates.py); a layout that changed keeps that shape with Celery.
 
 Subclasses that override private methods (each stays with the concept it serves):
 `_HighestFirst` in workers/runtime/priority.py (`PriorityChannel`, `PrioritySentinelChannel`:
 `_get_message_priority`, `_put`, `conn_or_acquire`), `_IndexedMixin` in workers/runtime/backend.py
 (`IndexedRedisBackend`, `IndexedSentinelBackend`: `_store_result`), `ClawRequest` in
-workers/runtime/base.py (`__init__`, `on_failure`). The one patch of a live object is
-`PublishCapture`, below.
+workers/runtime/base.py (`__init__`, `on_failure`). The patches of live objects are
+`PublishCapture`, below, and `Consumer.on_send_event_buffered` (workers/runtime/task_events.py).
 """
 
 from __future__ import annotations
@@ -387,6 +398,17 @@ def _worker_request() -> Any:
     return importlib.import_module("celery.worker.request").Request
 
 
+def _probe_event_buffering() -> str | None:
+    consumer = importlib.import_module("celery.worker.consumer.consumer").Consumer
+    missing = _has(consumer, "on_send_event_buffered") or _has(consumer, "_flush_events")
+    if missing:
+        return missing
+    events = importlib.import_module("celery.worker.consumer.events").Events
+    if "on_send_buffered=c.on_send_event_buffered" not in inspect.getsource(events.start):
+        return "the worker's event dispatcher no longer calls Consumer.on_send_event_buffered"
+    return None
+
+
 INTERNALS: tuple[Internal, ...] = (
     Internal("Channel._put(_publish_batch=)", "kombu", _probe_put_batch),
     Internal("Channel._put_fanout(_publish_batch=)", "kombu", _probe_put_fanout_batch),
@@ -446,5 +468,13 @@ INTERNALS: tuple[Internal, ...] = (
         "celery._state.get_current_task",
         "celery",
         lambda: _has(importlib.import_module("celery._state"), "get_current_task"),
+    ),
+    Internal("Consumer.on_send_event_buffered", "celery", _probe_event_buffering),
+    Internal(
+        "Hub.call_later(delay, callback, *args)",
+        "kombu",
+        lambda: _accepts(
+            importlib.import_module("kombu.asynchronous.hub").Hub.call_later, "delay", "callback"
+        ),
     ),
 )

@@ -43,6 +43,7 @@ from workers.runtime.housekeeping import Housekeeper
 from workers.runtime.internals import exit_unless_internals_hold
 from workers.runtime.rate_limit import undeclarable_rates
 from workers.runtime.recovery import recover_lost
+from workers.runtime.task_events import batch_task_events
 from workers.taskindex.lua_scripts import RecordUpdate
 from workers.taskindex.record import publish_fields
 
@@ -123,10 +124,12 @@ beat_init.connect(exit_unless_internals_hold)
 
 @worker_init.connect
 def _check_tasks(sender: Any = None, **_: Any) -> None:
-    """Once the task modules are imported: a worker refuses to start when a task's
+    """Task events in batches (`workers.runtime.task_events`). Once the task modules are
+    imported: a worker refuses to start when a task's
     `rate_limit` cannot be enforced (it would otherwise run unlimited), and it runs the
     source document's names of the built-in tasks as those tasks (another client's message
     may carry them)."""
+    batch_task_events()
     tasks = sender.app.tasks
     problems = undeclarable_rates(tasks)
     if problems:

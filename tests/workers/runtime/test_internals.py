@@ -17,7 +17,9 @@ import celery.worker.state
 import kombu
 import pytest
 from celery.backends.redis import RedisBackend
+from celery.worker.consumer.consumer import Consumer
 from celery.worker.request import Request
+from kombu.asynchronous.hub import Hub
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 from kombu.utils.json import dumps
@@ -115,6 +117,10 @@ BREAK: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
         mp, celery.worker.state, "active_requests"
     ),
     "celery._state.get_current_task": lambda mp: remove(mp, celery._state, "get_current_task"),
+    "Consumer.on_send_event_buffered": lambda mp: remove(mp, Consumer, "_flush_events"),
+    "Hub.call_later(delay, callback, *args)": lambda mp: mp.setattr(
+        Hub, "call_later", lambda self, callback: None
+    ),
 }
 INSTALLED = f"kombu {kombu.__version__}, celery {celery.__version__}"
 
