@@ -556,8 +556,9 @@ class FeedHub:
             task_id = event.get("uuid")
             # Not a state change (it may arrive after STARTED: pub/sub and the stream are
             # two channels): `state` is null, the task's state is the last `task` event's.
+            # `received_by`, not `worker`: REST's `worker` is the one that ran the task.
             received = message(
-                "received", task_id=task_id, state=None, worker=hostname,
+                "received", task_id=task_id, state=None, received_by=hostname,
                 name=event.get("name"), owner=self._owners.get(task_id or ""),
             )  # fmt: skip
             if received["owner"] is None and task_id:

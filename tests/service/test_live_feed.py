@@ -342,12 +342,16 @@ async def test_gateway_shutdown_closes_websockets_going_away(http, redis_url, lo
 
 
 async def test_feed_fields_mean_what_rest_says_and_never_move_a_task_back(
-    http, live_gateway, live_worker, celery_app
+    http, live_gateway, live_worker, celery_app, key
 ) -> None:
-    """A default priority is 5 in the PENDING event as in REST; a `received` event (Celery's,
-    over pub/sub, which may arrive after STARTED) carries no state."""
+    """A default priority is 5 in the PENDING event as in REST; an error is REST's `error`
+    (the message) and `error_type`, from the gateway (a cancel) and from a worker (a
+    failure); `worker` is the one that ran the task, as in REST, and a `received` event
+    (Celery's, over pub/sub, which may arrive after STARTED) names the worker that received
+    it `received_by` and carries no state."""
     ws = await connect(http, live_gateway, query="?all=true")
     api = Api(http, live_gateway.base_url, ALICE)
+    admin = Api(http, live_gateway.base_url, ADMIN)
     note = {"channel": "in_app", "recipient": "alice", "message": "m", "countdown": 300}
     status, body = await api.post("/api/v1/tasks/notifications/send", json=note)
     assert status == 202
@@ -356,12 +360,47 @@ async def test_feed_fields_mean_what_rest_says_and_never_move_a_task_back(
     _, rest = await api.get(f"/api/v1/tasks/status/{body['task_id']}")
     assert event["state"] == "PENDING" and event["priority"] == rest["priority"] == 5
     await api.post(f"/api/v1/tasks/cancel/{body['task_id']}")
+    cancelled = await collect(ws, ended(body["task_id"], "REVOKED"))
+    await same_error_as_rest(api, ended_event(cancelled, body["task_id"], "REVOKED"))
+
+    failed = celery_app.send_task("tests.plain_transient", args=[key], queue=QUEUE)
+    failure = await collect(ws, ended(failed.id, "FAILURE"))
+    await same_error_as_rest(admin, ended_event(failure, failed.id, "FAILURE"))
 
     task = celery_app.send_task("tests.now", queue=QUEUE)
-    messages = await collect(ws, finished(task.id))
+    messages = await collect(
+        ws, lambda ms: finished(task.id)(ms) and any(received(m, task.id) for m in ms)
+    )
     mine = [m for m in messages if m.get("task_id") == task.id]
-    assert all(m["state"] is None for m in mine if m["type"] == "received")
+    [got] = [m for m in mine if received(m, task.id)]
+    assert got["state"] is None and got["received_by"] == live_worker.hostname
+    assert "worker" not in got  # REST's `worker` is the one that ran it
+    _, rest = await admin.get(f"/api/v1/tasks/status/{task.id}")
+    ran = [m["worker"] for m in mine if m["type"] == "task" and m["state"] != "PENDING"]
+    assert ran and set(ran) == {rest["worker"]} == {live_worker.hostname}
     # Every time on the feed is ISO 8601 in UTC, as in REST.
     assert all(datetime.fromisoformat(m["ts"]).utcoffset() == timedelta(0) for m in messages)
     assert task_states(messages, task.id) == ["PENDING", "STARTED", "SUCCESS"]
     await ws.close()
+
+
+def received(message, task_id):
+    return message["type"] == "received" and message.get("task_id") == task_id
+
+
+def ended(task_id, state):
+    return lambda ms: ended_event(ms, task_id, state) is not None
+
+
+def ended_event(messages, task_id, state):
+    return next((m for m in messages if m["type"] == "task" and m["task_id"] == task_id
+                 and m["state"] == state), None)  # fmt: skip
+
+
+async def same_error_as_rest(api, event) -> None:
+    """The event's error fields are the status body's: `error` the message (a string),
+    `error_type` its type."""
+    _, rest = await api.get(f"/api/v1/tasks/status/{event['task_id']}")
+    assert isinstance(event["error"], str) and event["error"], event
+    assert (event["error"], event["error_type"]) == (rest["error"], rest["error_type"]), (
+        event, rest)  # fmt: skip

@@ -185,7 +185,14 @@ class RecordUpdate:
 
 
 def event_json(event: Mapping[str, Any] | None) -> str:
-    return json.dumps(event, default=str, separators=(",", ":")) if event else ""
+    """The event's fields as JSON. An error given as {type, message} goes as REST has it:
+    `error` the message, `error_type` its type (the feed's fields mean what REST's do)."""
+    if not event:
+        return ""
+    error = event.get("error")
+    if isinstance(error, Mapping):
+        event = {**event, "error": error.get("message"), "error_type": error.get("type")}
+    return json.dumps(event, default=str, separators=(",", ":"))
 
 
 def publish_call(update: RecordUpdate, commands: list[tuple[Any, ...]]) -> Call:
