@@ -40,7 +40,7 @@ from service.middlewares import (
 )
 from service.openapi import setup_openapi
 from service.publisher import TaskPublisher
-from service.redis_pipe import RedisPipe
+from service.redis_pipe import RedisPipe, pipelinable
 from service.routes import admin_paths, public_routes, setup_routes
 from service.sessions import SessionStore
 from service.task_store import TaskStore
@@ -61,8 +61,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = async_redis(settings)
     app[redis_key] = client
     app[sync_redis_key] = sync_redis(settings)
-    pipe = RedisPipe(client)
-    app[redis_pipe_key] = pipe
+    # The hot paths' commands on one auto-pipelined connection (not under TLS).
+    pipe = RedisPipe(client) if pipelinable(client) else None
+    if pipe is not None:
+        app[redis_pipe_key] = pipe
     store = TaskStore(client, ttl=settings.task_history_ttl, pipe=pipe)
     app[task_store_key] = store
     refusals = asyncio.get_running_loop().create_task(store.retry_refusals())
@@ -75,7 +77,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await refusals
     await waiter.close()
-    await pipe.aclose()
+    if pipe is not None:
+        await pipe.aclose()
     await client.aclose()
     app[sync_redis_key].close()
 
@@ -126,7 +129,7 @@ async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
     app[celery_key] = celery
     settings = app[settings_key]
     publisher = TaskPublisher(
-        celery, app[redis_key], ttl=settings.task_history_ttl, pipe=app[redis_pipe_key],
+        celery, app[redis_key], ttl=settings.task_history_ttl, pipe=app.get(redis_pipe_key),
         replica_acks=settings.redis_replica_acks,
         replica_ack_timeout_ms=settings.redis_replica_ack_timeout_ms,
     )  # fmt: skip

@@ -84,6 +84,7 @@ class MessageTemplates:
         self._argsrepr_max = celery.amqp.argsrepr_maxsize
         self._kwargsrepr_max = celery.amqp.kwargsrepr_maxsize
         self._repr_levels = celery.conf.task_repr_maxlevels
+        self._clock = celery.clock  # type: ignore[attr-defined]  # the events' Lamport clock
 
     @property
     def verified(self) -> int:
@@ -143,7 +144,7 @@ class MessageTemplates:
         if template.event is not None and template.event_body is not None:
             event_body = {
                 **template.event_body, "utcoffset": utcoffset(),
-                "clock": self._celery.clock.forward(), "uuid": task_id, "root_id": task_id,
+                "clock": self._clock.forward(), "uuid": task_id, "root_id": task_id,
                 "args": argsrepr, "kwargs": kwargsrepr, "eta": eta, "timestamp": time.time(),
             }  # fmt: skip
             event = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -86,12 +85,9 @@ class RedisPipe:
                 elif kwargs.get("path"):
                     connection = loop.create_unix_connection(_PipeProtocol, kwargs["path"])
                 else:
-                    tls = _tls_context(kwargs) if _uses_tls(self._pool) else None
                     connection = loop.create_connection(
-                        _PipeProtocol, kwargs.get("host", "localhost"),
-                        kwargs.get("port", 6379), ssl=tls,
-                        server_hostname=kwargs.get("host") if tls else None,
-                    )  # fmt: skip
+                        _PipeProtocol, kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+                    )
                 _, protocol = await connection
                 hello: list[Any] = []
                 if kwargs.get("password"):
@@ -220,15 +216,8 @@ def _specific(error: redis.exceptions.ResponseError) -> redis.exceptions.RedisEr
     return known(message) if known is not None else error
 
 
-def _uses_tls(pool: redis.asyncio.ConnectionPool) -> bool:
-    return issubclass(pool.connection_class, redis.asyncio.SSLConnection)
-
-
-def _tls_context(kwargs: dict[str, Any]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
-    if kwargs.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if kwargs.get("ssl_certfile"):
-        context.load_cert_chain(kwargs["ssl_certfile"], kwargs.get("ssl_keyfile"))
-    return context
+def pipelinable(client: redis.asyncio.Redis) -> bool:
+    """Whether a pipe can stand in for `client`: a TCP or Unix connection, plain or found
+    through Sentinel. TLS (`rediss://`) stays with redis-py, whose TLS options (client
+    certificates, revocation, hostname checks) this module does not repeat."""
+    return not issubclass(client.connection_pool.connection_class, redis.asyncio.SSLConnection)

@@ -96,7 +96,7 @@ async def check_body(
         if budget:
             await check_budget(
                 request.app[redis_key], request.app[settings_key], principal.owner,
-                request.app[redis_pipe_key],
+                request.app.get(redis_pipe_key),
             )  # fmt: skip
     await check_submission(request, task_name, data)
     if data.get("webhook") is not None:

@@ -14,7 +14,7 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-from service.redis_pipe import RedisPipe
+from service.redis_pipe import RedisPipe, pipelinable
 from tests.support.waiting import async_wait_until
 from workers.dev.embedded_redis import EmbeddedRedis
 
@@ -140,3 +140,9 @@ async def test_it_authenticates_and_selects_the_clients_database(server: Embedde
         await refused.execute("PING")
     await refused.aclose()
     await wrong.aclose()
+
+
+def test_a_tls_connection_stays_with_redis_py() -> None:
+    assert pipelinable(redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/0"))
+    assert pipelinable(redis.asyncio.Redis.from_url("unix:///tmp/redis.sock"))
+    assert not pipelinable(redis.asyncio.Redis.from_url("rediss://127.0.0.1:6380/0"))

@@ -25,7 +25,7 @@ _PENDING = "_claw_events_flush_pending"
 
 def batch_task_events() -> None:
     """Install the batching (at worker start-up, before its consumer exists)."""
-    Consumer.on_send_event_buffered = _on_send_event_buffered  # type: ignore[method-assign]
+    Consumer.on_send_event_buffered = _on_send_event_buffered  # type: ignore[method-assign,assignment]
 
 
 def _on_send_event_buffered(self: Any) -> None:
