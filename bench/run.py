@@ -16,6 +16,7 @@ ORDER = (
     "submit",
     "e2e",
     "drain",
+    "prefetch",
     "status",
     "flower",
     "history",

@@ -47,6 +47,7 @@ EXPECTED = [
     ("redis", "commands per task, all running (commands)"),
     ("replica", "HTTP ai/generate with REDIS_REPLICA_ACKS=1 (tasks/s)"),
     ("batch", "200-item batch, submit to all done (tasks/s)"),
+    ("prefetch", "last short task done behind a long one, prefetch 1 (s)"),
 ]
 
 
@@ -54,7 +55,7 @@ def number(text: str) -> float:
     return float(text.replace(",", "").rstrip("x"))
 
 
-GROUPS = ("drain,status", "e2e,flower,replica_acks", "submit,history,fanout",
+GROUPS = ("drain,status", "e2e,flower,replica_acks,prefetch", "submit,history,fanout",
           "redis_cost,batch")  # fmt: skip
 
 
