@@ -61,6 +61,7 @@ SHARED_WORKER = "the session worker's modules"
 UNITS = dict.fromkeys(
     (
         "tests/service/test_health.py",
+        "tests/service/test_knowledge_api.py",
         "tests/service/test_submissions.py",
         "tests/service/test_submit.py",
         "tests/service/test_tasks_api.py",
