@@ -10,7 +10,12 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from service.routes import ROUTES, Route
-from service.schemas import ErrorResponse, TaskStreamEvent, TaskWebhookPayload
+from service.schemas import (
+    ErrorResponse,
+    TaskStreamEvent,
+    TaskStreamResume,
+    TaskWebhookPayload,
+)
 
 ERRORS = {
     "400": "invalid input; `details` names each bad field",
@@ -29,9 +34,21 @@ ERRORS = {
 STREAM_DESCRIPTION = (
     "Server-Sent Events. Each event: `id` (its number in the task's event log), `event` "
     "(`state`, `progress`, `chunk`, `chunks_reset`, `waiting`; `resume` and `submitted` "
-    "without an id) and `data`, a JSON `TaskStreamEvent`. Ends after the final `state`, "
+    "without an id) and `data`, JSON: a `TaskStreamEvent` for the numbered events, a "
+    "`TaskStreamResume` for `resume` (the gateway ended the stream: reconnect with "
+    "`Last-Event-ID`), a `SubmitResponse` for `submitted`. Ends after the final `state`, "
     "whose `task` is the status body."
 )
+# Where a reader of a task's stream resumes (service/views/stream.py), as an EventSource
+# sends it on a reconnect.
+LAST_EVENT_ID: dict[str, Any] = {
+    "in": "header",
+    "name": "Last-Event-ID",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"},
+    "description": "replay the events numbered after this one (as `starting_after`, "
+    "which wins when both are given); a browser's EventSource sends it on a reconnect",
+}
 EVENT_STREAM: dict[str, Any] = {
     # One event of the stream, as an SSE parser yields it.
     "schema": {
@@ -90,12 +107,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "operationId": route.handler.__name__,  # type: ignore[attr-defined]
         "responses": {},
     }
-    parameters: list[dict[str, Any]] = [
-        {"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
-        for name in re.findall(r"{(\w+)}", route.path)
-    ]
-    if route.query is not None:
-        parameters.append({"in": "query", "schema": route.query})
+    parameters = _parameters(route)
     if parameters:
         op["parameters"] = parameters
     body = _request_body(route)
@@ -126,6 +138,19 @@ def _operation(route: Route) -> dict[str, Any]:
     if not route.public:
         op["security"] = [{"bearer": []}]
     return op
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    """The path's parameters, the query schema's, and a stream's `Last-Event-ID`."""
+    parameters: list[dict[str, Any]] = [
+        {"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", route.path)
+    ]
+    if route.query is not None:
+        parameters.append({"in": "query", "schema": route.query})
+    if route.events and route.method == "GET":
+        parameters.append(LAST_EVENT_ID)
+    return parameters
 
 
 # An example body of each error (the `error` text varies with the case).
@@ -213,6 +238,7 @@ def build_spec() -> dict[str, Any]:
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.schema("TaskStreamEvent", schema=TaskStreamEvent)
+    spec.components.schema("TaskStreamResume", schema=TaskStreamResume)
     spec.components.schema("TaskWebhookPayload", schema=TaskWebhookPayload)
     for route in ROUTES:
         spec.path(path=route.path, operations={route.method.lower(): _operation(route)})

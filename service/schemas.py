@@ -182,26 +182,84 @@ class StreamQuery(StrictSchema):
 
 
 class TaskStreamEvent(Schema):
-    """The `data` of one event of a task's SSE stream (docs/sse.md)."""
+    """The `data` of one numbered event of a task's SSE stream (docs/sse.md): the event as
+    the task's event log holds it (workers/taskindex/scripts/record.lua writes the state
+    changes, feed.lua the rest), `ts` in ISO 8601; the final state's also carries `task`."""
 
     type = fields.String(
-        required=True,
-        metadata={"description": "task (a state change), progress, chunk, chunks_reset, waiting"},
+        metadata={
+            "description": "task (a state change; its SSE event is `state`), progress, "
+            "chunk, chunks_reset, waiting. Absent only on the unnumbered final `state` of a "
+            "task recorded before event logs existed (then: task_id, state, task)"
+        },
     )
     seq = fields.Integer(metadata={"description": "the event's number, also its SSE id"})
     task_id = fields.String(required=True)
-    state = fields.String(metadata={"description": "the task's state (after the change)"})
-    prev = fields.String(metadata={"description": "state events: the state before"})
-    ts = fields.Float(metadata={"description": "when, epoch seconds"})
-    name = fields.String()
-    queue = fields.String()
-    percent = fields.Float(metadata={"description": "progress events"})
+    state = fields.String(
+        validate=validate.OneOf(STATES),
+        metadata={"description": "the task's state (task events: after the change)"},
+    )
+    prev = fields.String(
+        validate=validate.OneOf(STATES),
+        metadata={"description": "task events: the state before (absent on the first)"},
+    )
+    ts = fields.String(metadata={"format": "date-time", "description": "when, ISO 8601, UTC"})
+    owner = fields.String(
+        allow_none=True,
+        metadata={"description": "the task's owner (absent or null: none, an operator's task)"},
+    )
+    name = fields.String(metadata={"description": "the task's name"})
+    queue = fields.String(metadata={"description": "the task's queue"})
+    worker = fields.String(
+        metadata={"description": "task events from a worker (STARTED, a result): its name"}
+    )
+    priority = fields.Integer(metadata={"description": "a submission's PENDING event"})
+    tags = fields.List(
+        fields.String(), metadata={"description": "a submission's PENDING event, if tagged"}
+    )
+    metadata = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "a submission's PENDING event, if it has metadata"},
+    )
+    result = fields.Raw(
+        allow_none=True,
+        metadata={
+            "description": "SUCCESS: the result; null when larger than 64 KiB "
+            "(`result_truncated`; `task` has it whole)"
+        },
+    )
+    result_truncated = fields.Boolean(metadata={"description": "SUCCESS: see `result`"})
+    error = fields.String(
+        allow_none=True,
+        metadata={"description": "FAILURE, RETRY, REVOKED: the error's message, as REST's"},
+    )
+    error_type = fields.String(
+        allow_none=True,
+        metadata={"description": "FAILURE, RETRY, REVOKED: its type (a cancel: Cancelled)"},
+    )
+    percent = fields.Float(metadata={"description": "progress events: 0 to 100"})
     message = fields.String(metadata={"description": "progress events"})
     index = fields.Integer(metadata={"description": "chunk events: the chunk's position"})
     text = fields.String(metadata={"description": "chunk events: the output piece"})
+    reason = fields.String(metadata={"description": "waiting events: why the task waits"})
+    eta = fields.String(
+        metadata={"format": "date-time", "description": "waiting events: until when"}
+    )
     task = fields.Nested(
         "TaskStatusResponse",
         metadata={"description": "the final state event: the status body, result included"},
+    )
+
+
+class TaskStreamResume(Schema):
+    """The `data` of a stream's `resume` event (no id): the gateway ended the stream;
+    reconnect with `Last-Event-ID: <starting_after>`."""
+
+    starting_after = fields.Integer(
+        required=True, metadata={"description": "the last event sent on this stream"}
+    )
+    reason = fields.String(
+        required=True, metadata={"description": "slow reader, max age, server shutdown"}
     )
 
 

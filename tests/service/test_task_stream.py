@@ -1,6 +1,7 @@
 """A task's SSE stream (`GET /api/v1/tasks/{id}/stream`, `POST ...?stream=true`) against the
 real gateway, a real worker and a local OpenAI stand-in: numbered events, replay after
-`Last-Event-ID`, a reconnect in the middle of an AI reply, isolation, slow readers."""
+`Last-Event-ID`, a reconnect in the middle of an AI reply, isolation, slow readers, the
+event log pruned with its record, and the OpenAPI document's account of the stream."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import jsonschema_rs
 import pytest
 import redis
+from claw_client import AsyncClawClient, ClawClient
 
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI, Fault
 from tests.support.processes import database_url
 from tests.support.sse import Event, events
 from tests.support.waiting import async_wait_until
+from workers.core.keys import EXPIRY_KEY, events_key, task_key
+from workers.taskindex.lua_scripts import feed_call, prune_call, source
 
 QUEUE = "tests_sse"
 API = "/api/v1/tasks"
@@ -77,6 +82,39 @@ def sse_redis(sse_redis_url) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(sse_redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def openapi(sse_gateway) -> dict[str, Any]:
+    """The OpenAPI document the gateway serves."""
+    with ClawClient(sse_gateway.base_url, ADMIN) as claw:
+        answer = claw.request("GET", "/api/v1/openapi.json")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def json_schema(openapi: dict[str, Any], name: str) -> jsonschema_rs.Validator:
+    """A validator of the document's component `name`: OpenAPI 3.0's schemas as JSON
+    Schema (`nullable` as a null alternative, references into `definitions`), formats
+    (date-time) checked."""
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: convert(v) for k, v in node.items() if k != "nullable"}
+        if "$ref" in out:
+            out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/definitions/")
+        return {"anyOf": [out, {"type": "null"}]} if node.get("nullable") else out
+
+    definitions = {k: convert(v) for k, v in openapi["components"]["schemas"].items()}
+    schema = {"$ref": f"#/definitions/{name}", "definitions": definitions}
+    return jsonschema_rs.validator_for(schema, validate_formats=True)
+
+
+def invalid(validator: jsonschema_rs.Validator, data: Any) -> list[str]:
+    return [f"{e.message} at {list(e.instance_path)}" for e in validator.iter_errors(data)]
 
 
 @pytest.fixture
@@ -211,10 +249,8 @@ async def test_the_stream_is_the_owners_alone_and_bad_positions_are_named(
     http, sse_gateway
 ) -> None:
     body = {"conversation_id": "c-iso", "user_message": "hi"}
-    async with http.post(
-        f"{sse_gateway.base_url}{API}/ai/generate", json=body, headers=auth(ALICE)
-    ) as resp:
-        task_id = (await resp.json())["task_id"]
+    async with AsyncClawClient(sse_gateway.base_url, ALICE) as claw:
+        task_id = (await claw.generate(**body))["task_id"]
     url = f"{sse_gateway.base_url}{API}/{task_id}/stream"
     async with http.get(url, headers=auth(BOB)) as resp:
         assert resp.status == 404 and (await resp.json())["error"] == "no such task"
@@ -269,3 +305,121 @@ async def test_a_reader_told_to_resume_loses_nothing_and_a_stalled_one_holds_no_
     # The gateway still answers at once.
     async with http.get(f"{sse_gateway.base_url}/healthz") as resp:
         assert resp.status == 200
+
+
+async def test_a_burst_past_sse_buffer_ends_the_stream_with_resume_and_resuming_loses_nothing(
+    http, sse_gateway, publish, sse_redis, key, openapi
+) -> None:
+    """SSE_BUFFER=10. While the reader reads nothing, 40 chunks of its task reach the live
+    feed at once (one transaction, as a worker flushing buffered output would write them:
+    the gateway's feed reader gets them in one read, more than the stream's queue holds).
+    When it reads again, its stream ends with `resume` (no id) naming its position and
+    `slow reader`; resumed with Last-Event-ID, it has every event exactly once."""
+    hold = f"{key}:go"
+    task = publish("tests.stream", [3, hold, 0])  # STARTED, then waits for `hold`
+    url = f"{sse_gateway.base_url}{API}/{task.id}/stream"
+
+    async def started() -> bool:
+        return sse_redis.llen(events_key(task.id)) == 2  # PENDING, STARTED
+
+    await async_wait_until(started, 20, what="the task waiting for its hold key")
+    feed = sse_redis.register_script(source("feed"))
+    async with http.get(url, headers=auth(ADMIN)) as resp:
+        got = await read_all(resp, until=2)  # the stream is open, past the log
+        with sse_redis.pipeline() as burst:  # MULTI ... EXEC
+            for i in range(40):
+                keys, args = feed_call("chunk", task.id, {"text": f"b{i} "}, f"b{i} ", time.time())
+                feed(keys=keys, args=args, client=burst)
+            burst.execute()
+        sse_redis.set(hold, 1)  # then the task's own 3 chunks and 3 progress events
+
+        async def finished() -> bool:
+            return sse_redis.llen(events_key(task.id)) == 2 + 40 + 6 + 1
+
+        await async_wait_until(finished, 20, what="the burst and the task's end logged")
+        got += await read_all(resp)
+    resume = got[-1]
+    assert resume.name == "resume" and resume.id is None, [(e.id, e.name) for e in got]
+    assert resume.data == {"starting_after": numbered(got)[-1], "reason": "slow reader"}
+    assert not invalid(json_schema(openapi, "TaskStreamResume"), resume.data)
+    assert numbered(got) == list(range(1, len(got)))
+    assert await resume_to_the_end(http, url, ADMIN, got) == 1
+    assert numbered(got) == list(range(1, 2 + 40 + 6 + 1 + 1)) and len(got) == 49
+    chunks = [e.data for e in got if e.name == "chunk"]
+    assert [c["index"] for c in chunks] == list(range(43))
+    assert "".join(c["text"] for c in chunks) == "".join(f"b{i} " for i in range(40)) + "c0 c1 c2 "
+    assert got[-1].name == "state" and got[-1].data["task"]["result"] == {"chunks": 3}
+
+
+async def test_a_pruned_task_takes_its_event_log_along_and_its_stream_answers_404(
+    http, sse_gateway, publish, sse_redis
+) -> None:
+    task = publish("tests.stream", [2])
+    url = f"{sse_gateway.base_url}{API}/{task.id}/stream"
+    async with http.get(url, headers=auth(ADMIN)) as resp:
+        got = await read_all(resp)
+    assert got[-1].data["state"] == "SUCCESS" and sse_redis.exists(events_key(task.id))
+    sse_redis.zadd(EXPIRY_KEY, {task.id: 0})  # its retention (TASK_HISTORY_TTL) is over
+    prune = sse_redis.register_script(source("prune"))
+    keys, args = prune_call(time.time(), 10)
+    assert prune(keys=keys, args=args) == 1
+    assert not sse_redis.exists(task_key(task.id)) and not sse_redis.exists(events_key(task.id))
+    async with http.get(f"{url}?starting_after=0", headers=auth(ADMIN)) as resp:
+        assert resp.status == 404
+
+
+async def test_the_openapi_document_describes_the_stream_and_real_events_validate(
+    http, sse_gateway, fake_openai, publish, openapi
+) -> None:
+    """The served document: the stream operation (200 text/event-stream, `starting_after`,
+    the `Last-Event-ID` header), a submission's `stream` parameter and its `taskWebhook`
+    callback with the three Standard Webhooks headers. Then events of real tasks (an AI
+    reply submitted with `stream=true`, tags and metadata; a failed one; a cancelled one;
+    one with progress) each validate against the schema the document names for them."""
+    paths = openapi["paths"]
+    stream_op = paths[f"{API}/{{task_id}}/stream"]["get"]
+    assert "text/event-stream" in stream_op["responses"]["200"]["content"]
+    params = {(p["in"], p["name"]) for p in stream_op["parameters"]}
+    assert {("query", "starting_after"), ("header", "Last-Event-ID"), ("path", "task_id")} <= params
+    for kind in ("ai/generate", "notifications/send"):
+        submit_op = paths[f"{API}/{kind}"]["post"]
+        assert ("query", "stream") in {(p["in"], p["name"]) for p in submit_op["parameters"]}
+        assert "text/event-stream" in submit_op["responses"]["200"]["content"]
+        [callback] = submit_op["callbacks"]["taskWebhook"].values()
+        headers = {p["name"] for p in callback["post"]["parameters"] if p["in"] == "header"}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        body = callback["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/TaskWebhookPayload"}
+    numbered_event = json_schema(openapi, "TaskStreamEvent")
+    submitted = json_schema(openapi, "SubmitResponse")
+
+    marker = f"refuse-{uuid.uuid4().hex[:6]}"
+    fake_openai.fail(marker, Fault(status=400, message="not for you"))
+    body = {"conversation_id": f"c-{uuid.uuid4().hex[:8]}", "user_message": "Hi [slow]",
+            "tags": ["docs"], "metadata": {"ticket": "T-1"}, "priority": 7}  # fmt: skip
+    got: list[Event] = []
+    async with http.post(
+        f"{sse_gateway.base_url}{API}/ai/generate?stream=true", json=body, headers=auth(ALICE)
+    ) as resp:
+        got += await read_all(resp)
+    async with AsyncClawClient(sse_gateway.base_url, ALICE) as claw:
+        failed = await claw.generate("c-openapi", f"question {marker}")
+        cancelled = await claw.generate("c-openapi", "later", countdown=3600)
+        await claw.cancel(cancelled["task_id"])
+        await claw.wait(failed["task_id"], timeout=20)
+    progressing = publish("tests.stream", [2])
+    for task_id, token in ((failed["task_id"], ALICE), (cancelled["task_id"], ALICE),
+                           (progressing.id, ADMIN)):  # fmt: skip
+        async with http.get(f"{sse_gateway.base_url}{API}/{task_id}/stream",
+                            headers=auth(token)) as resp:  # fmt: skip
+            got += await read_all(resp)
+    assert got[0].name == "submitted" and not invalid(submitted, got[0].data)
+    errors = {(e.id, e.name): invalid(numbered_event, e.data) for e in got[1:]}
+    assert not {k: v for k, v in errors.items() if v}, [e.data for e in got]
+    # What the events carried: each field the schema names was really seen.
+    seen = {field for e in got[1:] for field in e.data}
+    assert {"owner", "worker", "priority", "tags", "metadata", "result", "error", "error_type",
+            "prev", "percent", "index", "text", "task", "ts"} <= seen, seen  # fmt: skip
+    ended = {e.data["state"]: e.data for e in got if e.name == "state" and "task" in e.data}
+    assert ended["FAILURE"]["error_type"] and "not for you" in ended["FAILURE"]["error"]
+    assert ended["REVOKED"]["error_type"] == "Cancelled"
