@@ -6,8 +6,10 @@ redelivery, secret rotation and isolation."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -242,3 +244,38 @@ async def test_a_redelivery_answers_202_naming_the_delivery_log_to_poll(alice, r
     assert log["deliveries"][-1]["redelivery"] is True
     assert log["deliveries"][-1]["webhook_id"] == answer.json()["webhook_id"]
 
+
+async def test_a_receiver_that_keeps_failing_is_retried_with_growing_gaps_then_given_up_on(
+    alice, receiver
+) -> None:
+    """TASK_WEBHOOK_RETRY_FOR=3, TASK_WEBHOOK_BACKOFF_BASE=0.2: attempts 0.2, 0.4, 0.8 s
+    apart (no attempt sooner than its backoff), each naming the next, all with the one
+    webhook-id; the attempt whose next would fall past 3 s after the first is the last,
+    marked `gave_up`, and the receiver got no more requests than the log shows."""
+    task_id = await notify(alice, {"url": f"{receiver.base_url}/fail/never?times=1000000"})
+
+    async def gave_up() -> Any:
+        _, log = await alice.call("GET", f"{API}/{task_id}/webhooks")
+        last = log["deliveries"][-1] if log["deliveries"] else {}
+        return log["deliveries"] if last.get("gave_up") else None
+
+    attempts = await async_wait_until(gave_up, 30, what="the delivery given up")
+    at = [dt.datetime.fromisoformat(a["at"]) for a in attempts]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(at)]
+    assert len(attempts) >= 3, attempts
+    assert [a["attempt"] for a in attempts] == list(range(1, len(attempts) + 1))
+    assert all(a["status_code"] == 500 and a["error"] == "answered 500" for a in attempts)
+    assert len({a["webhook_id"] for a in attempts}) == 1
+    assert [d["headers"]["webhook-id"] for d in receiver.received["never"]] == [
+        a["webhook_id"] for a in attempts
+    ]  # every request the receiver got is logged: nothing was sent past the last
+    # Backoff: each gap at least the one before it doubled (0.2 * 2**n, and never sooner).
+    assert all(gap >= 0.2 * 2**n for n, gap in enumerate(gaps)), gaps
+    assert gaps == sorted(gaps), gaps
+    # Every retry was due within TASK_WEBHOOK_RETRY_FOR of the first attempt; the last
+    # names none.
+    *retried, last = attempts
+    due = [dt.datetime.fromisoformat(a["next_attempt_at"]) for a in retried]
+    assert all((d - at[0]).total_seconds() <= 3 for d in due), due
+    assert last["gave_up"] is True and "next_attempt_at" not in last
+    assert not any(a.get("gave_up") for a in retried)
