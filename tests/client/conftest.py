@@ -43,10 +43,13 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="package")
 def client_worker(client_redis_url, log_dir, fake_openai) -> Iterator[Worker]:
-    env = fake_openai.env(AI_RATE_LIMIT="1000/s", WEBHOOK_ALLOWED_NETWORKS=WEBHOOK_NETWORKS)
+    env = fake_openai.env(
+        AI_RATE_LIMIT="1000/s", VECTORIZE_RATE_LIMIT="1000/s",
+        WEBHOOK_ALLOWED_NETWORKS=WEBHOOK_NETWORKS,
+    )  # fmt: skip
     worker = start_worker(
         client_redis_url, log_dir, name="client", env=env, concurrency=2,
-        queues=f"{QUEUE},ai_high_priority,notification_default",
+        queues=f"{QUEUE},ai_high_priority,notification_default,knowledge_default",
     )  # fmt: skip
     yield worker
     worker.stop()

@@ -81,3 +81,22 @@ def test_errors_print_the_apis_message_and_exit_2(claw, alice, gateway) -> None:
                  task["task_id"], key="")  # fmt: skip
     assert flags.returncode == 0 and json.loads(flags.stdout)["status"] == "PENDING"
     assert claw("tasks", "cancel", task["task_id"]).returncode == 0
+
+
+def test_ai_with_kb_streams_a_reply_grounded_on_the_knowledge_base(
+    claw, alice, fake_openai
+) -> None:
+    """`claw ai "question" --kb docs` on a vectorized `docs`: exit 0, the reply streamed to
+    stdout, and the model was sent the document's text."""
+    passage = f"Refunds are paid within 14 days of a return (policy {uuid.uuid4().hex[:8]})."
+    vectorized = alice.vectorize("docs", f"refunds-{uuid.uuid4().hex[:8]}", passage)
+    assert alice.wait(vectorized["task_id"], timeout=60)["status"] == "SUCCESS"
+    question = f"What do the docs say about refunds? {uuid.uuid4().hex[:8]}"
+    asked = claw("ai", question, "--kb", "docs")
+    assert asked.returncode == 0, asked.stderr
+    reply = asked.stdout.removesuffix("\n")
+    assert reply.startswith(f"Echo: {question}") and "[SUCCESS]" in asked.stderr
+    task_id = asked.stderr.split("[task ", 1)[1].split("]", 1)[0]
+    assert alice.status(task_id)["result"]["response"] == reply
+    [sent] = fake_openai.chat_requests(question)
+    assert passage in json.dumps(sent["messages"])
