@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+from claw_client import AsyncClawClient, ClawClient
 
 from tests.security.conftest import database_url
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
@@ -40,7 +41,7 @@ KB_ID = f"kb-{MARK}"
 DOC_ID = f"doc-{MARK}"
 CONV = f"conv-{MARK}"
 IDEM = f"idem-{MARK}"
-WAIT = {"wait": "30"}
+WAIT = 30  # seconds a submission may wait for its task (`?wait=`)
 
 
 @dataclass
@@ -54,18 +55,23 @@ class World:
     bob_cookie: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def client(self, token: str | None) -> Client:
-        return Client(self.gateway.base_url, token)
+    def client(self, token: str) -> ClawClient:
+        """The API with a bearer key, through the client package (`?wait=30` needs more
+        than its default 30 s timeout)."""
+        return ClawClient(self.gateway.base_url, token, timeout=40)
+
+    def browser(self) -> Browser:
+        """A cookie-carrying HTTP session with no key: for the session-cookie calls."""
+        return Browser(self.gateway.base_url)
 
 
-class Client(requests.Session):
-    """A session on the gateway: paths relative to its base URL, a bearer key if given."""
+class Browser(requests.Session):
+    """A session on the gateway, paths relative to its base URL: what a browser sends
+    (cookies), which the client package does not."""
 
-    def __init__(self, base_url: str, token: str | None) -> None:
+    def __init__(self, base_url: str) -> None:
         super().__init__()
         self.base_url = base_url
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs.setdefault("timeout", 40)
@@ -91,34 +97,32 @@ def world(redis_url: str, log_dir) -> Iterator[World]:
 
 def _build_alices_world(w: World) -> None:
     with w.client(ALICE) as alice:
-        done = alice.post(f"{T}/knowledge/vectorize", params=WAIT, json={
+        done = alice.submit("knowledge/vectorize", {
             "kb_id": KB_ID, "document_id": DOC_ID, "text": ALICE_PASSAGE, "title": "vault",
-        })  # fmt: skip
-        assert done.status_code == 200 and done.json()["status"] == "SUCCESS", done.text
-        reply = alice.post(f"{T}/ai/generate", params=WAIT, json={
+        }, wait=WAIT)  # fmt: skip
+        assert done["status"] == "SUCCESS", done
+        reply = alice.submit("ai/generate", {
             "conversation_id": CONV, "user_message": ALICE_PROMPT, "knowledge_base_id": KB_ID,
-        })  # fmt: skip
-        assert reply.status_code == 200 and reply.json()["status"] == "SUCCESS", reply.text
-        w.task_id = reply.json()["task_id"]
+        }, wait=WAIT)  # fmt: skip
+        assert reply["status"] == "SUCCESS", reply
+        w.task_id = reply["task_id"]
         # The model was grounded on her passage: the attacks below aim at real content.
         assert ALICE_PASSAGE in json.dumps(w.openai.chat_requests(ALICE_PROMPT))
-        idem = alice.post(f"{T}/notifications/send", headers={"Idempotency-Key": IDEM}, json={
+        idem = alice.submit("notifications/send", {
             "channel": "in_app", "recipient": "alice", "message": f"note-{MARK}",
-        })  # fmt: skip
-        assert idem.status_code == 202, idem.text
-        w.idem_task = idem.json()["task_id"]
+        }, idempotency_key=IDEM)  # fmt: skip
+        assert idem["status"] == "PENDING", idem
+        w.idem_task = idem["task_id"]
         # A queued task bob could try to cancel: a countdown keeps it waiting.
-        later = alice.post(f"{T}/ai/generate", json={
-            "conversation_id": f"later-{MARK}", "user_message": "later", "countdown": 3600,
-        })  # fmt: skip
-        assert later.status_code == 202, later.text
-        w.extra["queued_id"] = later.json()["task_id"]
+        later = alice.generate(f"later-{MARK}", "later", countdown=3600)
+        assert later["status"] == "PENDING", later
+        w.extra["queued_id"] = later["task_id"]
     w.alice_cookie = _login(w, ALICE)
     w.bob_cookie = _login(w, BOB)
 
 
 def _login(w: World, token: str) -> str:
-    with w.client(None) as anon:
+    with w.browser() as anon:
         resp = anon.post("/api/v1/session", json={"api_key": token})
         assert resp.status_code == 200, resp.text
         return resp.cookies["claw_session"]
@@ -129,12 +133,12 @@ def alices_view(w: World) -> dict[str, Any]:
     with w.client(ALICE) as alice:
         statuses = {}
         for tid in (w.task_id, w.idem_task, w.extra["queued_id"]):
-            body = alice.get(f"{T}/status/{tid}").json()
+            body = alice.status(tid)
             statuses[tid] = (body["status"], json.dumps(body.get("result"), sort_keys=True))
-        search = alice.get(f"{KB}/{KB_ID}/search", params={"q": "vault code", "k": 5})
+        search = alice.request("GET", f"{KB}/{KB_ID}/search", params={"q": "vault code", "k": 5})
         assert search.status_code == 200, search.text
-        listed = alice.get(f"{T}/list", params={"limit": 100}).json()
-    with w.client(None) as anon:
+        listed = alice.list(limit=100)
+    with w.browser() as anon:
         whoami = anon.get("/api/v1/session", cookies={"claw_session": w.alice_cookie})
     return {
         "statuses": statuses,
@@ -164,9 +168,9 @@ ATTACKS = [
      {"conversation_id": "bob-1", "user_message": BOB_TEXT, "knowledge_base_id": KB_ID},
      None, {404}),
     ("kb vectorize over her document", "POST", f"{T}/knowledge/vectorize",
-     {"kb_id": KB_ID, "document_id": DOC_ID, "text": BOB_TEXT}, WAIT, {200}),
+     {"kb_id": KB_ID, "document_id": DOC_ID, "text": BOB_TEXT}, {"wait": WAIT}, {200}),
     ("ai in her conversation", "POST", f"{T}/ai/generate",
-     {"conversation_id": CONV, "user_message": BOB_TEXT}, WAIT, {200}),
+     {"conversation_id": CONV, "user_message": BOB_TEXT}, {"wait": WAIT}, {200}),
     ("ai as her", "POST", f"{T}/ai/generate",
      {"conversation_id": CONV, "user_message": BOB_TEXT, "owner": "alice"}, None, {403}),
     ("notify her inbox", "POST", f"{T}/notifications/send",
@@ -198,14 +202,14 @@ def test_bob_cannot_read_or_change_alices_resources(
 
 def test_bob_sees_none_of_alices_tasks_in_lists_and_counts(world: World) -> None:
     with world.client(BOB) as bob:
-        listed = bob.get(f"{T}/list", params={"limit": 100}).json()
+        listed = bob.list(limit=100)
         assert world.task_id not in {t["task_id"] for t in listed["tasks"]}
         assert all(t.get("owner") in (None, "bob") for t in listed["tasks"])
-        named = bob.get(f"{T}/list", params={"name": "generate_ai_response"}).json()
+        named = bob.list(name="generate_ai_response")
         assert world.task_id not in {t["task_id"] for t in named["tasks"]}
-        stats = bob.get(f"{T}/stats").json()
+        stats = bob.stats()
     with world.client(ALICE) as alice:
-        mine = alice.get(f"{T}/stats").json()
+        mine = alice.stats()
     # Each one's counts are their own: bob's total is the tasks he lists, alice's hers.
     assert stats["total_tasks"] == len(listed["tasks"])
     assert mine["total_tasks"] >= 3 and mine["total_tasks"] != stats["total_tasks"]
@@ -214,16 +218,18 @@ def test_bob_sees_none_of_alices_tasks_in_lists_and_counts(world: World) -> None
 
 def test_the_same_idempotency_key_from_bob_is_a_new_task(world: World) -> None:
     with world.client(BOB) as bob:
-        resp = bob.post(f"{T}/notifications/send", headers={"Idempotency-Key": IDEM}, json={
-            "channel": "in_app", "recipient": "bob", "message": "bob's own",
-        })  # fmt: skip
+        # The answer as it came: its headers are checked too.
+        body = {"channel": "in_app", "recipient": "bob", "message": "bob's own"}
+        resp = bob.request(
+            "POST", f"{T}/notifications/send", headers={"Idempotency-Key": IDEM}, json=body
+        )
     assert resp.status_code == 202, resp.text
     assert resp.json()["task_id"] != world.idem_task
     assert "Idempotent-Replayed" not in resp.headers
 
 
 def test_bobs_session_and_logout_do_not_touch_alices(world: World) -> None:
-    with world.client(None) as anon:
+    with world.browser() as anon:
         who = anon.get("/api/v1/session", cookies={"claw_session": world.bob_cookie})
         assert who.json()["owner"] == "bob"
         # Bob's cookie cannot read alice's task either.
@@ -258,15 +264,10 @@ async def test_bobs_websocket_gets_nothing_of_alices(world: World) -> None:
         await bob.send_json({"action": "subscribe", "task_ids": [world.task_id]})
         await bob.send_json({"action": "resume", "last_event_id": "0-0"})
         # Alice works: an AI reply streamed in chunks, and a note to her own inbox.
-        auth = {"Authorization": f"Bearer {ALICE}"}
-        async with http.post(f"{world.gateway.base_url}{T}/ai/generate", headers=auth, json={
-            "conversation_id": f"ws-{MARK}", "user_message": f"{ALICE_PROMPT} over ws",
-        }) as reply:  # fmt: skip
-            task_id = (await reply.json())["task_id"]
-        async with http.post(f"{world.gateway.base_url}{T}/notifications/send", headers=auth,
-                             json={"channel": "in_app", "recipient": "alice",
-                                   "message": f"{ALICE_PROMPT} note"}) as note:  # fmt: skip
-            assert note.status == 202
+        async with AsyncClawClient(world.gateway.base_url, ALICE) as claw:
+            reply = await claw.generate(f"ws-{MARK}", f"{ALICE_PROMPT} over ws")
+            task_id = reply["task_id"]
+            await claw.notify("in_app", "alice", f"{ALICE_PROMPT} note")
         seen: list[dict] = []
         await _until(alice, lambda m: seen.append(m) or (
             any(x.get("task_id") == task_id and x.get("state") == "SUCCESS" for x in seen)
@@ -303,26 +304,28 @@ async def _until(ws: aiohttp.ClientWebSocketResponse, done: Any) -> list[dict]:
 
 def test_admin_may_read_alices_knowledge_base(world: World) -> None:
     with world.client(ADMIN) as admin:
-        resp = admin.get(f"{KB}/{KB_ID}/search", params={"q": "vault code", "owner": "alice"})
+        resp = admin.request(
+            "GET", f"{KB}/{KB_ID}/search", params={"q": "vault code", "owner": "alice"}
+        )
         assert resp.status_code == 200, resp.text
         assert ALICE_PASSAGE in {r["text"] for r in resp.json()["results"]}
-        assert admin.get(f"{T}/status/{world.task_id}").status_code == 200
+        assert admin.status(world.task_id)["task_id"] == world.task_id
 
 
 def test_zz_alices_next_reply_carries_none_of_bobs_text(world: World) -> None:
     """Runs last: after every attack, alice's conversation and grounding are hers alone."""
     question = f"{ALICE_PROMPT} second turn"
     with world.client(ALICE) as alice:
-        reply = alice.post(f"{T}/ai/generate", params=WAIT, json={
+        reply = alice.submit("ai/generate", {
             "conversation_id": CONV, "user_message": question, "knowledge_base_id": KB_ID,
-        })  # fmt: skip
-    assert reply.status_code == 200 and reply.json()["status"] == "SUCCESS", reply.text
+        }, wait=WAIT)  # fmt: skip
+    assert reply["status"] == "SUCCESS", reply
     [sent] = world.openai.chat_requests(question)
     received = json.dumps(sent["messages"])
     assert BOB_TEXT not in received
     assert ALICE_PROMPT in received  # her first turn is her context
     assert ALICE_PASSAGE in received  # grounded on her passage, not on bob's copy
-    assert reply.json()["result"]["context_messages"] == 2
+    assert reply["result"]["context_messages"] == 2
     # Bob's attempts did reach the model (as his own turns): the check above could fail.
     bobs = json.dumps(world.openai.chat_requests(BOB_TEXT))
     assert BOB_TEXT in bobs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+from claw_client import AsyncClawClient
 
 from tests.support.waiting import wait_for_state
 from workers.core import queues
@@ -13,10 +14,10 @@ async def test_ai_generate_answers_202_with_the_seed_shape_and_runs(
 ) -> None:
     gateway = await serve_gateway()
     payload = {"conversation_id": "conv_123", "user_message": "hello", "temperature": 0.2}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gateway.base_url}/api/v1/tasks/ai/generate", json=payload) as r:
-            assert r.status == 202
-            body = await r.json()
+    async with AsyncClawClient(gateway.base_url, "") as claw:  # no keys: no auth
+        answer = await claw.request("POST", "/api/v1/tasks/ai/generate", json=payload)
+    assert answer.status_code == 202
+    body = answer.json()
     assert set(body) == {"task_id", "status", "message"}
     assert body["status"] == "PENDING"
     done = wait_for_state(celery_app, body["task_id"], {"SUCCESS", "FAILURE"}, timeout=20)

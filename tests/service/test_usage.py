@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
+from claw_client import AsyncClawClient
 
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.processes import database_url
@@ -63,19 +63,17 @@ def usage_gateway(usage_redis_url, log_dir, fake_openai) -> Iterator[Any]:
 
 
 class Caller:
-    """One key's calls: (status, headers, JSON body)."""
+    """One key's calls through the client package, answered as they came: (status,
+    headers, JSON body); a 429's `Retry-After` is read from the headers."""
 
-    def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str) -> None:
-        self.http, self.base_url, self.token = http, base_url, token
+    def __init__(self, claw: AsyncClawClient) -> None:
+        self.claw = claw
 
     async def call(
         self, method: str, path: str, json: Any = None, params: dict | None = None
     ) -> tuple[int, Any, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with self.http.request(
-            method, self.base_url + path, json=json, params=params, headers=headers
-        ) as resp:
-            return resp.status, resp.headers, await resp.json()
+        resp = await self.claw.request(method, path, json=json, params=params)
+        return resp.status_code, resp.headers, resp.json()
 
     async def ask(self, question: str, **options: Any) -> tuple[int, Any, Any]:
         body = {"conversation_id": f"c-{uuid.uuid4().hex}", "user_message": question, **options}
@@ -105,14 +103,17 @@ class Caller:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+async def as_(usage_gateway) -> AsyncIterator[Any]:
+    """`as_(token)`: a Caller with that key (its client closed after the test)."""
+    clients: list[AsyncClawClient] = []
 
+    def caller(token: str) -> Caller:
+        clients.append(AsyncClawClient(usage_gateway.base_url, token))
+        return Caller(clients[-1])
 
-@pytest.fixture
-def as_(http, usage_gateway):
-    return lambda token: Caller(http, usage_gateway.base_url, token)
+    yield caller
+    for claw in clients:
+        await claw.close()
 
 
 def reported(fake: FakeOpenAI, marker: str) -> tuple[int, int]:
