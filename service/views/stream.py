@@ -10,8 +10,9 @@ whole status body (`task`). The number is the SSE `id`, so a reconnecting reader
 task's record is kept.
 
 A reader never slows the gateway: the feed hands events to a bounded queue
-(`SSE_BUFFER`); a reader that falls that far behind, or whose socket takes nothing for
-`SSE_WRITE_TIMEOUT` seconds, is sent `event: resume` and dropped. A missed live event
+(`SSE_BUFFER`); a reader that falls that far behind is sent `event: resume` and dropped,
+and one whose socket takes nothing for `SSE_WRITE_TIMEOUT` seconds is dropped (nothing
+more can reach it). A missed live event
 (a gap in the numbers) or a quiet spell (`SSE_HEARTBEAT`, sent as a comment) makes the
 stream read the log again, so nothing is lost between the two sources. A stream older
 than `SSE_MAX_AGE` ends with `resume` as well, so long-lived readers rebalance across
@@ -62,7 +63,7 @@ def starting_after(request: web.Request) -> int:
     value = request.headers.get(LAST_EVENT_ID)
     if value is None:
         return 0
-    if not value.isdigit() or len(value) > 15:
+    if not (value.isascii() and value.isdigit()) or len(value) > 15:  # not '²', which int() refuses
         raise BadRequest(
             "invalid stream position", details={LAST_EVENT_ID: ["a whole number, 0 or more"]}
         )

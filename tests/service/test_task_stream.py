@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import jsonschema_rs
@@ -121,6 +122,17 @@ def invalid(validator: jsonschema_rs.Validator, data: Any) -> list[str]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+async def raw_status(url: str, headers: list[str]) -> int:
+    """The status of a GET whose header lines go out as UTF-8, byte for byte."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    lines = [f"GET {parts.path} HTTP/1.1", f"Host: {parts.netloc}", *headers, "Connection: close"]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status = int((await reader.readline()).split()[1])
+    writer.close()
+    return status
 
 
 def auth(token: str | None, **extra: str) -> dict[str, str]:
@@ -261,6 +273,9 @@ async def test_the_stream_is_the_owners_alone_and_bad_positions_are_named(
         assert resp.status == 404
     async with http.get(url, headers=auth(ALICE, **{"Last-Event-ID": "x"})) as resp:
         assert resp.status == 400 and "Last-Event-ID" in (await resp.json())["details"]
+    # '²' in UTF-8 (a client library would send it as Latin-1): a digit to str.isdigit,
+    # not to int().
+    assert await raw_status(url, [f"Authorization: Bearer {ALICE}", "Last-Event-ID: \u00b2"]) == 400
     async with http.get(f"{url}?starting_after=-1", headers=auth(ALICE)) as resp:
         assert resp.status == 400 and "starting_after" in (await resp.json())["details"]
     async with http.post(
