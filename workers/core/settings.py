@@ -218,7 +218,7 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"has a bad port ({exc})") from None
             db = parts.path.lstrip("/")
-            if db and not db.isdigit():
+            if db and not (db.isascii() and db.isdigit()):
                 raise ValueError("database must be a number (redis://host:6379/0)")
         return value
 

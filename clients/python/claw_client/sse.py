@@ -71,7 +71,7 @@ class SSEParser:
             self.name = value
         elif name == "data":
             self.data.append(value)
-        elif name == "id" and value.isdigit():
+        elif name == "id" and value.isascii() and value.isdigit():
             self.id = value
         return None
 
