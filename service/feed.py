@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 import redis.asyncio
@@ -32,6 +32,7 @@ import redis.exceptions
 from aiohttp import WSCloseCode, web
 
 from service.auth import Principal
+from service.coverage import mark_left
 from service.sessions import SessionStore
 from workers.core.keys import FEED_STREAM, SESSION_ENDED_CHANNEL, task_key
 from workers.taskindex.status import iso, on_the_wire
@@ -315,6 +316,7 @@ class FeedHub:
         self._workers: dict[str, float] = {}
         self._worker_pushed: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._index = SubscriptionIndex()
         # Per-task SSE streams (service/views/stream.py) by task id: they get the task's
@@ -552,6 +554,10 @@ class FeedHub:
         elif kind == "worker-offline" and hostname:
             self._workers.pop(hostname, None)
             self._worker_message(hostname, "offline")
+            # It consumes nothing more, though it stays registered until its process exits
+            # (after its running tasks): from now on GET /workers and the coverage say gone.
+            at = event.get("timestamp")
+            self._spawn(self._mark_left(hostname, at if isinstance(at, float) else time.time()))
         elif kind == "task-received":
             task_id = event.get("uuid")
             # Not a state change (it may arrive after STARTED: pub/sub and the stream are
@@ -565,6 +571,17 @@ class FeedHub:
                 asyncio.get_running_loop().create_task(self._broadcast_received(received))
             else:
                 self.broadcast(received)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mark_left(self, hostname: str, at: float) -> None:
+        try:
+            await mark_left(self.redis, hostname, at)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            logger.warning("could not mark worker %s as leaving: %s", hostname, exc)
 
     async def _broadcast_received(self, received: dict[str, Any]) -> None:
         received["owner"] = await self._owner_of(received["task_id"])

@@ -2,12 +2,21 @@
 import { api } from "./api.js";
 import { $, ago, h, replace, toast } from "./dom.js";
 
+// A worker asked to stop reads "stopping…" until it announces it is offline, whatever
+// heartbeats it still sends meanwhile (the command takes a moment to reach it); one still
+// beating this long after the request did not stop.
+const STOPPING_HOLD_MS = 30_000;
+
 export class WorkersPanel {
   constructor({ feed }) {
     this.feed = feed;
     this.list = $("#workers");
     this.note = $("#workers-note");
     this.workers = new Map();
+    // Workers the feed saw leave (hostname -> when). The registry lists a leaving worker
+    // until its process exits, after its running tasks: a reload must not bring it back.
+    // Only the feed undoes this: the same hostname beating again (restarted).
+    this.left = new Map();
     this.pending = null;
     feed.on("worker", (msg) => this.onWorker(msg));
     setInterval(() => this.render(), 5000);
@@ -16,11 +25,25 @@ export class WorkersPanel {
   async load() {
     try {
       const reply = await api.workers();
-      this.workers = new Map(reply.workers.map((w) => [w.hostname, w]));
+      const fresh = new Map(reply.workers.map((w) => [w.hostname, w]));
+      for (const [hostname, shown] of this.workers) {
+        const listed = fresh.get(hostname);
+        if (this.left.has(hostname)) {
+          if (listed) listed.status = "offline";
+          else fresh.set(hostname, { ...shown, status: "offline" }); // gone: still say so
+        } else if (listed && listed.status === "online" && this.holding(shown)) {
+          Object.assign(listed, { status: "stopping", stoppingSince: shown.stoppingSince });
+        }
+      }
+      this.workers = fresh;
       this.render();
     } catch (err) {
       replace(this.list, h("li", { class: "error-text small" }, err.message));
     }
+  }
+
+  holding(worker) {
+    return worker.status === "stopping" && Date.now() - worker.stoppingSince < STOPPING_HOLD_MS;
   }
 
   /** Debounced: many heartbeats arrive; one reload per few seconds is plenty. */
@@ -33,15 +56,20 @@ export class WorkersPanel {
   }
 
   onWorker(msg) {
+    const offline = msg.state === "offline";
+    if (offline) this.left.set(msg.hostname, msg.ts);
+    else this.left.delete(msg.hostname);
     const known = this.workers.get(msg.hostname);
-    const status = msg.state === "offline" ? "offline" : "online";
     if (!known) {
-      this.workers.set(msg.hostname, { hostname: msg.hostname, status, queues: [] });
+      this.workers.set(msg.hostname, {
+        hostname: msg.hostname, status: offline ? "offline" : "online", queues: [],
+      });
       this.reloadSoon(300);
     } else {
+      const status = offline ? "offline" : this.holding(known) ? "stopping" : "online";
       const changed = known.status !== status;
       known.status = status;
-      known.last_heartbeat = msg.ts;
+      if (!offline) known.last_heartbeat = msg.ts;
       // Heartbeats carry the worker's live counts.
       if (typeof msg.processed === "number") known.processed = msg.processed;
       if (typeof msg.active === "number") known.active = msg.active;
@@ -97,13 +125,21 @@ export class WorkersPanel {
     try {
       const reply = await (action === "shutdown"
         ? api.shutdown(hostname) : api.restartPool(hostname));
-      const outcome = reply.replies && reply.replies[hostname] && reply.replies[hostname].ok;
+      const answer = (reply.replies && reply.replies[hostname]) || {};
       if (action === "shutdown" && this.workers.has(hostname)) {
         // Leaving now: no more controls; `offline` follows once it has stopped.
-        const stopped = outcome === "stopped";
-        toast(stopped ? `${hostname} stopped (its running tasks finished first)`
-          : `${hostname} is stopping: it finishes its running tasks first`, "ok");
-        this.workers.get(hostname).status = stopped ? "offline" : "stopping";
+        const stopped = answer.ok === "stopped";
+        // Under make run the worker is started again (workers/dev/keep_running.py).
+        const again = answer.restarted_by ? `; ${answer.restarted_by} starts it again` : "";
+        toast(stopped ? `${hostname} stopped (its running tasks finished first)${again}`
+          : `${hostname} is stopping: it finishes its running tasks first${again}`, "ok");
+        const worker = this.workers.get(hostname);
+        if (stopped) {
+          worker.status = "offline";
+          this.left.set(hostname, new Date().toISOString());
+        } else if (worker.status !== "offline") {
+          Object.assign(worker, { status: "stopping", stoppingSince: Date.now() });
+        }
         this.render();
       } else {
         toast(`Pool restart sent to ${hostname}`, "ok");
