@@ -139,8 +139,10 @@ class Dashboard {
     }));
   }
 
-  /** Move one task between the counters at once; the next stats read reconciles. */
+  /** Move one task between the counters at once; the next stats read reconciles. The
+   * platform's housekeeping is not counted (as in the stats), so it never flickers them. */
   countTransition(msg) {
+    if (catalog.system.has(msg.name)) return;
     const from = msg.prev && msg.prev.toLowerCase();
     const to = msg.state && msg.state.toLowerCase();
     if (from in this.counts && this.counts[from] > 0) this.counts[from] -= 1;
@@ -167,6 +169,7 @@ class Dashboard {
 
   showStats(stats) {
     this.showCoverage(stats);
+    this.chat.setCoverage(stats);
     for (const [key] of COUNTERS) {
       if (typeof stats[key] === "number") this.counts[key] = stats[key];
     }

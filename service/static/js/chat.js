@@ -1,5 +1,6 @@
 // The AI chat panel: submit a message, follow the task, stream the reply from `chunk` events.
 import { api } from "./api.js";
+import { catalog } from "./catalog.js";
 import { $, h, replace, shortId, toast } from "./dom.js";
 
 const CONVERSATION = "claw.chat.conversation";
@@ -32,6 +33,7 @@ export class ChatPanel {
     this.input = this.form.elements.message;
     this.conversationId = sessionStorage.getItem(CONVERSATION) || newConversationId();
     this.replies = new Map(); // task id -> {el, text, meta, chunks, state}
+    this.coverage = { workers: null, unconsumed: [] }; // from the stats (setCoverage)
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.send();
@@ -106,11 +108,26 @@ export class ChatPanel {
     return { el, text, status, chunks: [], state: null, taskId: null };
   }
 
+  /** Which queues have no live consumer (the stats): a queued reply says when its own has
+   * none. */
+  setCoverage(stats) {
+    if (typeof stats.workers === "number") this.coverage.workers = stats.workers;
+    if (Array.isArray(stats.unconsumed_queues)) this.coverage.unconsumed = stats.unconsumed_queues;
+    for (const reply of this.replies.values()) {
+      if (reply.state === "PENDING" && !reply.done) this.setState(reply, "PENDING");
+    }
+  }
+
+  get unserved() {
+    const queue = catalog.tasks.generate_ai_response;
+    return this.coverage.workers === 0 || this.coverage.unconsumed.includes(queue);
+  }
+
   setState(reply, state) {
     reply.state = state;
     reply.el.dataset.state = state;
-    // Queued with no worker to take it: say so, not "queued…" forever (the banner says why).
-    const stuck = state === "PENDING" && !$("#queue-banner").hidden;
+    // Queued with no worker consuming its queue: say so, not "queued…" forever.
+    const stuck = state === "PENDING" && this.unserved;
     const label = { PENDING: stuck ? "queued: no worker takes AI replies right now" : "queued…",
       STARTED: "writing…", RETRY: "retrying…" }[state];
     if (label && !reply.done) replace(reply.status, h("span", { class: "dots" }, label));
