@@ -422,6 +422,32 @@ class QueueState(Schema):
     consumers = fields.Integer(
         required=True, metadata={"description": "live workers consuming it (0: it waits)"}
     )
+    ahead = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "messages the workers take before this task's: those of higher "
+            "priorities, then the older ones of its own; null when its message is not in the "
+            "queue (`held`) or further back than the 1000 oldest of its priority"
+        },
+    )
+    held = fields.Boolean(
+        metadata={
+            "description": "a worker has taken its message: prefetched (it starts when a "
+            "process of that worker is free) or, with an `eta`, holding it until then"
+        }
+    )
+    rate_limit = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "its name's platform-wide rate limit (the built-in tasks': "
+            "AI_RATE_LIMIT, VECTORIZE_RATE_LIMIT), as `limit/<window>s`",
+            "example": "10/60s",
+        },
+    )
+    rate_limit_used = fields.Integer(
+        allow_none=True,
+        metadata={"description": "slots of that limit taken within its window now (all owners)"},
+    )
 
 
 class TaskStatusResponse(TaskSummary):

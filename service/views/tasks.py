@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -38,8 +39,11 @@ from service.schemas import (
 from service.task_store import ListQuery, TaskStore, is_task_id
 from workers.core import queues
 from workers.core.headers import RETRIED_FROM_HEADER
-from workers.core.keys import HEALTH_REPORT_KEY
+from workers.core.keys import HEALTH_REPORT_KEY, rate_limit_keys
 from workers.runtime.health import health_report as check_health
+from workers.runtime.priority import DEFAULT_PRIORITY, MAX_PRIORITY
+from workers.runtime.queue_depth import priority_keys
+from workers.runtime.rate_limit import parse_rate
 from workers.taskindex.index import TERMINAL_STATES, task_key
 from workers.taskindex.record import TaskRecord, submission_fields
 from workers.taskindex.status import iso, status_document, summarize
@@ -81,12 +85,83 @@ async def task_status(request: web.Request) -> web.Response:
     record = _check_visible(record, principal)
     body = status_body(record, meta, principal)
     if body["status"] == "PENDING" and body.get("queue"):
-        # Why it waits: how deep its queue is, and whether any live worker consumes it.
-        covered = await coverage(request.app, request.app[redis_key], request.app[settings_key])
-        queue = body["queue"]
-        body["queue_state"] = {"queue": queue, "waiting": covered.depths.get(queue, 0),
-                               "consumers": covered.consumers.get(queue, 0)}  # fmt: skip
+        body["queue_state"] = await queue_state(request, body)
     return json_response(body)
+
+
+# A pending task's message is looked for among this many of its own priority's oldest
+# messages; further back, its place is not counted (the queue's depth still is).
+POSITION_SCAN = 1000
+# The built-in tasks' platform-wide rates, set for the workers by these settings (their
+# `global_rate_setting`). A rate on a task's own decorator is known to workers only.
+RATE_SETTINGS = {
+    queues.GENERATE_AI_RESPONSE: "ai_rate_limit", queues.VECTORIZE_DOCUMENT: "vectorize_rate_limit",
+}  # fmt: skip
+# KEYS: the queue's priority lists drained before the task's, the task's own list, then
+#   (with a rate) the rate's log of slots taken (workers/runtime/scripts/acquire_slot.lua).
+# ARGV: 1 the task id, 2 how many of its own list's oldest messages to look through, 3 the
+#   number of lists, 4 the rate's window in ms ('' for none).
+# Returns {messages in the lists before, the task's place among its own list's messages
+#   from the oldest (-1: not among those looked through), that list's length, slots taken
+#   in the rate's window (-1: no rate)}. kombu LPUSHes and BRPOPs: the oldest is the tail.
+POSITION_SCRIPT = """
+local lists = tonumber(ARGV[3])
+local before = 0
+for i = 1, lists - 1 do before = before + redis.call('LLEN', KEYS[i]) end
+local length = redis.call('LLEN', KEYS[lists])
+local limit = math.min(length, tonumber(ARGV[2]))
+local found, from = -1, 0
+while found < 0 and from < limit do
+  local upto = math.min(from + 100, limit)
+  local items = redis.call('LRANGE', KEYS[lists], -upto, -(from + 1))
+  for j = #items, 1, -1 do
+    if string.find(items[j], ARGV[1], 1, true) then
+      found = from + #items - j
+      break
+    end
+  end
+  from = upto
+end
+local used = -1
+if ARGV[4] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  used = redis.call('ZCOUNT', KEYS[lists + 1], '(' .. (now - tonumber(ARGV[4])), '+inf')
+end
+return {before, found, length, used}
+"""
+
+
+async def queue_state(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    """Why a PENDING task waits: its queue's depth and live consumers, how many messages
+    are ahead of its own (or that a worker holds it: prefetched, or until its ETA), and
+    its name's rate limit with the slots taken now."""
+    client = request.app[redis_key]
+    settings = request.app[settings_key]
+    queue = body["queue"]
+    priority = body.get("priority")
+    step = MAX_PRIORITY - (priority if isinstance(priority, int) else DEFAULT_PRIORITY)
+    lists = priority_keys(queue)[: max(0, min(step, MAX_PRIORITY)) + 1]
+    rate = None
+    if setting := RATE_SETTINGS.get(body.get("name") or ""):
+        with contextlib.suppress(ValueError):  # (a bad rate stops the workers, not this)
+            rate = parse_rate(getattr(settings, setting))
+    keys = [*lists, *([rate_limit_keys(body["name"], "")[0]] if rate else [])]
+    args = [body["task_id"], POSITION_SCAN, len(lists), int(rate.window * 1000) if rate else ""]
+    covered, (before, found, length, used) = await asyncio.gather(
+        coverage(request.app, client, settings),
+        client.register_script(POSITION_SCRIPT)(keys=keys, args=args),
+    )
+    return {
+        "queue": queue,
+        "waiting": covered.depths.get(queue, 0),
+        "consumers": covered.consumers.get(queue, 0),
+        "ahead": before + found if found >= 0 else None,
+        # Looked through its whole list and not there: a worker has it.
+        "held": found < 0 and length <= POSITION_SCAN,
+        "rate_limit": str(rate) if rate else None,
+        "rate_limit_used": used if rate else None,
+    }
 
 
 async def task_list(request: web.Request) -> web.Response:

@@ -77,8 +77,11 @@ export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "";
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
   if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;
-  const m = Math.floor(seconds / 60);
-  return `${m}m ${Math.round(seconds - m * 60)}s`;
+  // Whole seconds first: 299.6 s is "5m 0s", never "4m 60s".
+  const whole = Math.round(seconds);
+  const m = Math.floor(whole / 60);
+  if (m >= 60) return `${Math.floor(m / 60)}h ${m % 60}m`;
+  return `${m}m ${whole % 60}s`;
 }
 
 export function clock(time) {

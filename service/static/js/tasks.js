@@ -11,6 +11,7 @@ const SYSTEM_TASKS = catalog.system;
 const TASK_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TERMINAL = catalog.terminal;
 const PAGE = 50;
+const REREAD_EVERY = 5; // seconds between reads of an open pending task's status
 const MAX_ROWS = 500;
 
 export function badge(state) {
@@ -25,14 +26,45 @@ function errorFields(error) {
   return { error: error.message || null, error_type: error.type || null };
 }
 
-/** A pending task's queue, in words. */
-function queueText(state) {
-  if (!state) return "";
+/** A countdown to `eta` (epoch seconds) that the open detail ticks every second. */
+function countdown(eta) {
+  return h("span", { class: "countdown", dataset: { until: eta } }, until(eta));
+}
+
+/** Why a pending task waits, in words: its place in its queue (or the worker holding
+ * it), its ETA ticking down, and its rate limit. */
+function queueText(state, eta) {
+  const parts = [];
+  const runsAt = eta ? ["runs at ", clock(eta), " (", countdown(eta), ")"] : null;
+  if (!state) return runsAt ? ["It ", ...runsAt, "."] : [];
+  const consumers = state.consumers === 1 ? "1 worker consumes"
+    : `${state.consumers} workers consume`;
+  const ahead = typeof state.ahead === "number"
+    ? `${state.ahead === 1 ? "1 task" : `${state.ahead} tasks`} ahead of it` : null;
   if (!state.consumers) {
-    return `No worker consumes ${state.queue}: it waits until one starts.`;
+    parts.push(`No worker consumes ${state.queue}: it waits until one starts`,
+      ahead ? `, with ${ahead}.` : ".");
+    if (runsAt) parts.push(" Then it ", ...runsAt, " at the earliest.");
+  } else if (state.held) {
+    parts.push(runsAt
+      ? ["A worker holds it until it is due: it ", ...runsAt, "."]
+      : "A worker has taken it: it starts as soon as one of that worker's processes is free.");
+  } else {
+    if (ahead) {
+      parts.push(`${ahead} in ${state.queue} (${state.waiting} waiting); ${consumers} it.`);
+    } else {
+      // Further back than the gateway looks: the queue's depth, not its place.
+      parts.push(`${state.waiting} waiting in ${state.queue}; ${consumers} it.`);
+    }
+    if (runsAt) parts.push(" It ", ...runsAt, " at the earliest.");
   }
-  const workers = state.consumers === 1 ? "1 worker consumes" : `${state.consumers} workers consume`;
-  return `${state.waiting} waiting in ${state.queue}; ${workers} it.`;
+  if (state.rate_limit) {
+    const limit = parseInt(state.rate_limit, 10);
+    const window = state.rate_limit.split("/")[1];
+    parts.push(` Rate limit ${state.rate_limit}: `, h("span", { "data-testid": "detail-rate" },
+      `${state.rate_limit_used ?? "?"} of ${limit} used in the last ${window}`), ".");
+  }
+  return parts;
 }
 
 /** A task event from the feed, as the fields of a list row. */
@@ -452,6 +484,7 @@ class TaskDetail {
     this.taskId = null;
     this.chunks = [];
     this.data = null;
+    this.ticker = null; // counts the ETAs down while the detail is open
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && this.taskId) this.close();
     });
@@ -469,13 +502,28 @@ class TaskDetail {
     this.render();
     this.table.feed.watch(id);
     this.table.syncUrl();
+    this.ticker = setInterval(() => this.tick(), 1000);
     this.refresh();
+  }
+
+  tick() {
+    const now = Date.now() / 1000;
+    for (const el of this.panel.querySelectorAll("[data-until]")) {
+      el.textContent = until(Number(el.dataset.until), now);
+    }
+    // Its place in the queue moves as the queue drains: read again now and then.
+    this.ticks = (this.ticks || 0) + 1;
+    if (this.ticks % REREAD_EVERY === 0 && this.data && this.data.status === "PENDING") {
+      this.refresh();
+    }
   }
 
   close() {
     if (!this.taskId) return;
     this.table.feed.unwatch(this.taskId);
     this.table.rows.get(this.taskId)?.classList.remove("selected");
+    clearInterval(this.ticker);
+    this.ticker = null;
     this.taskId = null;
     this.panel.hidden = true;
     document.body.classList.remove("detail-open");
@@ -538,7 +586,7 @@ class TaskDetail {
       // A task that never ran has no worker (a delivery may have been received, not run).
       ["Worker", t.started_at ? t.worker : null],
       ["Retries", t.retries],
-      ["Runs at", eta ? `${clock(eta)} (${until(eta)})` : null],
+      ["Runs at", eta ? [clock(eta), " (", countdown(eta), ")"] : null],
       // Set while tracing is on (OTEL_*): find the request's trace in your tracing backend.
       ["Trace ID", t.trace_id],
     ].filter(([, v]) => v !== null && v !== undefined && v !== "");
@@ -565,7 +613,7 @@ class TaskDetail {
         : null,
       t.status === "PENDING" && (t.queue_state || eta)
         ? this.section("Why it waits", h("p", { "data-testid": "detail-queue-state" },
-          queueText(t.queue_state), eta ? ` Runs at ${clock(eta)} (${until(eta)}).` : ""))
+          queueText(t.queue_state, eta)))
         : null,
       progress && !TERMINAL.has(t.status)
         ? this.section("Progress", progressBar(progress.percent, progress.message))
@@ -581,7 +629,8 @@ class TaskDetail {
             : ""]
           : "—"))),
       facts.length ? this.section("Details", h("dl", { class: "facts" },
-        facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]))) : null,
+        facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, Array.isArray(v) ? v : String(v))])))
+        : null,
       t.retried_from || t.retried_as ? this.section("Retries", h("p", {},
         t.retried_from ? ["Retry of ", link(t.retried_from), ". "] : null,
         t.retried_as ? ["Submitted again as ", link(t.retried_as), "."] : null)) : null,
