@@ -96,15 +96,38 @@ def ui_gateway(ui_redis_url, log_dir, ui_worker, fake_openai) -> Iterator[Any]:
     gateway.stop()
 
 
-@pytest.fixture
-def page(browser, ui_gateway) -> Iterator[Any]:
-    """A fresh browser context (no cookies) on the gateway; uncaught script errors are collected."""
-    context = browser.new_context(
-        base_url=ui_gateway.base_url, viewport={"width": 1440, "height": 1000}
-    )
+# Issue 15's points are each checked at both widths; a phone as Chromium emulates one.
+WIDTHS = {"desktop": 1440, "phone": 390}
+both_widths = pytest.mark.parametrize("width", list(WIDTHS.values()), ids=list(WIDTHS))
+
+
+def new_page(browser: Any, base_url: str, width: int = WIDTHS["desktop"]) -> Any:
+    """A tab in a fresh context (no cookies), `width` px wide; uncaught script errors are
+    collected in its `errors`. Close it with `page.context.close()`."""
+    if width < 600:
+        options: dict[str, Any] = {
+            "viewport": {"width": width, "height": 844}, "device_scale_factor": 2,
+            "is_mobile": True, "has_touch": True,
+        }  # fmt: skip
+    else:
+        options = {"viewport": {"width": width, "height": 1000}}
+    context = browser.new_context(base_url=base_url, **options)
     context.set_default_timeout(15_000)
     tab = context.new_page()
     tab.errors = []
     tab.on("pageerror", lambda exc: tab.errors.append(str(exc)))
+    return tab
+
+
+@pytest.fixture
+def width() -> int:
+    """The page's width: desktop, unless a test is parametrized (`both_widths`)."""
+    return WIDTHS["desktop"]
+
+
+@pytest.fixture
+def page(browser, ui_gateway, width) -> Iterator[Any]:
+    """A fresh browser context (no cookies) on the gateway; uncaught script errors are collected."""
+    tab = new_page(browser, ui_gateway.base_url, width)
     yield tab
-    context.close()
+    tab.context.close()
