@@ -97,23 +97,28 @@ POSITION_SCAN = 1000
 RATE_SETTINGS = {
     queues.GENERATE_AI_RESPONSE: "ai_rate_limit", queues.VECTORIZE_DOCUMENT: "vectorize_rate_limit",
 }  # fmt: skip
-# KEYS: the queue's priority lists drained before the task's, the task's own list, then
-#   (with a rate) the rate's log of slots taken (workers/runtime/scripts/acquire_slot.lua).
+# KEYS: the queue's priority lists in the order workers drain them, then (with a rate) the
+#   rate's log of slots taken (workers/runtime/scripts/acquire_slot.lua).
 # ARGV: 1 the task id, 2 how many of its own list's oldest messages to look through, 3 the
-#   number of lists, 4 the rate's window in ms ('' for none).
-# Returns {messages in the lists before, the task's place among its own list's messages
-#   from the oldest (-1: not among those looked through), that list's length, slots taken
-#   in the rate's window (-1: no rate)}. kombu LPUSHes and BRPOPs: the oldest is the tail.
+#   number of lists, 4 which is the task's own (from 1), 5 the rate's window in ms ('' for
+#   none).
+# Returns {messages in the lists drained before its own, the task's place among its own
+#   list's messages from the oldest (-1: not among those looked through), that list's
+#   length, messages in all the lists, slots taken in the rate's window (-1: no rate)}.
+#   kombu LPUSHes and BRPOPs: the oldest is the tail.
 POSITION_SCRIPT = """
-local lists = tonumber(ARGV[3])
-local before = 0
-for i = 1, lists - 1 do before = before + redis.call('LLEN', KEYS[i]) end
-local length = redis.call('LLEN', KEYS[lists])
+local lists, own = tonumber(ARGV[3]), tonumber(ARGV[4])
+local before, total, length = 0, 0, 0
+for i = 1, lists do
+  local n = redis.call('LLEN', KEYS[i])
+  if i < own then before = before + n elseif i == own then length = n end
+  total = total + n
+end
 local limit = math.min(length, tonumber(ARGV[2]))
 local found, from = -1, 0
 while found < 0 and from < limit do
   local upto = math.min(from + 100, limit)
-  local items = redis.call('LRANGE', KEYS[lists], -upto, -(from + 1))
+  local items = redis.call('LRANGE', KEYS[own], -upto, -(from + 1))
   for j = #items, 1, -1 do
     if string.find(items[j], ARGV[1], 1, true) then
       found = from + #items - j
@@ -123,12 +128,12 @@ while found < 0 and from < limit do
   from = upto
 end
 local used = -1
-if ARGV[4] ~= '' then
+if ARGV[5] ~= '' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  used = redis.call('ZCOUNT', KEYS[lists + 1], '(' .. (now - tonumber(ARGV[4])), '+inf')
+  used = redis.call('ZCOUNT', KEYS[lists + 1], '(' .. (now - tonumber(ARGV[5])), '+inf')
 end
-return {before, found, length, used}
+return {before, found, length, total, used}
 """
 
 
@@ -141,20 +146,22 @@ async def queue_state(request: web.Request, body: dict[str, Any]) -> dict[str, A
     queue = body["queue"]
     priority = body.get("priority")
     step = MAX_PRIORITY - (priority if isinstance(priority, int) else DEFAULT_PRIORITY)
-    lists = priority_keys(queue)[: max(0, min(step, MAX_PRIORITY)) + 1]
+    lists = priority_keys(queue)
     rate = None
     if setting := RATE_SETTINGS.get(body.get("name") or ""):
         with contextlib.suppress(ValueError):  # (a bad rate stops the workers, not this)
             rate = parse_rate(getattr(settings, setting))
     keys = [*lists, *([rate_limit_keys(body["name"], "")[0]] if rate else [])]
-    args = [body["task_id"], POSITION_SCAN, len(lists), int(rate.window * 1000) if rate else ""]
-    covered, (before, found, length, used) = await asyncio.gather(
+    own = max(0, min(step, len(lists) - 1)) + 1
+    window = int(rate.window * 1000) if rate else ""
+    args = [body["task_id"], POSITION_SCAN, len(lists), own, window]
+    covered, (before, found, length, total, used) = await asyncio.gather(
         coverage(request.app, client, settings),
         client.register_script(POSITION_SCRIPT)(keys=keys, args=args),
     )
     return {
         "queue": queue,
-        "waiting": covered.depths.get(queue, 0),
+        "waiting": total,  # read now (the coverage's depths are up to a second old)
         "consumers": covered.consumers.get(queue, 0),
         "ahead": before + found if found >= 0 else None,
         # Looked through its whole list and not there: a worker has it.

@@ -235,7 +235,9 @@ def test_a_pending_task_says_how_many_tasks_are_ahead_of_it(
             for t in (normal, urgent, later)
         }
         assert [states[t]["ahead"] for t in (urgent, normal, later)] == [0, 1, 2]
-        assert all(s["consumers"] == 0 and not s["held"] for s in states.values())
+        assert all(
+            s["waiting"] == 3 and s["consumers"] == 0 and not s["held"] for s in states.values()
+        )
         rate = states[later]["rate_limit"]
         assert re.fullmatch(r"\d+/60s", rate) and states[later]["rate_limit_used"] == 0
         page.goto(f"/tasks/{later}")
