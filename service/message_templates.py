@@ -120,7 +120,7 @@ class MessageTemplates:
 
     def _refuse(self, shape: Shape, why: str) -> None:
         self._refused.add(shape)
-        logger.warning("messages of %s %s built by Celery each time: %s", shape[0], shape[1:], why)
+        logger.warning("messages of %s built by Celery each time: they differ in %s", shape[0], why)
 
     def _fill(self, template: _Template, request: Request) -> Commands:
         args = request.args or ()
@@ -180,10 +180,13 @@ def _template_of(commands: Commands) -> _Template | None:
 
 
 def _difference(celery: Commands, ours: Commands) -> str:
-    """What differs between Celery's commands and ours, beyond the delivery tags and the
-    event's time and clock (both made anew for every message); '' when nothing."""
-    if [c[:2] for c in celery] != [c[:2] for c in ours]:
-        return f"commands {[c[:2] for c in celery]} != {[c[:2] for c in ours]}"
+    """Where Celery's commands and ours differ, beyond the delivery tags and the event's
+    time and clock (made anew for every message); '' when nowhere. It names the fields,
+    never their values: those hold the tenant's arguments."""
+    if [c[0] for c in celery] != [c[0] for c in ours]:
+        return f"commands {[c[0] for c in celery]} != {[c[0] for c in ours]}"
+    if [c[1] for c in celery] != [c[1] for c in ours]:
+        return "the list or topic a command goes to"
     for theirs, mine in zip(celery, ours, strict=True):
         a, b = loads(theirs[2]), loads(mine[2])
         a["properties"]["delivery_tag"] = b["properties"]["delivery_tag"]
@@ -192,8 +195,21 @@ def _difference(celery: Commands, ours: Commands) -> str:
             for moving in ("timestamp", "clock"):
                 body_a[moving] = body_b[moving]
             if body_a != body_b:
-                return f"task-sent event {body_a} != {body_b}"
+                return f"task-sent event: {', '.join(_differing(body_a, body_b))}"
             a["body"] = b["body"]
+        elif a["body"] != b["body"]:
+            return "message body" if _decoded(a) != _decoded(b) else "message body's encoding"
         if dumps(a) != dumps(b):
-            return f"message {a} != {b}"
+            return f"message: {', '.join(_differing(a, b)) or 'the order of its fields'}"
     return ""
+
+
+def _differing(a: Any, b: Any, path: str = "") -> list[str]:
+    """The paths of the fields whose values differ between two decoded messages."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            found
+            for key in dict.fromkeys([*a, *b])
+            for found in _differing(a.get(key), b.get(key), f"{path}.{key}".lstrip("."))
+        ]
+    return [] if a == b else [path or "(the whole)"]

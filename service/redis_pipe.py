@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -42,14 +43,25 @@ class RedisPipe:
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute(self, *args: Any, retry: bool = False) -> Any:
+        """The command's reply. `retry`: a command safe to run twice (a read) is sent once
+        more on a new connection when the first one was lost, as redis-py retries."""
+        try:
+            return await self._call(args)
+        except redis.exceptions.ConnectionError:
+            if not retry or self._closed:
+                raise
+            return await self._call(args)
+
+    async def _call(self, args: tuple[Any, ...]) -> Any:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
         return await protocol.call(args)
 
-    def register_script(self, source: str) -> PipeScript:
-        return PipeScript(self, source)
+    def register_script(self, source: str, *, retry: bool = False) -> PipeScript:
+        """`retry`: the script only reads (see `execute`)."""
+        return PipeScript(self, source, retry=retry)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -70,6 +82,9 @@ class RedisPipe:
         self._connecting = None
         if attempt.cancelled() or attempt.exception() is not None:
             return  # the callers awaiting it were told
+        if self._closed:  # closed while connecting
+            attempt.result().abort(redis.exceptions.ConnectionError("connection closed"))
+            return
         self._protocol = attempt.result()
         if self._watchdog is None:
             self._check()
@@ -77,6 +92,7 @@ class RedisPipe:
     async def _open(self) -> _PipeProtocol:
         kwargs = self._pool.connection_kwargs
         loop = asyncio.get_running_loop()
+        protocol: _PipeProtocol | None = None
         try:
             async with asyncio.timeout(kwargs.get("socket_connect_timeout") or self._timeout):
                 if isinstance(self._pool, redis.asyncio.sentinel.SentinelConnectionPool):
@@ -89,6 +105,7 @@ class RedisPipe:
                         _PipeProtocol, kwargs.get("host", "localhost"), kwargs.get("port", 6379)
                     )
                 _, protocol = await connection
+                protocol.keep_alive()
                 hello: list[Any] = []
                 if kwargs.get("password"):
                     user = kwargs.get("username")
@@ -98,10 +115,14 @@ class RedisPipe:
                 if kwargs.get("db"):
                     hello.append(protocol.call(("SELECT", kwargs["db"])))
                 await asyncio.gather(*hello)
-        except (OSError, TimeoutError) as exc:
-            raise redis.exceptions.ConnectionError(f"connecting to Redis: {exc}") from exc
-        except redis.exceptions.ResponseError as exc:
-            raise redis.exceptions.AuthenticationError(str(exc)) from exc
+        except BaseException as exc:
+            if protocol is not None:  # connected, but refused (AUTH, SELECT) or too slow
+                protocol.abort(redis.exceptions.ConnectionError("connection not set up"))
+            if isinstance(exc, OSError | TimeoutError):
+                raise redis.exceptions.ConnectionError(f"connecting to Redis: {exc}") from exc
+            if isinstance(exc, redis.exceptions.ResponseError):
+                raise redis.exceptions.AuthenticationError(str(exc)) from exc
+            raise
         return protocol
 
     def _check(self) -> None:
@@ -121,9 +142,10 @@ class RedisPipe:
 class PipeScript:
     """A Lua script called as redis-py's `Script` is: EVALSHA, loaded on NOSCRIPT."""
 
-    def __init__(self, pipe: RedisPipe, source: str) -> None:
+    def __init__(self, pipe: RedisPipe, source: str, *, retry: bool = False) -> None:
         self.pipe = pipe
         self.source = source
+        self.retry = retry
         self.sha = hashlib.sha1(
             source.encode(), usedforsecurity=False
         ).hexdigest()  # Redis names scripts so
@@ -131,10 +153,10 @@ class PipeScript:
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         call = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return await self.pipe.execute(*call)
+            return await self.pipe.execute(*call, retry=self.retry)
         except redis.exceptions.NoScriptError:
-            await self.pipe.execute("SCRIPT", "LOAD", self.source)
-            return await self.pipe.execute(*call)
+            await self.pipe.execute("SCRIPT", "LOAD", self.source, retry=True)
+            return await self.pipe.execute(*call, retry=self.retry)
 
 
 class _PipeProtocol(asyncio.Protocol):
@@ -151,13 +173,25 @@ class _PipeProtocol(asyncio.Protocol):
     def call(self, args: Sequence[Any]) -> asyncio.Future[Any]:
         if self.lost:
             raise redis.exceptions.ConnectionError("connection to Redis lost")
+        # Packed first: an argument hiredis cannot encode (a lone surrogate) fails its own
+        # caller here, before a reply is expected for it.
+        try:
+            packed = hiredis.pack_command(tuple(args))
+        except (TypeError, UnicodeError) as exc:
+            raise redis.exceptions.DataError(f"an argument Redis cannot take: {exc}") from exc
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiters.append((future, time.monotonic()))
         if not self._out:
             loop.call_soon(self._flush)
-        self._out.append(hiredis.pack_command(tuple(args)))
+        self._out.append(packed)
         return future
+
+    def keep_alive(self) -> None:
+        """TCP keepalive, as redis-py sets it: a peer gone without a word is noticed."""
+        sock = self._transport.get_extra_info("socket") if self._transport else None
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     def _flush(self) -> None:
         if self._out and self._transport is not None and not self.lost:
@@ -168,6 +202,11 @@ class _PipeProtocol(asyncio.Protocol):
         self._reader.feed(data)
         waiters = self._waiters
         while (reply := self._reader.gets()) is not False:
+            if not waiters:
+                # A reply nobody asked for (the server's own error before closing, such as
+                # 'max number of clients reached'): the connection is not to be trusted.
+                self.abort(redis.exceptions.ConnectionError(f"Redis said: {reply}"))
+                return
             future, _ = waiters.popleft()
             if future.done():  # its caller was cancelled; the reply is dropped in order
                 continue
@@ -208,9 +247,13 @@ SPECIFIC_ERRORS: dict[str, type[redis.exceptions.RedisError]] = {
     "NOAUTH": redis.exceptions.AuthenticationError,
     "EXECABORT": redis.exceptions.ExecAbortError,
 }
+# Reply errors that mean the connection, not the command, failed (redis-py: 503 territory).
+CONNECTION_ERRORS = ("ERR max number of clients reached",)
 
 
 def _specific(error: redis.exceptions.ResponseError) -> redis.exceptions.RedisError:
+    if str(error).startswith(CONNECTION_ERRORS):
+        return redis.exceptions.ConnectionError(str(error))
     code, _, message = str(error).partition(" ")
     known = SPECIFIC_ERRORS.get(code)
     return known(message) if known is not None else error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +36,25 @@ async def load_json(request: web.Request, schema: Schema) -> dict[str, Any]:
             raise _too_deep() from None
         if nesting_depth(data) > MAX_JSON_DEPTH:
             raise _too_deep()
+        if SURROGATE_ESCAPE.search(raw) and not _encodable(data):
+            raise BadRequest(
+                "malformed JSON: an unpaired surrogate escape",
+                details={"body": ["a \\uD800-\\uDFFF escape that is not half of a pair"]},
+            )
     return validate(schema, data)
+
+
+# JSON may escape a UTF-16 surrogate (`\ud83d\ude00` is one emoji); alone, one decodes to
+# a string no UTF-8 encoder (Redis, the worker, the logs) can take.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _too_deep() -> BadRequest:

@@ -2,9 +2,9 @@
 
 `web.json_response` encodes with the standard library's `json.dumps`, several times
 slower than orjson for a status body: a tenth of a status request's time went there.
-orjson refuses what JSON itself cannot carry exactly (an integer beyond 64 bits, a
-non-string key, NaN is written as null): such a body is encoded by `json.dumps` as before,
-so a task's result always comes back as it was stored.
+orjson refuses an integer beyond 64 bits and a non-string key: such a body is encoded by
+`json.dumps` as before. NaN and infinities, which JSON has no word for, are written as
+`null` (`json.dumps` would write `NaN`, which JSON parsers refuse).
 """
 
 from __future__ import annotations

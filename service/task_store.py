@@ -67,13 +67,17 @@ class TaskStore:
         """`pipe`, when given, carries the hot reads (a task's status, a list page)."""
         self.client = client
         self.ttl = ttl
-        reads = pipe or client
         self._record = client.register_script(source("record"))
         self._cancel = client.register_script(source("cancel"))
         self._link = client.register_script(source("link_retry"))
         self._refuse = client.register_script(source("refuse"))
-        self._page = reads.register_script(source("page"))
-        self._status = reads.register_script(source("status"))
+        # Reads: sent again on a new connection when the first was lost (redis-py retries).
+        if pipe is not None:
+            self._page: Any = pipe.register_script(source("page"), retry=True)
+            self._status: Any = pipe.register_script(source("status"), retry=True)
+        else:
+            self._page = client.register_script(source("page"))
+            self._status = client.register_script(source("status"))
         # Refusals not written yet (Redis was down): task id -> when it was refused.
         self.unwritten_refusals: dict[str, float] = {}
 

@@ -191,3 +191,24 @@ async def test_a_shape_whose_template_differs_from_celery_stays_with_celery(
     rclient.delete(*rclient.scan_iter(f"{queue}*"))
     assert len(ours) == len(sends)
     assert all(m["headers"]["kwargsrepr"] != "changed" for m in ours)  # Celery's, each
+
+
+async def test_a_refused_template_is_logged_by_field_names_not_values(
+    publisher, rclient, monkeypatch, caplog
+) -> None:
+    """The warning names where the messages differ, never the tenant's arguments."""
+    import service.message_templates
+
+    celery, pub = publisher
+    queue = f"tests-publish-{uuid.uuid4().hex}"
+    monkeypatch.setattr(service.message_templates, "saferepr", lambda value, *a, **k: "changed")
+    for send in _sends(celery, queue, 2):
+        send["kwargs"] = {"secret_prompt": "tell nobody 4f8e"}
+        options = {k: v for k, v in send.items() if k not in ("name", "kwargs", "task_id")}
+        await pub.publish(
+            send["name"], send["kwargs"], task_id=send["task_id"], record={}, **options
+        )  # fmt: skip
+    rclient.delete(*rclient.scan_iter(f"{queue}*"))
+    warnings = [r.getMessage() for r in caplog.records if "built by Celery" in r.getMessage()]
+    assert len(warnings) == 1 and "argsrepr" in warnings[0] and "kwargsrepr" in warnings[0]
+    assert "4f8e" not in warnings[0] and "changed" not in warnings[0]

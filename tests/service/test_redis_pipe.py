@@ -15,7 +15,7 @@ import redis.asyncio
 import redis.exceptions
 
 from service.redis_pipe import RedisPipe, pipelinable
-from tests.support.waiting import async_wait_until
+from tests.support.waiting import async_wait_until, wait_until
 from workers.dev.embedded_redis import EmbeddedRedis
 
 
@@ -146,3 +146,67 @@ def test_a_tls_connection_stays_with_redis_py() -> None:
     assert pipelinable(redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/0"))
     assert pipelinable(redis.asyncio.Redis.from_url("unix:///tmp/redis.sock"))
     assert not pipelinable(redis.asyncio.Redis.from_url("rediss://127.0.0.1:6380/0"))
+
+
+async def test_an_argument_redis_cannot_take_fails_its_caller_alone(pipe: RedisPipe) -> None:
+    """A lone surrogate cannot be encoded: its caller fails before a reply is expected, so
+    the replies of everyone after it stay theirs."""
+    await pipe.execute("SET", "a", "alice's")
+    await pipe.execute("SET", "b", "bob's")
+    with pytest.raises(redis.exceptions.DataError):
+        await pipe.execute("SET", "x", "\ud800")
+    assert await asyncio.gather(pipe.execute("GET", "a"), pipe.execute("GET", "b")) == [
+        "alice's",
+        "bob's",
+    ]
+
+
+async def test_a_refused_login_leaves_no_connection_behind(server: EmbeddedRedis) -> None:
+    admin = redis.Redis(port=server.port, decode_responses=True)
+    admin.config_set("requirepass", "s3cret")
+    admin = redis.Redis(port=server.port, password="s3cret", decode_responses=True)
+    before = len(admin.client_list())
+    wrong = redis.asyncio.Redis(port=server.port, password="wrong")
+    refused = RedisPipe(wrong)
+    for _ in range(20):
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            await refused.execute("PING")
+    await refused.aclose()
+    await wrong.aclose()
+    wait_until(lambda: len(admin.client_list()) <= before, timeout=5, what="connections closed")
+    admin.config_set("requirepass", "")
+
+
+async def test_a_server_out_of_connections_is_a_connection_error(server: EmbeddedRedis) -> None:
+    """Redis says `max number of clients reached` and closes: 503 territory, as redis-py
+    raises it, not a command's error."""
+    admin = redis.Redis(port=server.port, decode_responses=True)
+    admin.config_set("maxclients", "1")
+    client = redis.asyncio.Redis(port=server.port, decode_responses=True)
+    full = RedisPipe(client)
+    try:
+        results = await asyncio.gather(
+            *(full.execute("PING") for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, redis.exceptions.ConnectionError) for r in results), results
+    finally:
+        admin.config_set("maxclients", "10000")
+        await full.aclose()
+        await client.aclose()
+
+
+async def test_a_server_that_became_a_replica_is_left_for_a_new_connection(
+    pipe: RedisPipe, server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """After a failover the old primary answers writes with READONLY: a connection error
+    (503, and the next call asks again where the primary is), not a command's error."""
+    primary = EmbeddedRedis(tmp_path / "primary", appendonly=False).start()
+    try:
+        await pipe.execute("SET", "k", "v")
+        redis.Redis(port=server.port).replicaof("127.0.0.1", primary.port)
+        with pytest.raises(redis.exceptions.ConnectionError, match="READONLY"):
+            await pipe.execute("SET", "k", "w")
+        assert pipe._protocol is not None and pipe._protocol.lost
+    finally:
+        redis.Redis(port=server.port).replicaof("NO", "ONE")
+        primary.stop()

@@ -43,6 +43,13 @@ async def test_bad_submission_is_a_400_naming_the_field(serve_gateway) -> None:
             assert "malformed JSON" in (await r.json())["error"]
         async with http.post(url, data="a=b", headers={"Content-Type": "text/plain"}) as r:
             assert r.status == 415
+        # A lone UTF-16 surrogate escape decodes to text nothing downstream can encode.
+        lone = '{"conversation_id": "c", "user_message": "\\ud800 hi"}'
+        async with http.post(url, data=lone, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400 and "surrogate" in (await r.json())["error"]
+        pair = '{"conversation_id": "c", "user_message": "\\ud83d\\ude00 hi"}'  # one emoji
+        async with http.post(url, data=pair, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 202
         both = {"conversation_id": "c", "user_message": "m", "countdown": 5,
                 "eta": "2999-01-01T00:00:00+00:00"}  # fmt: skip
         async with http.post(url, json=both) as r:

@@ -10,7 +10,10 @@ message (Celery's own batch format; Flower and the gateway read it) or at once w
 Celery's buffer limit (24) is reached.
 
 What waits: Flower's view and the live feed's `received` events, by at most the interval.
-The task index, the feed's states and the results never depend on these events.
+What may be lost: the events of that last interval when the worker's broker connection
+breaks (Celery carries its offline buffer to the new connection, not a group's buffer;
+its next-turn flush ran as the hub reset). The task index, the feed's states and the
+results never depend on these events.
 """
 
 from __future__ import annotations
