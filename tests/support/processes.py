@@ -139,6 +139,9 @@ def wait_ready(redis_url: str, workers: list[Worker], timeout: float = 30.0) -> 
                 timeout,
                 what=f"worker {worker.hostname} ready",
             )
+    except BaseException:
+        stop_all(workers)  # none is left running for nobody to stop
+        raise
     finally:
         client.close()
     for worker in workers:
