@@ -96,7 +96,7 @@ ROUTES: list[Route] = [
           response=schemas.SubmitResponse, status=202, tags=("submit",), extra=SUBMIT_EXTRA),
     # Tasks
     Route("GET", f"{API}/status/{{task_id}}", tasks.task_status, "A task's status and result",
-          response=schemas.TaskStatusResponse),
+          query=schemas.StatusQuery, response=schemas.TaskStatusResponse),
     Route("GET", f"{API}/{{task_id}}/stream", stream.task_stream,
           "The task's events as Server-Sent Events: replayed after `Last-Event-ID` or "
           "`starting_after`, then live, until its final state (docs/sse.md)",

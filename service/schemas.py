@@ -523,6 +523,17 @@ class CatalogResponse(Schema):
     )
 
 
+class StatusQuery(StrictSchema):
+    explain = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "a PENDING task's `queue_state` also says how many tasks are ahead "
+            "of it, whether a worker holds it and its rate limit's use (a scan of up to 1,000 "
+            "queued messages: for a person looking, not for polling)"
+        },
+    )
+
+
 class StatsQuery(StrictSchema):
     system = fields.Boolean(
         load_default=False,

@@ -33,6 +33,7 @@ from service.schemas import (
     RetryResponse,
     StatsQuery,
     StatsResponse,
+    StatusQuery,
     TaskListQuery,
     shared,
 )
@@ -85,7 +86,9 @@ async def task_status(request: web.Request) -> web.Response:
     record = _check_visible(record, principal)
     body = status_body(record, meta, principal)
     if body["status"] == "PENDING" and body.get("queue"):
-        body["queue_state"] = await queue_state(request, body)
+        # Clients poll a pending task: only the cheap reading unless `explain` is asked.
+        explain = request.query_string and load_query(request, shared(StatusQuery))["explain"]
+        body["queue_state"] = await queue_state(request, body, explain=bool(explain))
     return json_response(body)
 
 
@@ -137,13 +140,20 @@ return {before, found, length, total, used}
 """
 
 
-async def queue_state(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
-    """Why a PENDING task waits: its queue's depth and live consumers, how many messages
-    are ahead of its own (or that a worker holds it: prefetched, or until its ETA), and
-    its name's rate limit with the slots taken now."""
+async def queue_state(
+    request: web.Request, body: dict[str, Any], *, explain: bool
+) -> dict[str, Any]:
+    """Why a PENDING task waits: its queue's depth and live consumers (read at most once a
+    second per gateway); with `explain`, how many messages are ahead of its own (or that a
+    worker holds it: prefetched, or until its ETA), and its name's rate limit with the
+    slots taken now."""
     client = request.app[redis_key]
     settings = request.app[settings_key]
     queue = body["queue"]
+    if not explain:
+        covered = await coverage(request.app, client, settings)
+        return {"queue": queue, "waiting": covered.depths.get(queue, 0),
+                "consumers": covered.consumers.get(queue, 0)}  # fmt: skip
     priority = body.get("priority")
     step = MAX_PRIORITY - (priority if isinstance(priority, int) else DEFAULT_PRIORITY)
     lists = priority_keys(queue)
@@ -157,7 +167,7 @@ async def queue_state(request: web.Request, body: dict[str, Any]) -> dict[str, A
     args = [body["task_id"], POSITION_SCAN, len(lists), own, window]
     covered, (before, found, length, total, used) = await asyncio.gather(
         coverage(request.app, client, settings),
-        client.register_script(POSITION_SCRIPT)(keys=keys, args=args),
+        client.eval(POSITION_SCRIPT, len(keys), *keys, *args),
     )
     return {
         "queue": queue,

@@ -353,3 +353,25 @@ async def test_every_time_the_api_answers_is_iso_8601_utc(alice, admin, worker) 
     assert all(utc(point["minute"]) for point in stats["tasks_per_minute"])
     _, report = await admin.get(f"{T}/health")
     assert utc(report["checked_at"])
+
+
+async def test_a_pending_tasks_place_in_its_queue_is_read_only_when_asked(admin, rclient) -> None:
+    """Clients poll pending tasks: their status reads the queue's depth and consumers (at
+    most once a second per gateway); the place among the queued messages and the rate
+    limit's use, a scan of the queue, only with `explain=true` (the dashboard's detail)."""
+    task_id = str(uuid.uuid4())
+    queue = f"tests_nobody_{uuid.uuid4().hex[:6]}"
+    index = TaskIndex(rclient)
+    index.record(task_id, "PENDING", 0, name="tests.record", queue=queue, owner="ops")
+    try:
+        _, polled = await admin.get(f"{T}/status/{task_id}")
+        assert polled["queue_state"] == {"queue": queue, "waiting": 0, "consumers": 0}
+        _, explained = await admin.get(f"{T}/status/{task_id}", params={"explain": "true"})
+        state = explained["queue_state"]
+        assert state["ahead"] is None and state["held"] is True  # no message of it queued
+        assert state["rate_limit"] is None and state["rate_limit_used"] is None
+        for params, field in (({"explain": "maybe"}, "explain"), ({"bogus": "1"}, "bogus")):
+            status, body = await admin.get(f"{T}/status/{task_id}", params=params)
+            assert status == 400 and field in body["details"]
+    finally:
+        index.record(task_id, "REVOKED", 0)

@@ -33,7 +33,7 @@ OFFLINE_DB = 29  # the offline provider's gateway and worker (no OPENAI_API_KEY)
 
 
 def status_of(page: Page, task_id: str) -> dict[str, Any]:
-    return page.request.get(f"/api/v1/tasks/status/{task_id}", headers=AUTH).json()
+    return page.request.get(f"/api/v1/tasks/status/{task_id}?explain=true", headers=AUTH).json()
 
 
 def action(page: Page, task_id: str, name: str) -> Any:
@@ -231,7 +231,7 @@ def test_a_pending_task_says_how_many_tasks_are_ahead_of_it(
 
         normal, urgent, later = submit(5), submit(9), submit(5)
         states = {
-            t: page.request.get(f"/api/v1/tasks/status/{t}").json()["queue_state"]
+            t: page.request.get(f"/api/v1/tasks/status/{t}?explain=true").json()["queue_state"]
             for t in (normal, urgent, later)
         }
         assert [states[t]["ahead"] for t in (urgent, normal, later)] == [0, 1, 2]

@@ -56,6 +56,9 @@ export const api = {
   logout: () => request("DELETE", "/api/v1/session", { quiet401: true }),
   list: (query) => request("GET", `${TASKS}/list`, { query }),
   status: (id) => request("GET", `${TASKS}/status/${encodeURIComponent(id)}`),
+  // With a pending task's place in its queue and its rate limit (for the detail view).
+  explained: (id) =>
+    request("GET", `${TASKS}/status/${encodeURIComponent(id)}`, { query: { explain: "true" } }),
   stats: () => request("GET", `${TASKS}/stats`),
   cancel: (id, terminate = false) =>
     request("POST", `${TASKS}/cancel/${encodeURIComponent(id)}`, {

@@ -533,7 +533,7 @@ class TaskDetail {
   async refresh() {
     const id = this.taskId;
     try {
-      const status = await api.status(id);
+      const status = await api.explained(id);
       if (id !== this.taskId) return;
       this.update(status);
     } catch (err) {
