@@ -81,14 +81,15 @@ def _check_visible(record: dict[str, Any] | None, principal: Principal) -> dict[
 
 async def task_status(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
+    # (A status without parameters, what clients poll, skips the query schema.)
+    explain = bool(request.query_string) and load_query(request, shared(StatusQuery))["explain"]
     record, meta = await request.app[task_store_key].get_with_result(task_id)
     principal = principal_of(request)
     record = _check_visible(record, principal)
     body = status_body(record, meta, principal)
     if body["status"] == "PENDING" and body.get("queue"):
         # Clients poll a pending task: only the cheap reading unless `explain` is asked.
-        explain = request.query_string and load_query(request, shared(StatusQuery))["explain"]
-        body["queue_state"] = await queue_state(request, body, explain=bool(explain))
+        body["queue_state"] = await queue_state(request, body, explain=explain)
     return json_response(body)
 
 
