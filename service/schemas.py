@@ -457,7 +457,10 @@ class TaskStatusResponse(TaskSummary):
     queue_state = fields.Nested(
         QueueState,
         allow_none=True,
-        metadata={"description": "a PENDING task: its queue's depth and consumers"},
+        metadata={
+            "description": "a PENDING task: its queue's depth and consumers; with `explain`, "
+            "also its place in the queue and its rate limit's use"
+        },
     )
 
     result = fields.Raw(allow_none=True)
