@@ -30,12 +30,11 @@ from service.keys import (
     task_store_key,
     waiter_key,
 )
-from service.metrics import Metrics, metrics_key, metrics_middleware, metrics_view
+from service.metrics import Metrics, metrics_key, metrics_view
 from service.middlewares import (
     METRICS_PATH,
     admin_paths_key,
-    auth_middleware,
-    error_middleware,
+    gateway_middleware,
     public_routes_key,
 )
 from service.openapi import setup_openapi
@@ -159,7 +158,7 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> web.App
     # The publisher relies on kombu internals: refuse to serve without them.
     check_internals()
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[gateway_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[settings_key] = settings

@@ -11,7 +11,6 @@ admin key or with METRICS_TOKEN, the scrapers' token (checked in service/middlew
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -73,25 +72,6 @@ metrics_key = web.AppKey("metrics", Metrics)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        info = request.match_info.route.resource
-        route = info.canonical if info is not None else "unmatched"
-        request.app[metrics_key].observe_request(
-            request.method, route, status, time.perf_counter() - started
-        )
 
 
 async def metrics_view(request: web.Request) -> web.Response:
