@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from service.schemas_tasks import KnowledgeBasesResponse, KnowledgeDocumentsResponse
-from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, Api
+from tests.support.api import API_KEYS, Api
 
 T = "/api/v1/tasks"
 KB = "/api/v1/knowledge"
@@ -21,23 +21,9 @@ WAIT = {"wait": "30"}
 
 
 @pytest.fixture
-async def gateway(serve_gateway) -> Any:
+async def secured_gateway(serve_gateway) -> Any:
+    """The service tests' gateway (their alice, bob and admin call it), offline embeddings."""
     return await serve_gateway(api_keys=API_KEYS, env={"OPENAI_API_KEY": ""})
-
-
-@pytest.fixture
-def alice(http, gateway) -> Api:
-    return Api(http, gateway.base_url, ALICE)
-
-
-@pytest.fixture
-def bob(http, gateway) -> Api:
-    return Api(http, gateway.base_url, BOB)
-
-
-@pytest.fixture
-def admin(http, gateway) -> Api:
-    return Api(http, gateway.base_url, ADMIN)
 
 
 def new_kb() -> str:
