@@ -134,6 +134,14 @@ def _sends(celery, queue: str, n: int) -> list[dict]:  # type: ignore[no-untyped
     ]
 
 
+async def _publish_all(pub: TaskPublisher, sends: list[dict]) -> None:
+    for send in sends:
+        options = {k: v for k, v in send.items() if k not in ("name", "kwargs", "task_id")}
+        await pub.publish(
+            send["name"], send["kwargs"], task_id=send["task_id"], record={}, **options
+        )  # fmt: skip
+
+
 async def test_messages_of_one_shape_come_from_a_verified_template_equal_to_celerys(
     publisher, rclient
 ) -> None:
@@ -142,11 +150,7 @@ async def test_messages_of_one_shape_come_from_a_verified_template_equal_to_cele
     sends = _sends(celery, queue, 5)
     events = rclient.pubsub(ignore_subscribe_messages=True)
     events.psubscribe("/0.celeryev/task.sent")
-    for send in sends:
-        options = {k: v for k, v in send.items() if k not in ("name", "kwargs", "task_id")}
-        await pub.publish(
-            send["name"], send["kwargs"], task_id=send["task_id"], record={}, **options
-        )  # fmt: skip
+    await _publish_all(pub, sends)
     # The first message is Celery's, the second built both ways and compared: the shape is
     # served from its template from then on.
     assert pub._templates.verified == 1 and pub._templates.refused == 0
@@ -181,11 +185,7 @@ async def test_a_shape_whose_template_differs_from_celery_stays_with_celery(
     queue = f"tests-publish-{uuid.uuid4().hex}"
     monkeypatch.setattr(service.message_templates, "saferepr", lambda value, *a, **k: "changed")
     sends = _sends(celery, queue, 4)
-    for send in sends:
-        options = {k: v for k, v in send.items() if k not in ("name", "kwargs", "task_id")}
-        await pub.publish(
-            send["name"], send["kwargs"], task_id=send["task_id"], record={}, **options
-        )  # fmt: skip
+    await _publish_all(pub, sends)
     assert pub._templates.verified == 0 and pub._templates.refused == 1
     ours = queued(rclient, queue)
     rclient.delete(*rclient.scan_iter(f"{queue}*"))
@@ -202,12 +202,11 @@ async def test_a_refused_template_is_logged_by_field_names_not_values(
     celery, pub = publisher
     queue = f"tests-publish-{uuid.uuid4().hex}"
     monkeypatch.setattr(service.message_templates, "saferepr", lambda value, *a, **k: "changed")
-    for send in _sends(celery, queue, 2):
-        send["kwargs"] = {"secret_prompt": "tell nobody 4f8e"}
-        options = {k: v for k, v in send.items() if k not in ("name", "kwargs", "task_id")}
-        await pub.publish(
-            send["name"], send["kwargs"], task_id=send["task_id"], record={}, **options
-        )  # fmt: skip
+    sends = [
+        {**send, "kwargs": {"secret_prompt": "tell nobody 4f8e"}}
+        for send in _sends(celery, queue, 2)
+    ]
+    await _publish_all(pub, sends)
     rclient.delete(*rclient.scan_iter(f"{queue}*"))
     warnings = [r.getMessage() for r in caplog.records if "built by Celery" in r.getMessage()]
     assert len(warnings) == 1 and "argsrepr" in warnings[0] and "kwargsrepr" in warnings[0]
