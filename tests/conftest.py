@@ -71,6 +71,7 @@ UNITS = dict.fromkeys(
 # The longest units (tens of seconds under `make test`), handed out first so that none
 # starts last and holds the run open; then the modules marked `slow`, then the rest.
 LONGEST = (
+    "tests/ui/test_newcomer.py",
     "tests/bench/test_bench_smoke.py",
     "tests/ui/test_dashboard.py",
     "tests/security/test_api_fuzz.py",
