@@ -35,9 +35,10 @@ class RedisPipe:
     """Commands go to the server of `client` (a redis-py asyncio client, whose connection
     settings it reuses) over one connection of its own."""
 
-    def __init__(self, client: redis.asyncio.Redis, timeout: float = 5.0) -> None:
+    def __init__(self, client: redis.asyncio.Redis, timeout: float | None = None) -> None:
+        """`timeout`: seconds a reply may take (default: the client's `socket_timeout`, else 5)."""
         self._pool = client.connection_pool
-        self._timeout = timeout
+        self._timeout = timeout or self._pool.connection_kwargs.get("socket_timeout") or 5.0
         self._protocol: _PipeProtocol | None = None
         self._connecting: asyncio.Future[_PipeProtocol] | None = None
         self._watchdog: asyncio.TimerHandle | None = None

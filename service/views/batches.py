@@ -67,6 +67,10 @@ async def create_batch(request: web.Request) -> web.Response:
         # The owner's budget, once for the batch (each item is checked without it).
         await check_budget(client, settings, principal.owner)
     batch_id = str(uuid4())
+    data: dict[str, Any] = {"batch_id": batch_id}
+    if query["webhook"]:  # checked before anything is stored: a refusal keeps nothing
+        data["webhook"] = {"url": query["webhook"], "events": ["completed"]}
+        await check_body(request, queues.RUN_BATCH, data)
     ttl = settings.task_history_ttl
     async with client.pipeline(transaction=True) as pipe:
         pipe.rpush(batch_items_key(batch_id), *(json.dumps(item) for item in items))
@@ -75,10 +79,6 @@ async def create_batch(request: web.Request) -> web.Response:
         pipe.expire(batch_items_key(batch_id), ttl)
         pipe.expire(batch_key(batch_id), ttl)
         await pipe.execute()
-    data: dict[str, Any] = {"batch_id": batch_id}
-    if query["webhook"]:
-        data["webhook"] = {"url": query["webhook"], "events": ["completed"]}
-        await check_body(request, queues.RUN_BATCH, data)
     # An Idempotency-Key names the items and the webhook, not the new id.
     fingerprint = request_fingerprint(queues.RUN_BATCH, [items, query["webhook"]])
     try:
@@ -118,11 +118,11 @@ async def _read_items(request: web.Request) -> list[dict[str, Any]]:
             items.append(await _item(request, raw))
         except BadRequest as exc:
             errors[f"line {line_no}"] = exc.details or [exc.message]
+            if len(errors) >= MAX_ERRORS:
+                break
         except ApiError as exc:  # not the caller's resource, over budget: as its endpoint
             exc.message = f"line {line_no}: {exc.message}"
             raise
-            if len(errors) >= MAX_ERRORS:
-                break
     if errors:
         raise BadRequest("invalid batch: nothing was submitted", details=errors)
     if not items:

@@ -81,6 +81,9 @@ async def create_schedule(request: web.Request) -> web.Response:
                 shared(ScheduleResponse).dump(found),
                 headers={"Idempotent-Replayed": "true", "Location": f"/api/v1/schedules/{first}"},
             )
+        # The key's first request has not created it (yet, or it failed): made under the
+        # id the key is bound to, so the same request twice is still one schedule.
+        schedule_id = first
     options: dict[str, Any] = {
         "queue": queues.TASK_QUEUES[task_name],
         "headers": {OWNER_HEADER: principal.owner, SCHEDULE_HEADER: schedule_id},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -41,6 +42,7 @@ from service.task_store import ListQuery, TaskStore, is_task_id
 from workers.core import queues
 from workers.core.headers import RETRIED_FROM_HEADER
 from workers.core.keys import HEALTH_REPORT_KEY, rate_limit_keys
+from workers.core.lua import lua_file
 from workers.runtime.health import health_report as check_health
 from workers.runtime.priority import DEFAULT_PRIORITY, MAX_PRIORITY
 from workers.runtime.queue_depth import priority_keys
@@ -101,44 +103,6 @@ POSITION_SCAN = 1000
 RATE_SETTINGS = {
     queues.GENERATE_AI_RESPONSE: "ai_rate_limit", queues.VECTORIZE_DOCUMENT: "vectorize_rate_limit",
 }  # fmt: skip
-# KEYS: the queue's priority lists in the order workers drain them, then (with a rate) the
-#   rate's log of slots taken (workers/runtime/scripts/acquire_slot.lua).
-# ARGV: 1 the task id, 2 how many of its own list's oldest messages to look through, 3 the
-#   number of lists, 4 which is the task's own (from 1), 5 the rate's window in ms ('' for
-#   none).
-# Returns {messages in the lists drained before its own, the task's place among its own
-#   list's messages from the oldest (-1: not among those looked through), that list's
-#   length, messages in all the lists, slots taken in the rate's window (-1: no rate)}.
-#   kombu LPUSHes and BRPOPs: the oldest is the tail.
-POSITION_SCRIPT = """
-local lists, own = tonumber(ARGV[3]), tonumber(ARGV[4])
-local before, total, length = 0, 0, 0
-for i = 1, lists do
-  local n = redis.call('LLEN', KEYS[i])
-  if i < own then before = before + n elseif i == own then length = n end
-  total = total + n
-end
-local limit = math.min(length, tonumber(ARGV[2]))
-local found, from = -1, 0
-while found < 0 and from < limit do
-  local upto = math.min(from + 100, limit)
-  local items = redis.call('LRANGE', KEYS[own], -upto, -(from + 1))
-  for j = #items, 1, -1 do
-    if string.find(items[j], ARGV[1], 1, true) then
-      found = from + #items - j
-      break
-    end
-  end
-  from = upto
-end
-local used = -1
-if ARGV[5] ~= '' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  used = redis.call('ZCOUNT', KEYS[lists + 1], '(' .. (now - tonumber(ARGV[5])), '+inf')
-end
-return {before, found, length, total, used}
-"""
 
 
 async def queue_state(
@@ -168,7 +132,7 @@ async def queue_state(
     args = [body["task_id"], POSITION_SCAN, len(lists), own, window]
     covered, (before, found, length, total, used) = await asyncio.gather(
         coverage(request.app, client, settings),
-        client.eval(POSITION_SCRIPT, len(keys), *keys, *args),
+        client.register_script(_queue_position())(keys=keys, args=args),
     )
     return {
         "queue": queue,
@@ -180,6 +144,12 @@ async def queue_state(
         "rate_limit": str(rate) if rate else None,
         "rate_limit_used": used if rate else None,
     }
+
+
+@functools.cache
+def _queue_position() -> str:
+    """workers/runtime/scripts/queue_position.lua, read once (not on the event loop per call)."""
+    return lua_file("workers.runtime", "queue_position")
 
 
 async def task_list(request: web.Request) -> web.Response:

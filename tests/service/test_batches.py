@@ -147,7 +147,13 @@ async def test_a_bad_line_refuses_the_whole_batch_naming_it(http, batch_redis_ur
     assert status == 415
     status, answer = await post_batch(http, ALICE, b"\n\n")
     assert status == 400 and "body" in answer["details"]
-    # Nothing was submitted by any of them.
+    # Many bad lines: the first 20 are named, the rest not even validated.
+    status, answer = await post_batch(http, ALICE, lines(*([{"task": "nope"}] * 50)))
+    assert status == 400 and len(answer["details"]) == 20, answer
+    # A batch webhook the policy refuses: refused before its items are stored.
+    status, answer = await post_batch(http, ALICE, lines(note(0)), webhook="http://10.1.2.3/x")
+    assert status in (400, 422) and "webhook" in json.dumps(answer), answer
+    # Nothing was submitted or kept by any of them.
     assert orphans(batch_redis_url) == []
 
 

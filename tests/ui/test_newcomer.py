@@ -414,6 +414,7 @@ def test_the_dashboard_fits_a_phone(browser, ui_gateway) -> None:
         expect(row).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         cancel = row.locator("[data-action=cancel]")
+        expect(cancel).to_be_visible()  # the row is drawn again as the feed updates it
         box = cancel.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
         for cell in row.locator("td").all()[2:7]:

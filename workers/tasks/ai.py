@@ -26,6 +26,7 @@ from workers.core.headers import OWNER_HEADER
 from workers.core.ownership import task_owner
 from workers.core.settings import Settings, get_settings
 from workers.knowledge import indexing as knowledge
+from workers.runtime.backend import REDIS_ERRORS
 from workers.runtime.base import BaseTaskWithRetry
 from workers.runtime.clients import redis_client
 from workers.runtime.progress import publish_chunk, reset_output
@@ -221,5 +222,10 @@ def generate_ai_response(
     )  # fmt: skip
     # Counted for the submitter (whose key pays), also when an admin's task names `owner`.
     submitter = self.request.get(OWNER_HEADER) or None
-    record_usage(client, settings, task_id, submitter, TaskUsage.from_result(result))
+    try:
+        record_usage(client, settings, task_id, submitter, TaskUsage.from_result(result))
+    except REDIS_ERRORS:
+        # The reply is paid for and done: a retry for the accounting would ask (and pay)
+        # the provider again. The usage of this run goes uncounted; said in the log.
+        logger.exception("usage of task %s not recorded", task_id)
     return result

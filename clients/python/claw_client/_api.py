@@ -65,8 +65,7 @@ def submit(
     kind: str, body: dict[str, Any], idempotency_key: str | None = None,
     wait: float | None = None, stream: bool = False,
 ) -> Request:  # fmt: skip
-    if kind not in SUBMIT_KINDS:
-        raise ValueError(f"unknown submission {kind!r}; one of {', '.join(SUBMIT_KINDS)}")
+    _check_kind(kind)
     params: dict[str, Any] = {}
     if wait is not None:
         params["wait"] = wait
@@ -146,8 +145,7 @@ def create_schedule(
     task: str, arguments: dict[str, Any], cron: str | None, interval: float | None,
     timezone: str | None,
 ) -> Request:  # fmt: skip
-    if task not in SUBMIT_KINDS:
-        raise ValueError(f"unknown submission {task!r}; one of {', '.join(SUBMIT_KINDS)}")
+    _check_kind(task)
     timing = {"cron": cron, "interval": interval, "timezone": timezone}
     body: dict[str, Any] = {"task": task, "arguments": arguments}
     body.update({k: v for k, v in timing.items() if v is not None})
@@ -177,8 +175,7 @@ def submit_batch(items: Iterable[tuple[str, dict[str, Any]]], webhook: str | Non
     """A batch: (kind, body) submissions as JSON Lines, in order."""
     lines = []
     for kind, body in items:
-        if kind not in SUBMIT_KINDS:
-            raise ValueError(f"unknown submission {kind!r}; one of {', '.join(SUBMIT_KINDS)}")
+        _check_kind(kind)
         lines.append(json.dumps({"task": kind, "body": body}))
     return Request(
         "POST", BATCHES, {"webhook": webhook} if webhook else {},
@@ -231,3 +228,8 @@ def still_running(task_id: str, timeout: float) -> TimeoutError:
 
 def unreachable(base_url: str, exc: Exception) -> ClawConnectionError:
     return ClawConnectionError(f"{base_url}: {str(exc) or type(exc).__name__}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in SUBMIT_KINDS:
+        raise ValueError(f"unknown submission {kind!r}; one of {', '.join(SUBMIT_KINDS)}")

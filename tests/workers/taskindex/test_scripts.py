@@ -306,6 +306,26 @@ def test_batch_done_lua_waits_for_the_seal_and_record_lua_counts_each_items_end_
     assert client.hgetall(counts_key("batch_id", batch)) == {"PENDING": "0", "SUCCESS": "2"}
 
 
+def test_prune_lua_leaves_no_counts_of_a_batch_or_owner_whose_tasks_all_went(client) -> None:
+    """A batch's (and an owner's, a queue's) counts go with its last pruned task: one
+    hash per batch would otherwise stay for ever. An item that ends after its batch's
+    record expired does not make that record again (without an expiry, never announced)."""
+    batch, now = new_id(), time.time()
+    items = [new_id(), new_id()]
+    client.hset(batch_key(batch), mapping={"published": 2})
+    for tid in items:
+        run(client, "record", pending(tid, batch_id=batch, owner="carol", queue="qc").call())
+    client.delete(batch_key(batch))  # its record expired
+    done = RecordUpdate(task_id=items[0], state="SUCCESS", attempt=0, ttl=TTL, now=now)
+    run(client, "record", done.call())
+    assert not client.exists(batch_key(batch))
+    client.zadd(EXPIRY_KEY, {tid: 0 for tid in items})
+    assert run(client, "prune", prune_call(now, 10)) == 2
+    for key in (counts_key("batch_id", batch), counts_key("owner", "carol"),
+                counts_key("queue", "qc")):  # fmt: skip
+        assert not client.exists(key), (key, client.hgetall(key))
+
+
 def test_seal_batch_lua_announces_a_batch_whose_items_have_all_ended(client) -> None:
     batch, now = new_id(), time.time()
     client.hset(batch_key(batch), mapping={"published": 1, "ended": 0})
@@ -398,7 +418,7 @@ def test_record_lua_counts_housekeeping_apart_and_not_as_throughput(client) -> N
     assert client.get(done_key(int(now // 60))) == "1"  # the user's task only
     client.zadd(EXPIRY_KEY, {chore: 0})
     assert run(client, "prune", prune_call(now, 10)) == 1
-    assert client.hget(SYSTEM_COUNTS_KEY, "SUCCESS") == "0"
+    assert client.hget(SYSTEM_COUNTS_KEY, "SUCCESS") is None  # a zero count is removed
 
 
 def test_cancel_lua_marks_only_a_task_that_has_not_started(client) -> None:

@@ -133,8 +133,10 @@ if apply then
   if attempt > cur_attempt then redis.call('HSET', task, 'attempt', attempt) end
   if TERMINAL[state] and cur_state ~= state then
     redis.call('HSET', task, 'finished_at', now)
-    if dims.batch_id then  -- one more item of its batch ended: maybe the last
-      local batch = batch_key(dims.batch_id)
+    local batch = dims.batch_id and batch_key(dims.batch_id)
+    -- One more item of its batch ended: maybe the last. A batch whose record has expired
+    -- is not made again (it would have no expiry, and nobody to announce its end to).
+    if batch and redis.call('EXISTS', batch) == 1 then
       redis.call('HINCRBY', batch, 'ended', 1)
       batch_done({batch}, {dims.batch_id, now})
     end
