@@ -84,8 +84,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
-    # Its own connections: the stream read blocks one while it waits.
-    client = async_redis(settings)
+    # Its own connections: the stream read blocks one while it waits. Not retried unseen:
+    # the reader checks the stream's history after each reconnection (a failover).
+    client = async_redis(settings, retry=False)
     hub = FeedHub(
         client,
         db=redis_db(settings.redis_url),

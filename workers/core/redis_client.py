@@ -14,6 +14,8 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from workers.core.settings import Settings
 
@@ -65,8 +67,13 @@ def sync_redis(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **_common(settings))
 
 
-def async_redis(settings: Settings) -> redis.asyncio.Redis:
-    """An asyncio client (the gateway)."""
+def async_redis(settings: Settings, *, retry: bool = True) -> redis.asyncio.Redis:
+    """An asyncio client (the gateway). `retry=False`: a lost connection raises instead of
+    being retried on a new one unseen (redis-py retries 3 times by default), for a reader
+    that must know it reconnected."""
+    options = _common(settings)
+    if not retry:
+        options["retry"] = Retry(NoBackoff(), 0)
     if settings.redis_url.startswith("sentinel://"):
         target = parse_sentinel_url(settings.redis_url)
         sentinel = redis.asyncio.sentinel.Sentinel(target.sentinels, socket_timeout=SOCKET_TIMEOUT)
@@ -74,6 +81,6 @@ def async_redis(settings: Settings) -> redis.asyncio.Redis:
             settings.redis_sentinel_master,
             db=target.db,
             password=target.password,
-            **_common(settings),
+            **options,
         )
-    return redis.asyncio.Redis.from_url(settings.redis_url, **_common(settings))
+    return redis.asyncio.Redis.from_url(settings.redis_url, **options)
