@@ -450,6 +450,8 @@ class FeedHub:
             for _, entries in reply:
                 for n, (entry_id, fields) in enumerate(entries, 1):
                     self.last_id = entry_id
+                    if not self.clients and not self.task_watches:
+                        continue  # nobody to send it to: not decoded (~20 us of a submission)
                     event = await self._decode(entry_id, fields)
                     if event is not None:
                         self.broadcast(event, entry_id)

@@ -375,3 +375,15 @@ async def test_a_pending_tasks_place_in_its_queue_is_read_only_when_asked(admin,
             assert status == 400 and field in body["details"]
     finally:
         index.record(task_id, "REVOKED", 0)
+
+
+async def test_a_result_holding_nan_or_infinity_is_answered_as_null(alice, rclient) -> None:
+    """Celery's JSON writes NaN and Infinity in a result (Python's json allows them), which
+    strict parsers such as the status path's orjson refuse: the status still answers."""
+    task_id = str(uuid.uuid4())
+    TaskIndex(rclient).record(task_id, "SUCCESS", 0, name="x", queue="default", owner="alice")
+    meta = '{"status": "SUCCESS", "result": {"score": NaN, "max": Infinity, "ok": 1}}'
+    rclient.set(f"celery-task-meta-{task_id}", meta)
+    status, body = await alice.get(f"{T}/status/{task_id}")
+    assert status == 200 and body["status"] == "SUCCESS", body
+    assert body["result"] == {"score": None, "max": None, "ok": 1}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -178,8 +178,14 @@ SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord) if f.metad
 
 def decode_hash(raw: Mapping[str, str | None]) -> dict[str, Any]:
     """Typed values of the record fields present in `raw` (other keys are left out)."""
+    return decode_pairs(raw.items())
+
+
+def decode_pairs(pairs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
+    """`decode_hash` of (field, value) pairs, such as a script's flat HGETALL reply zipped
+    (without building the dict first: every status request reads one)."""
     decoded: dict[str, Any] = {}
-    for name, value in raw.items():
+    for name, value in pairs:
         kind = KINDS.get(name)
         if kind is not None and value is not None:
             # Text as it is, without a call: half of a record's fields, on every read.
