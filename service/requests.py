@@ -82,9 +82,22 @@ def nesting_depth(data: Any) -> int:
     return deepest
 
 
-def load_query(request: web.Request, schema: Schema) -> dict[str, Any]:
+# Schemas' answers to an empty query (their defaults), for those loaded with
+# `constant_defaults`: most submissions have no query, and loading {} cost ~5% of one.
+_EMPTY_QUERY: dict[Schema, dict[str, Any]] = {}
+
+
+def load_query(
+    request: web.Request, schema: Schema, *, constant_defaults: bool = False
+) -> dict[str, Any]:
     """The query validated by `schema`; a parameter given twice is refused (which one was
-    meant?) rather than one of them silently used."""
+    meant?) rather than one of them silently used. `constant_defaults`: the schema's
+    defaults are the same every time and immutable (no time, no hook), so an empty query's
+    answer is loaded once."""
+    if constant_defaults and not request.query_string:
+        if schema not in _EMPTY_QUERY:
+            _EMPTY_QUERY[schema] = validate(schema, {})
+        return dict(_EMPTY_QUERY[schema])
     repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
     if repeated:
         raise BadRequest("invalid query", details={k: ["given more than once"] for k in repeated})

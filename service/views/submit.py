@@ -64,7 +64,7 @@ def submission(task_name: str, schema: type[Schema], message: str) -> Handler:
     """A handler that submits `task_name` with the body validated by `schema`."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        query = load_query(request, shared(WaitQuery))
+        query = load_query(request, shared(WaitQuery), constant_defaults=True)
         data = await load_json(request, body_schema(request, schema))
         await check_body(request, task_name, data)
         if query["stream"]:
