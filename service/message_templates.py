@@ -125,8 +125,8 @@ class MessageTemplates:
     def _fill(self, template: _Template, request: Request) -> Commands:
         args = request.args or ()
         kwargs = request.kwargs or {}
-        argsrepr = saferepr(args, self._argsrepr_max, maxlevels=self._repr_levels)
-        kwargsrepr = saferepr(kwargs, self._kwargsrepr_max, maxlevels=self._repr_levels)
+        argsrepr = flat_saferepr(args, self._argsrepr_max, self._repr_levels)
+        kwargsrepr = flat_saferepr(kwargs, self._kwargsrepr_max, self._repr_levels)
         eta = request.eta.isoformat() if request.eta is not None else None
         task_id = request.task_id
         headers = {
@@ -153,6 +153,56 @@ class MessageTemplates:
             }  # fmt: skip
             commands.append(("publish", template.event_topic, dumps(event)))
         return commands
+
+
+_SCALARS = (int, float, bool)
+_EMPTY = {tuple: "()", list: "[]", dict: "{}"}
+
+
+def _scalar(value: Any) -> str | None:
+    """`saferepr`'s text of a str, number, bool or None (no truncation); None otherwise."""
+    kind = type(value)
+    if kind is str:
+        return "'" + value.replace("'", "\\'") + "'"
+    if kind in _SCALARS:
+        return str(value)
+    return "None" if value is None else None
+
+
+def flat_saferepr(value: Any, maxlen: int | None, maxlevels: int) -> str:
+    """Celery's `saferepr(value, maxlen, maxlevels)` (the message's argsrepr and
+    kwargsrepr), written directly for what submissions carry: a tuple, list or dict (str
+    keys) of strings, numbers, booleans and None, shorter than `maxlen`. Anything else
+    (nesting, other types, a text that `saferepr` would cut) goes to `saferepr` itself.
+    saferepr's token stream costs ~13 us for a two-field dict; this ~1 us
+    (tests/service/test_message_templates.py compares the two)."""
+    kind = type(value)
+    if kind not in _EMPTY or maxlevels < 1:
+        return saferepr(value, maxlen, maxlevels=maxlevels)
+    if not value:
+        return _EMPTY[kind]
+    parts: list[str] = []
+    if kind is dict:
+        for key, item in value.items():
+            text = _scalar(item)
+            if type(key) is not str or text is None:
+                return saferepr(value, maxlen, maxlevels=maxlevels)
+            parts.append(_scalar(key) + ": " + text)  # type: ignore[operator]
+        out = "{" + ", ".join(parts) + "}"
+    else:
+        for item in value:
+            text = _scalar(item)
+            if text is None:
+                return saferepr(value, maxlen, maxlevels=maxlevels)
+            parts.append(text)
+        joined = ", ".join(parts)
+        if kind is list:
+            out = f"[{joined}]"
+        else:
+            out = f"({joined},)" if len(parts) == 1 else f"({joined})"
+    if maxlen is not None and len(out) + 1 >= maxlen:
+        return saferepr(value, maxlen, maxlevels=maxlevels)  # it may cut: its own rules
+    return out
 
 
 def _base64(text: str) -> str:

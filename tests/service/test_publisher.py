@@ -201,7 +201,7 @@ async def test_a_refused_template_is_logged_by_field_names_not_values(
 
     celery, pub = publisher
     queue = f"tests-publish-{uuid.uuid4().hex}"
-    monkeypatch.setattr(service.message_templates, "saferepr", lambda value, *a, **k: "changed")
+    monkeypatch.setattr(service.message_templates, "flat_saferepr", lambda *a, **k: "changed")
     sends = [
         {**send, "kwargs": {"secret_prompt": "tell nobody 4f8e"}}
         for send in _sends(celery, queue, 2)
