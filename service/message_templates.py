@@ -156,7 +156,7 @@ class MessageTemplates:
 
 
 _SCALARS = (int, float, bool)
-_EMPTY = {tuple: "()", list: "[]", dict: "{}"}
+_EMPTY: dict[type, str] = {tuple: "()", list: "[]", dict: "{}"}
 
 
 def _scalar(value: Any) -> str | None:
