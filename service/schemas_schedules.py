@@ -58,7 +58,21 @@ class ScheduleResponse(Schema):
     created_at = fields.String(required=True, metadata={"description": "ISO 8601, UTC"})
     next_run_at = fields.String(required=True, metadata={"description": "ISO 8601, UTC"})
     last_run_at = fields.String(allow_none=True, metadata={"description": "ISO 8601, UTC"})
-    runs = fields.Integer(required=True, metadata={"description": "firings so far"})
+    runs = fields.Integer(
+        required=True, metadata={"description": "firings so far, sent or skipped"}
+    )  # fmt: skip
+    skipped = fields.Integer(
+        required=True,
+        metadata={"description": "firings that sent no task: an AI task's owner over budget"},
+    )  # fmt: skip
+    last_firing = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "what the last firing did: `at`, `status` (`sent` with its "
+            "`task_id`, or `skipped` with `reason` `over_budget`, a `message` and the "
+            "owner's `budget` as `GET /api/v1/budgets/{owner}` shows it); null before any"
+        },
+    )  # fmt: skip
 
 
 class ScheduleListResponse(Schema):

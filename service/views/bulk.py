@@ -2,7 +2,10 @@
 
 The filter is `GET /list`'s; a dry run answers how many tasks it selects. Otherwise the
 action is submitted as a task of its own (`workers/tasks/bulk.py`), owned by the caller:
-its id comes back at once, its progress is in the feed, its result counts what was done.
+its id comes back at once, its progress is in the feed, its result counts what was done
+and why the rest was skipped: a retry of an AI task whose owner is over its budget is
+skipped there (`over_budget`), as `POST /tasks/{id}/retry` answers 429; the bulk action
+itself spends no budget, so it is not refused for one.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from claw_client import AsyncClawClient
 
+from tests.service.test_usage import spent_today
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB, Api
 from tests.support.processes import ManagedProcess, base_env
 from tests.support.waiting import async_wait_until
@@ -28,6 +29,8 @@ BEAT = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat"]
 # Logged by RedBeat at the start of every tick (DEBUG).
 TICK = "beat: Extending lock"
 NOTIFY_ALICE = {"channel": "in_app", "recipient": "alice", "message": "tick"}
+# An owner of this module's own: its AI budget is no other test's.
+GINA = "gina-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +64,11 @@ def bob(gateway: Any) -> Api:
     return gateway.api(BOB)
 
 
-async def fired(api: Api, schedule_id: str) -> list[dict[str, Any]]:
-    """The caller's tasks a schedule sent, newest first."""
-    status, page = await api.get(
-        "/api/v1/tasks/list", params={"name": queues.SEND_NOTIFICATION, "limit": "200"}
-    )
+async def fired(
+    api: Api, schedule_id: str, name: str = queues.SEND_NOTIFICATION
+) -> list[dict[str, Any]]:
+    """The caller's tasks (named `name`) a schedule sent, newest first."""
+    status, page = await api.get("/api/v1/tasks/list", params={"name": name, "limit": "200"})
     assert status == 200, page
     return [t for t in page["tasks"] if t.get("schedule_id") == schedule_id]
 
@@ -123,6 +126,74 @@ async def test_an_interval_schedule_fires_as_its_owners_tasks_until_deleted(
     assert f"Sending due task :schedules:{schedule_id}" not in beat.log()[offset:]
     assert f"schedule entry {junk} cannot be read" in beat.log() and beat.alive()
     rclient.delete(junk)
+
+
+async def test_an_ai_firing_while_its_owner_is_over_budget_is_skipped_and_said_so(
+    serve_gateway: Any, beat: ManagedProcess, worker: Any, rclient: Any
+) -> None:
+    gateway = await serve_gateway(api_keys=f"{API_KEYS},{GINA}:gina:user", schedule_min_interval=1)
+    gina, admin = gateway.api(GINA), gateway.api(ADMIN)
+    with spent_today(rclient, "gina", 1.0):
+        status, budget = await admin.call("PUT", "/api/v1/budgets/gina", json={"cost_per_day": 0.5})
+        assert status == 200 and budget["exceeded"] == ["cost_per_day"], budget
+        ask = {"conversation_id": "digest", "user_message": "today's digest"}
+        status, created = await gina.post(
+            SCHEDULES, json={"task": "ai/generate", "arguments": ask, "interval": 1}
+        )
+        assert status == 201, created
+        assert created["skipped"] == 0 and created["last_firing"] is None
+        schedule_id = created["id"]
+        # A schedule of the same owner that sends no AI task is not held back.
+        notify = {"channel": "in_app", "recipient": "gina", "message": "tick"}
+        status, other = await gina.post(
+            SCHEDULES, json={"task": "notifications/send", "arguments": notify, "interval": 1}
+        )
+        assert status == 201, other
+
+        async def shown(sid: str) -> dict[str, Any]:
+            status, body = await gina.get(f"{SCHEDULES}/{sid}")
+            assert status == 200, body
+            return body
+
+        async def skipped_twice() -> dict[str, Any] | None:
+            body = await shown(schedule_id)
+            return body if body["skipped"] >= 2 else None
+
+        schedule = await async_wait_until(skipped_twice, 30, 0.1, "two firings skipped")
+        firing = schedule["last_firing"]
+        assert firing["status"] == "skipped" and firing["reason"] == "over_budget", firing
+        assert firing["message"] == "skipped: over budget (cost per day)"
+        assert firing["budget"]["owner"] == "gina"
+        assert firing["budget"]["exceeded"] == ["cost_per_day"]
+        assert firing["budget"]["cost_per_day"]["limit"] == 0.5
+        assert firing["budget"]["cost_per_day"]["used"] == pytest.approx(1.0)
+        assert schedule["runs"] >= schedule["skipped"] and schedule["last_run_at"]
+        # Nothing was sent for it, and it is still there, due again.
+        assert await fired(gina, schedule_id, queues.GENERATE_AI_RESPONSE) == []
+        assert "not sent: its owner gina is over budget (cost per day)" in beat.log()
+
+        async def notified() -> list[dict[str, Any]]:
+            return await fired(gina, other["id"])
+
+        await async_wait_until(notified, 30, 0.1, "the notification schedule's firing")
+        assert (await shown(other["id"]))["skipped"] == 0
+
+        # Within its budget again (the owner's own budget removed: unlimited), the same
+        # schedule sends its next firing, and says which task it sent.
+        status, budget = await admin.call("DELETE", "/api/v1/budgets/gina")
+        assert status == 200 and budget["exceeded"] == [], budget
+
+        async def sent() -> tuple[dict[str, Any], list[str]] | None:
+            body = await shown(schedule_id)
+            tasks = await fired(gina, schedule_id, queues.GENERATE_AI_RESPONSE)
+            ids = [t["task_id"] for t in tasks]
+            last = body["last_firing"]
+            return (body, ids) if last["status"] == "sent" and last["task_id"] in ids else None
+
+        schedule, ids = await async_wait_until(sent, 30, 0.1, "a firing sent")
+        assert schedule["skipped"] >= 2 and "reason" not in schedule["last_firing"]
+        _, task = await gina.get(f"/api/v1/tasks/status/{ids[0]}")
+        assert task["owner"] == "gina" and task["schedule_id"] == schedule_id, task
 
 
 async def test_a_cron_schedule_runs_next_at_its_time_in_its_time_zone(alice: Api) -> None:

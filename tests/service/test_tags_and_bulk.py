@@ -9,11 +9,14 @@ import uuid
 from claw_client import AsyncClawClient
 
 from tests.service.test_tasks_api import AI, T, ai_body, wait_status
-from tests.support.api import ALICE
+from tests.service.test_usage import spent_today
+from tests.support.api import ADMIN, ALICE, API_KEYS
 from tests.support.waiting import async_wait_until
 from workers.core.keys import events_key
 
 NOTIFY = "/api/v1/tasks/notifications/send"
+# Owners of this module's own: their AI budgets are no other test's.
+HANK, IVY = "hank-token-0123456789", "ivy-token-0123456789"
 
 
 def later(**extra):
@@ -125,6 +128,53 @@ async def test_bulk_cancel_then_retry_by_tag_with_a_dry_run_first(alice, bob, wo
         # As a single retry does, a bulk retry keeps the task's webhook.
         _, hooks = await alice.get(f"{T}/{task_id}/webhooks")
         assert hooks["webhook"] == hook
+
+
+async def test_a_bulk_retry_skips_the_ai_tasks_of_an_owner_over_budget(
+    serve_gateway, rclient, worker
+) -> None:
+    gateway = await serve_gateway(api_keys=f"{API_KEYS},{HANK}:hank:user,{IVY}:ivy:user")
+    hank, ivy, admin = gateway.api(HANK), gateway.api(IVY), gateway.api(ADMIN)
+    tag = f"budget-{uuid.uuid4().hex[:6]}"
+    hanks_ai = {(await hank.post(AI, json=later(tags=[tag])))[1]["task_id"] for _ in range(2)}
+    note = {"channel": "in_app", "recipient": "hank", "message": "hi", "countdown": 3600,
+            "tags": [tag]}  # fmt: skip
+    status, body = await hank.post(NOTIFY, json=note)
+    assert status == 202, body
+    hanks_note = body["task_id"]
+    ivys_ai = (await ivy.post(AI, json=later(tags=[tag])))[1]["task_id"]
+    everyone = {*hanks_ai, hanks_note, ivys_ai}
+    _, bulk = await admin.post(f"{T}/bulk/cancel", json={"tag": tag})
+    cancelled = await wait_status(admin, bulk["task_id"], {"SUCCESS"})
+    assert cancelled["result"]["done"] == 4, cancelled
+
+    with spent_today(rclient, "hank", 1.0):
+        status, budget = await admin.call("PUT", "/api/v1/budgets/hank", json={"cost_per_day": 0.5})
+        assert status == 200 and budget["exceeded"] == ["cost_per_day"], budget
+        # An admin's retry of every owner's: hank's AI tasks are skipped, counted with
+        # their reason; his notification and ivy's AI task are retried.
+        _, bulk = await admin.post(f"{T}/bulk/retry", json={"tag": tag, "status": "REVOKED"})
+        retried = await wait_status(admin, bulk["task_id"], {"SUCCESS"})
+        assert retried["result"] == {
+            "action": "retry", "matched": 4, "done": 2, "skipped": {"over_budget": 2},
+            "truncated": False,
+        }, retried  # fmt: skip
+        for task_id in everyone:
+            _, body = await admin.get(f"{T}/status/{task_id}")
+            assert bool(body.get("retried_as")) == (task_id not in hanks_ai), body
+        # As a retry of one of them is refused.
+        status, body = await hank.post(f"{T}/retry/{next(iter(hanks_ai))}")
+        assert status == 429 and body["details"]["budget"]["exceeded"] == ["cost_per_day"]
+
+        # Within budget again (his own budget removed: unlimited), they are retried.
+        assert (await admin.call("DELETE", "/api/v1/budgets/hank"))[0] == 200
+        _, bulk = await hank.post(f"{T}/bulk/retry", json={"tag": tag, "status": "REVOKED"})
+        retried = await wait_status(hank, bulk["task_id"], {"SUCCESS"})
+        assert retried["result"]["done"] == 2, retried
+        assert retried["result"]["skipped"] == {"retried_already": 1}, retried
+        for task_id in hanks_ai:
+            _, body = await hank.get(f"{T}/status/{task_id}")
+            assert body["retried_as"], body
 
 
 async def test_the_client_counts_and_lists_by_tag(secured_gateway, alice) -> None:

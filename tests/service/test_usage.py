@@ -5,6 +5,7 @@ the next submission with 429 while a running reply finishes."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -293,7 +294,7 @@ async def _started(caller: Caller, task_id: str) -> bool:
 
 
 def test_the_window_frees_when_enough_of_its_oldest_tasks_have_left_it() -> None:
-    from service.budgets import _window_frees, retry_after
+    from workers.ai.budgets import _window_frees, retry_after
     from workers.taskindex.status import iso
 
     entries = [(100.0, 40), (110.0, 30), (120.0, 50)]  # 120 tokens in the window
@@ -339,3 +340,26 @@ def test_counters_are_read_back_per_owner_and_model_whatever_the_owner_is_named(
         assert {k[0]: s["prompt_tokens"] for k, s in totals(raw, owner, ("model",)).items()} == {
             model: prompt
         }, owner
+
+
+@contextlib.contextmanager
+def spent_today(client: Any, owner: str, cost: float) -> Iterator[None]:
+    """`owner` has spent `cost` USD today: a finished AI task's usage, recorded as a worker
+    records it (`record_usage`; without a task record). Forgotten after: its spending, and
+    any budget of its own a test set."""
+    from workers.ai.usage import TaskUsage, record_usage
+    from workers.core.keys import budget_key, usage_cost_key, usage_recent_key
+    from workers.core.settings import load_settings
+
+    used = TaskUsage(model=MINI, prompt_tokens=10, completion_tokens=10, cost=cost,
+                     priced=True, ttft_ms=None)  # fmt: skip
+    record_usage(client, load_settings(), None, owner, used)
+    try:
+        yield
+    finally:
+        today = datetime.now(UTC).strftime("%Y%m%d")
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y%m%d")
+        client.delete(
+            budget_key(owner), usage_recent_key(owner),
+            usage_cost_key(owner, today), usage_cost_key(owner, yesterday),
+        )  # fmt: skip

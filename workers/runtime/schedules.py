@@ -8,6 +8,10 @@ restart. Each firing carries its owner and schedule in its headers (`OWNER_HEADE
 `SCHEDULE_HEADER`): the record written with the message (`workers.runtime.signals`) makes
 it the owner's task, with its `schedule_id`.
 
+Beat notes on the schedule what each firing did (`record_firing`): the task it sent, or
+why it sent none: an AI firing (`generate_ai_response`) whose owner is over its AI budget
+is skipped (`workers.runtime.beat`, `workers.ai.budgets`), and due again at its next time.
+
 RedBeat's JSON of a crontab has no time zone: the entry keeps it in its definition
 (`ZonedScheduleEntry`, which Beat loads every entry with) and reads the crontab in it
 (`ZonedCrontab`). Blocking calls: the gateway makes them in its thread pool.
@@ -30,12 +34,18 @@ from redbeat import RedBeatSchedulerEntry  # type: ignore[import-untyped]
 from redbeat.decoder import RedBeatJSONEncoder  # type: ignore[import-untyped]
 from redbeat.schedulers import ensure_conf, get_redis  # type: ignore[import-untyped]
 
+from workers.ai.budgets import exceeded_names
 from workers.core.keys import SCHEDULES, owner_schedules_key
+from workers.taskindex.status import iso
 
 logger = logging.getLogger(__name__)
 
 # The schedule as the API shows it (JSON), a field of the entry's hash beside RedBeat's.
 SPEC_FIELD = "spec"
+# Written by Beat beside them: what the last firing did (JSON, `record_firing`) and how
+# many firings were skipped.
+LAST_FIRING_FIELD = "last_firing"
+SKIPPED_FIELD = "skipped"
 # (name, lowest, highest) of the five fields of a cron expression, in order.
 CRON_FIELDS = (
     ("minute", 0, 59),
@@ -250,18 +260,50 @@ class ScheduleStore:
         keys = [ZonedScheduleEntry.generate_key(self.app, entry_name(i)) for i in ids]
         with get_redis(self.app).pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.hmget(key, "definition", "meta", SPEC_FIELD)
+                pipe.hmget(key, "definition", "meta", SPEC_FIELD, LAST_FIRING_FIELD, SKIPPED_FIELD)
             rows = pipe.execute()
         found = []
-        for definition, meta, spec in rows:
+        for definition, meta, spec, last_firing, skipped in rows:
             # A schedule deleted while Beat was sending it may leave RedBeat's `meta`.
             if definition and spec:
                 entry = ZonedScheduleEntry(
                     app=self.app, **ZonedScheduleEntry.decode_definition(definition),
                     **_meta(meta),
                 )  # fmt: skip
-                found.append(view(entry, json.loads(spec)))
+                found.append(view(
+                    entry, json.loads(spec),
+                    last_firing=json.loads(last_firing) if last_firing else None,
+                    skipped=int(skipped or 0),
+                ))  # fmt: skip
         return found
+
+
+def sent_firing(task_id: str | None, now: float) -> dict[str, Any]:
+    """A firing that sent its task."""
+    return {"at": iso(now), "status": "sent", "task_id": task_id}
+
+
+def skipped_firing(budget: dict[str, Any], now: float) -> dict[str, Any]:
+    """An AI firing not sent: its owner was over `budget` (`workers.ai.budgets`)."""
+    return {
+        "at": iso(now), "status": "skipped", "reason": "over_budget",
+        "message": f"skipped: over budget ({exceeded_names(budget)})", "budget": budget,
+    }  # fmt: skip
+
+
+def record_firing(client: Any, key: str, firing: dict[str, Any]) -> None:
+    """Note on the schedule at `key` (its entry's hash) what a firing did; a skipped one is
+    counted too. A schedule deleted meanwhile stays deleted: nothing is written."""
+
+    def write(pipe: Any) -> None:
+        if not pipe.hexists(key, SPEC_FIELD):
+            return
+        pipe.multi()
+        pipe.hset(key, LAST_FIRING_FIELD, json.dumps(firing))
+        if firing["status"] == "skipped":
+            pipe.hincrby(key, SKIPPED_FIELD, 1)
+
+    client.transaction(write, key)
 
 
 def _meta(raw: str | None) -> dict[str, Any]:
@@ -269,12 +311,18 @@ def _meta(raw: str | None) -> dict[str, Any]:
     return {k: meta[k] for k in ("last_run_at", "total_run_count") if meta.get(k) is not None}
 
 
-def view(entry: ZonedScheduleEntry, spec: dict[str, Any]) -> dict[str, Any]:
-    """The API's view of a schedule: what its owner gave, and when it runs."""
+def view(
+    entry: ZonedScheduleEntry, spec: dict[str, Any], *,
+    last_firing: dict[str, Any] | None = None, skipped: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """The API's view of a schedule: what its owner gave, when it runs, and what its
+    firings did (`runs` counts them all, `skipped` those that sent no task)."""
     runs = entry.total_run_count or 0
     return {
         **spec,
         "next_run_at": entry.next_run_at().isoformat(),
         "last_run_at": entry.last_run_at.astimezone(UTC).isoformat() if runs else None,
         "runs": runs,
+        "skipped": skipped,
+        "last_firing": last_firing,
     }

@@ -4,7 +4,9 @@
 `bulk_action` with the filter (its owner fixed to the caller unless an admin asks
 otherwise). It walks the index as `GET /list` does (`workers.taskindex.query.walk`), acts on
 each task as the single-task endpoints do, and reports its progress in the feed; its
-result counts what was done and what was skipped, and why.
+result counts what was done and what was skipped, and why. As `POST /tasks/{id}/retry`,
+a retry of an AI task is within its owner's budget (`workers.ai.budgets`): an AI task
+whose owner is over budget is skipped (`over_budget`), the others are retried.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from workers.ai.budgets import over_budget
 from workers.celery_app import celery_app
 from workers.core import queues
 from workers.core.headers import RETRIED_FROM_HEADER
 from workers.core.keys import task_key
+from workers.core.settings import get_settings
 from workers.runtime.base import BaseTaskWithRetry
 from workers.runtime.clients import redis_client, task_index
 from workers.runtime.progress import report_progress
@@ -94,6 +98,10 @@ def _retry(client: Any, link: Any, task_id: str) -> str:
         return "not_failed"
     if original.args_truncated or not original.name:
         return "not_rebuildable"
+    if original.name == queues.GENERATE_AI_RESPONSE and original.owner:
+        # A retry is a new submission, paid by the task's owner: within its budget too.
+        if over_budget(client, get_settings(), original.owner) is not None:
+            return "over_budget"
     new_id = str(uuid.uuid4())
     keys, args = link_retry_call(task_id, new_id)
     if link(keys=keys, args=args):
