@@ -187,9 +187,15 @@ def decode_pairs(pairs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
     decoded: dict[str, Any] = {}
     for name, value in pairs:
         kind = KINDS.get(name)
-        if kind is not None and value is not None:
-            # Text as it is, without a call: half of a record's fields, on every read.
-            decoded[name] = value if kind == "text" else _decode(kind, value)
+        if kind is None or value is None:
+            continue
+        # Text and times without a call: most of a record's fields, on every read.
+        if kind == "text":
+            decoded[name] = value
+        elif kind == "number" and value:
+            decoded[name] = float(value)
+        else:
+            decoded[name] = _decode(kind, value)
     return decoded
 
 
