@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import pytest
 from claw_client import AsyncClawClient, ClawClient
@@ -22,6 +21,8 @@ from tests.support.processes import (
     start_gateway,
     start_worker,
 )
+from tests.support.publishing import Publish, publisher
+from tests.support.webhook_server import TaskWebhookReceiver
 
 QUEUE = "tests_client"
 # Task webhooks may be delivered to a receiver on loopback (every other private address
@@ -47,9 +48,10 @@ def client_worker(client_redis_url, log_dir, fake_openai) -> Iterator[Worker]:
         AI_RATE_LIMIT="1000/s", VECTORIZE_RATE_LIMIT="1000/s",
         WEBHOOK_ALLOWED_NETWORKS=WEBHOOK_NETWORKS,
     )  # fmt: skip
+    # `default`: batches and bulk actions (run_batch, finish_batch, bulk_action).
     worker = start_worker(
         client_redis_url, log_dir, name="client", env=env, concurrency=2,
-        queues=f"{QUEUE},ai_high_priority,notification_default,knowledge_default",
+        queues=f"{QUEUE},ai_high_priority,notification_default,knowledge_default,default",
     )  # fmt: skip
     yield worker
     worker.stop()
@@ -58,10 +60,11 @@ def client_worker(client_redis_url, log_dir, fake_openai) -> Iterator[Worker]:
 @pytest.fixture(scope="package")
 def gateway(client_redis_url, log_dir, client_worker, fake_openai) -> Iterator[Gateway]:
     # The gateway ends a stream with `resume` once it is a second old, or 10 events behind
-    # (a burst): the client must follow by itself. A heartbeat every second.
+    # (a burst): the client must follow by itself. A heartbeat every second. Schedules may
+    # fire every 0.5 s (test_batches_bulk_schedules.py's Beat fires them).
     env = fake_openai.env(
         API_KEYS=API_KEYS, SSE_MAX_AGE="1", SSE_BUFFER="10", SSE_HEARTBEAT="1",
-        WEBHOOK_ALLOWED_NETWORKS=WEBHOOK_NETWORKS,
+        WEBHOOK_ALLOWED_NETWORKS=WEBHOOK_NETWORKS, SCHEDULE_MIN_INTERVAL="0.5",
     )  # fmt: skip
     g = start_gateway(client_redis_url, log_dir, env=env)
     yield g
@@ -69,16 +72,19 @@ def gateway(client_redis_url, log_dir, client_worker, fake_openai) -> Iterator[G
 
 
 @pytest.fixture(scope="package")
-def publish(client_redis_url, celery_app) -> Iterator[Callable[..., Any]]:
-    """Publish a test task (tests/support/tasks.py) to the package's worker; it has no
-    owner, so only ADMIN's key sees it."""
-    connection = celery_app.connection_for_write(client_redis_url)
+def publish(client_redis_url, celery_app) -> Iterator[Publish]:
+    """Publish a test task to the package's worker (tests/support/publishing.py); it has
+    no owner, so only ADMIN's key sees it."""
+    with publisher(celery_app, client_redis_url, QUEUE) as send:
+        yield send
 
-    def send(name: str, args: list[Any]) -> Any:
-        return celery_app.send_task(name, args=args, queue=QUEUE, connection=connection)
 
-    yield send
-    connection.release()
+@pytest.fixture(scope="package")
+def receiver() -> Iterator[TaskWebhookReceiver]:
+    """A receiver of task and batch webhooks on loopback (tests/support/webhook_server.py)."""
+    server = TaskWebhookReceiver().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

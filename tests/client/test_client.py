@@ -4,6 +4,7 @@ the API's status and body."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -185,3 +186,22 @@ async def test_the_async_client_has_the_same_calls(async_alice, gateway) -> None
     async with AsyncClawClient(gateway.base_url, "") as anonymous:
         with pytest.raises(Unauthorized):
             await anonymous.stats()
+
+
+async def test_request_answers_any_call_as_it_came_without_raising(alice, async_alice) -> None:
+    missing = f"/api/v1/tasks/status/{uuid.uuid4()}"
+    body = {"channel": "in_app", "recipient": "alice", "message": "raw"}
+    for answer in (alice.request("GET", missing), await async_alice.request("GET", missing)):
+        assert answer.status_code == 404 and answer.json() == {"error": "no such task"}
+    sent = alice.request(
+        "POST", "/api/v1/tasks/notifications/send", json=body, params={"wait": 10},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )  # fmt: skip
+    assert sent.status_code == 200 and sent.json()["status"] == "SUCCESS"
+    assert alice.status(sent.json()["task_id"])["kwargs"]["message"] == "raw"
+    lines = json.dumps({"task": "notifications/send", "body": body}).encode()
+    batch = alice.request("POST", "/api/v1/batches", content=lines,
+                          headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+    assert batch.status_code == 202 and batch.headers["Location"].endswith(batch.json()["batch_id"])
+    with ClawClient("http://127.0.0.1:9", ALICE) as nowhere, pytest.raises(ClawConnectionError):
+        nowhere.request("GET", "/api/v1/tasks/stats")

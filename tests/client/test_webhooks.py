@@ -1,6 +1,8 @@
 """`verify_webhook` (Standard Webhooks): it accepts what the specification's algorithm,
 the reference library and the platform's own deliveries sign, and refuses a changed body,
-a stale or future timestamp, another secret, a missing header, another scheme."""
+a stale or future timestamp, another secret, a missing header, another scheme. The
+webhook calls of both clients: the secret and its rotation, the delivery log, and a
+redelivery (the same event again, under its webhook-id)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,16 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterator
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from claw_client import WebhookVerificationError, verify_webhook
+from claw_client import ClawClient, Conflict, NotFound, WebhookVerificationError, verify_webhook
 from standardwebhooks.webhooks import Webhook
 
-from tests.support.waiting import wait_until
+from tests.support.api import BOB
+from tests.support.waiting import async_wait_until, wait_until
 from tests.support.webhook_server import TaskWebhookReceiver
 
 BODY = json.dumps(
@@ -111,13 +114,6 @@ def test_the_reference_library_and_the_client_agree_both_ways() -> None:
     assert Webhook(secret).verify(BODY, signed(secret))["type"] == "task.completed"
 
 
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[TaskWebhookReceiver]:
-    server = TaskWebhookReceiver().start()
-    yield server
-    server.stop()
-
-
 def delivered(receiver: TaskWebhookReceiver, name: str) -> dict[str, Any]:
     """The one delivery to /ok/<name>: its headers (lower-cased) and raw body."""
     [delivery] = wait_until(lambda: receiver.received[name], 20, what=f"a delivery to {name}")
@@ -158,3 +154,78 @@ def test_after_a_rotation_deliveries_verify_with_the_old_and_the_new_secret(
         assert payload["data"]["task_id"] == task["task_id"]
     with pytest.raises(WebhookVerificationError):
         verify_webhook(new_secret(), delivery["headers"], delivery["body"])
+
+
+def test_redeliver_webhook_sends_a_delivery_again_under_its_webhook_id(
+    alice, receiver, gateway
+) -> None:
+    webhook = {"url": f"{receiver.base_url}/ok/redelivered", "events": ["completed"]}
+    task = alice.notify("in_app", "alice", "deliver twice", webhook=webhook)
+    first = delivered(receiver, "redelivered")
+    webhook_id = first["headers"]["webhook-id"]
+    log = wait_until(
+        lambda: alice.webhook_deliveries(task["task_id"])["deliveries"], 10, what="the log"
+    )
+    assert [(d["webhook_id"], d["redelivery"]) for d in log] == [(webhook_id, False)]
+    again = alice.redeliver_webhook(task["task_id"])  # the last delivery
+    assert again["task_id"] == task["task_id"] and again["webhook_id"] == webhook_id
+    assert again["event"] == "completed" and again["delivery_task_id"]
+    chosen = alice.redeliver_webhook(task["task_id"], webhook_id)
+    assert chosen["webhook_id"] == webhook_id
+    assert chosen["delivery_task_id"] != again["delivery_task_id"]
+    resent = wait_until(
+        lambda: receiver.received["redelivered"][1:] if len(receiver.received["redelivered"]) == 3
+        else None, 10, what="two redeliveries",
+    )  # fmt: skip
+    secret = alice.webhook_secret()["secret"]
+    for delivery in resent:  # the same event, signed again, under the same id
+        headers = {k.lower(): v for k, v in delivery["headers"].items()}
+        assert headers["webhook-id"] == webhook_id
+        payload = verify_webhook(secret, headers, delivery["body"])
+        assert payload["data"]["task_id"] == task["task_id"]
+    log = wait_until(
+        lambda: (d := alice.webhook_deliveries(task["task_id"])["deliveries"])[2:] and d,
+        10, what="the redeliveries in the log",
+    )  # fmt: skip
+    assert [d["redelivery"] for d in log] == [False, True, True]
+    assert {d["status_code"] for d in log} == {200}
+
+    with pytest.raises(NotFound) as unknown:
+        alice.redeliver_webhook(task["task_id"], "msg_nothing")
+    assert unknown.value.body == {"error": "no such delivery of this task"}
+    plain = alice.notify("in_app", "alice", "no hook", countdown=600)
+    with pytest.raises(Conflict) as no_hook:
+        alice.redeliver_webhook(plain["task_id"])
+    assert no_hook.value.status == 409 and no_hook.value.message == "the task has no webhook"
+    alice.cancel(plain["task_id"])
+    with ClawClient(gateway.base_url, BOB) as bob, pytest.raises(NotFound):
+        bob.redeliver_webhook(task["task_id"])
+
+
+async def test_the_async_client_has_the_same_webhook_calls(async_alice, receiver) -> None:
+    old = (await async_alice.webhook_secret())["secret"]
+    rotated = await async_alice.rotate_webhook_secret()
+    assert rotated["secret"] != old and rotated["previous_valid_until"]
+    assert (await async_alice.webhook_secret())["secret"] == rotated["secret"]
+    webhook = {"url": f"{receiver.base_url}/ok/async", "events": ["completed"]}
+    task = await async_alice.notify("in_app", "alice", "async hook", webhook=webhook)
+
+    async def logged() -> list[dict[str, Any]]:
+        return (await async_alice.webhook_deliveries(task["task_id"]))["deliveries"]
+
+    [attempt] = await async_wait_until(logged, 10, what="the delivery in the log")
+    first = delivered(receiver, "async")
+    assert attempt["webhook_id"] == first["headers"]["webhook-id"]
+    again = await async_alice.redeliver_webhook(task["task_id"], attempt["webhook_id"])
+    assert again["webhook_id"] == attempt["webhook_id"]
+
+    async def both() -> list[dict[str, Any]]:
+        return [] if len(log := await logged()) < 2 else log
+
+    assert [d["redelivery"] for d in await async_wait_until(both, 10)] == [False, True]
+    second = receiver.received["async"][1]
+    for secret in (old, rotated["secret"]):  # signed with both during the rotation
+        payload = verify_webhook(secret, second["headers"], second["body"])
+        assert payload["data"]["task_id"] == task["task_id"]
+    with pytest.raises(NotFound):
+        await async_alice.webhook_deliveries(str(uuid.uuid4()))

@@ -21,6 +21,7 @@ from claw_client import AsyncClawClient, ClawClient
 from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
 from tests.support.fake_openai import FakeOpenAI, Fault
 from tests.support.processes import database_url
+from tests.support.publishing import Publish, publisher
 from tests.support.sse import Event, events
 from tests.support.waiting import async_wait_until
 from workers.core.keys import EXPIRY_KEY, events_key, task_key
@@ -66,16 +67,10 @@ def sse_gateway(sse_redis_url, log_dir, sse_worker, fake_openai) -> Iterator[Any
 
 
 @pytest.fixture(scope="module")
-def publish(sse_redis_url, celery_app):
-    """Publish a task with the platform's publisher (its record and event log included)
-    on the module's database."""
-    connection = celery_app.connection_for_write(sse_redis_url)
-
-    def send(name: str, args: list[Any]) -> Any:
-        return celery_app.send_task(name, args=args, queue=QUEUE, connection=connection)
-
-    yield send
-    connection.release()
+def publish(sse_redis_url, celery_app) -> Iterator[Publish]:
+    """Publish a test task on the module's database (tests/support/publishing.py)."""
+    with publisher(celery_app, sse_redis_url, QUEUE) as send:
+        yield send
 
 
 @pytest.fixture(scope="module")

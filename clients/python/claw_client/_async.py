@@ -107,12 +107,16 @@ class AsyncClawClient:
 
     async def iter_tasks(
         self, status: str | None = None, queue: str | None = None, name: str | None = None,
-        limit: int | None = None, *, owner: str | None = None,
+        limit: int | None = None, *, owner: str | None = None, tag: str | None = None,
+        metadata: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
-        """Every task matching, newest first, `limit` a page, following `next_cursor`."""
+        """Every task matching (`list`'s filters), newest first, `limit` a page, following
+        `next_cursor`."""
         cursor = None
         while True:
-            page = await self._call(api.listing(status, queue, name, owner, limit, cursor))
+            page = await self._call(
+                api.listing(status, queue, name, owner, limit, cursor, tag, metadata)
+            )
             for task in page["tasks"]:
                 yield task
             cursor = page.get("next_cursor")

@@ -99,12 +99,14 @@ class ClawClient:
 
     def iter_tasks(
         self, status: str | None = None, queue: str | None = None, name: str | None = None,
-        limit: int | None = None, *, owner: str | None = None,
+        limit: int | None = None, *, owner: str | None = None, tag: str | None = None,
+        metadata: str | None = None,
     ) -> Iterator[dict[str, Any]]:  # fmt: skip
-        """Every task matching, newest first, `limit` a page, following `next_cursor`."""
+        """Every task matching (`list`'s filters), newest first, `limit` a page, following
+        `next_cursor`."""
         cursor = None
         while True:
-            page = self._call(api.listing(status, queue, name, owner, limit, cursor))
+            page = self._call(api.listing(status, queue, name, owner, limit, cursor, tag, metadata))
             yield from page["tasks"]
             cursor = page.get("next_cursor")
             if not cursor:
