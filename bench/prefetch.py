@@ -24,6 +24,10 @@ from workers.core.keys import CELERY_RESULT_KEY, task_key
 SIZES = {"tiny": (0.5, 8), "small": (1.0, 20), "full": (2.0, 40)}
 
 
+def succeeded(stack: Stack, key: str) -> bool:
+    return json.loads(stack.redis.get(key) or "{}").get("status") == "SUCCESS"
+
+
 def last_short_done(stack: Stack, prefetch: int, long_s: float, shorts: int) -> float:
     """Seconds from the first task's start to the last short task's end."""
     from workers.celery_app import celery_app
@@ -37,7 +41,8 @@ def last_short_done(stack: Stack, prefetch: int, long_s: float, shorts: int) -> 
         ids = [celery_app.send_task("bench.sleep", args=[long_s], queue=QUEUE).id]
         ids += [celery_app.send_task("bench.noop", queue=QUEUE).id for _ in range(shorts)]
         keys = [CELERY_RESULT_KEY.format(i) for i in ids]
-        wait_until(lambda: all(stack.redis.exists(k) for k in keys), 60 + long_s, "every task")
+        # (A result key holds STARTED, with the worker's pid, while its task runs.)
+        wait_until(lambda: all(succeeded(stack, k) for k in keys), 60 + long_s, "every task")
         first = min(float(stack.redis.hget(task_key(i), "started_at") or "inf") for i in ids)
         done = [json.loads(stack.redis.get(k) or "{}")["result"] for k in keys[1:]]
     finally:
