@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from claw_client import AsyncClawClient, ClawClient
 
-from tests.support.api import ALICE, API_KEYS
+from tests.support.api import ADMIN, ALICE, API_KEYS, BOB
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.processes import (
     Gateway,
@@ -87,10 +87,19 @@ def receiver() -> Iterator[TaskWebhookReceiver]:
     server.stop()
 
 
-@pytest.fixture
-def alice(gateway) -> Iterator[ClawClient]:
-    with ClawClient(gateway.base_url, ALICE) as client:
-        yield client
+def _client_of(key: str) -> Callable[..., Iterator[ClawClient]]:
+    """A fixture: a sync client with `key` on the package's gateway."""
+
+    def client(gateway: Gateway) -> Iterator[ClawClient]:
+        with ClawClient(gateway.base_url, key) as client:
+            yield client
+
+    return pytest.fixture(client)
+
+
+alice = _client_of(ALICE)
+bob = _client_of(BOB)
+admin = _client_of(ADMIN)
 
 
 @pytest.fixture

@@ -51,18 +51,6 @@ def beat(client_redis_url: str, log_dir: Path) -> Iterator[ManagedProcess]:
     process.stop()
 
 
-@pytest.fixture
-def bob(gateway) -> Iterator[ClawClient]:
-    with ClawClient(gateway.base_url, BOB) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(gateway) -> Iterator[ClawClient]:
-    with ClawClient(gateway.base_url, ADMIN) as client:
-        yield client
-
-
 @pytest.fixture(autouse=True)
 def no_schedules_left(gateway) -> Iterator[None]:
     """Every test's schedules are gone after it (the module's Beat would fire them)."""
