@@ -120,6 +120,12 @@ def header() -> str:
             lua_key_function("owner_label_key", owner_label_key, "owner", "label"),
             lua_key_function("batch_key", batch_key, "id"),
             lua_key_function("counts_key", counts_key, "dimension", "value"),
+            # A state's count moved by `delta`; at zero it is removed (readers take a missing
+            # state as 0), so the counts of a batch, an owner or a queue whose tasks all went
+            # leave nothing behind.
+            "local function add_count(key, state, delta)\n"
+            "  if redis.call('HINCRBY', key, state, delta) <= 0 then"
+            " redis.call('HDEL', key, state) end\nend",
             "",
         ]
     )

@@ -121,7 +121,7 @@ def test_record_lua_creates_indexes_counts_and_a_feed_event_then_finishes_once(c
     assert 0 < client.ttl(done_key(int((now + 1) // 60))) <= DONE_TTL
     assert client.zscore(index_key("state", "PENDING"), tid) is None
     assert client.zscore(owner_state_key("alice", "SUCCESS"), tid) == seq
-    assert client.hgetall(counts_key("queue", "q")) == {"PENDING": "0", "SUCCESS": "1"}
+    assert client.hgetall(counts_key("queue", "q")) == {"SUCCESS": "1"}  # a 0 is removed
 
     late = RecordUpdate(task_id=tid, state="STARTED", attempt=0, fields={"worker": "w"}, ttl=TTL)
     assert run(client, "record", late.call()) == [0, "SUCCESS", "SUCCESS"]
@@ -303,11 +303,12 @@ def test_batch_done_lua_waits_for_the_seal_and_record_lua_counts_each_items_end_
     # Not sealed yet (run_batch may still publish): nothing announced.
     assert client.xlen(WEBHOOK_STREAM) == before
     assert run(client, "batch_done", ([batch_key(batch)], [batch, now])) == 0
-    assert client.hgetall(counts_key("batch_id", batch)) == {"PENDING": "0", "SUCCESS": "2"}
+    assert client.hgetall(counts_key("batch_id", batch)) == {"SUCCESS": "2"}
 
 
 def test_prune_lua_leaves_no_counts_of_a_batch_or_owner_whose_tasks_all_went(client) -> None:
-    """A batch's (and an owner's, a queue's) counts go with its last pruned task: one
+    """A batch's (and an owner's, a queue's) counts go with its last pruned task, also
+    when every task changed state before (each left its first state's count at zero): one
     hash per batch would otherwise stay for ever. An item that ends after its batch's
     record expired does not make that record again (without an expiry, never announced)."""
     batch, now = new_id(), time.time()
@@ -316,8 +317,9 @@ def test_prune_lua_leaves_no_counts_of_a_batch_or_owner_whose_tasks_all_went(cli
     for tid in items:
         run(client, "record", pending(tid, batch_id=batch, owner="carol", queue="qc").call())
     client.delete(batch_key(batch))  # its record expired
-    done = RecordUpdate(task_id=items[0], state="SUCCESS", attempt=0, ttl=TTL, now=now)
-    run(client, "record", done.call())
+    for tid in items:
+        done = RecordUpdate(task_id=tid, state="SUCCESS", attempt=0, ttl=TTL, now=now)
+        run(client, "record", done.call())
     assert not client.exists(batch_key(batch))
     client.zadd(EXPIRY_KEY, {tid: 0 for tid in items})
     assert run(client, "prune", prune_call(now, 10)) == 2
@@ -413,7 +415,7 @@ def test_record_lua_counts_housekeeping_apart_and_not_as_throughput(client) -> N
         run(client, "record", pending(tid, name=name, owner="").call())
         done = RecordUpdate(task_id=tid, state="SUCCESS", attempt=0, ttl=TTL, now=now)
         run(client, "record", done.call())
-    assert client.hgetall(SYSTEM_COUNTS_KEY) == {"PENDING": "0", "SUCCESS": "1"}
+    assert client.hgetall(SYSTEM_COUNTS_KEY) == {"SUCCESS": "1"}
     assert client.hget(counts_key(), "SUCCESS") == "2"
     assert client.get(done_key(int(now // 60))) == "1"  # the user's task only
     client.zadd(EXPIRY_KEY, {chore: 0})

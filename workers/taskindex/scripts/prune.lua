@@ -9,11 +9,6 @@
 -- indexes and counts named after its state, owner, queue, name and labels (the key functions of
 -- the generated header). Which tasks expire is only known once KEYS[1] is read here.
 local now, batch = tonumber(ARGV[1]), tonumber(ARGV[2])
--- One task fewer in a state's count; a count at zero is removed (readers take a missing
--- state as 0), so the counts of a batch or an owner whose tasks are all gone leave nothing.
-local function uncount(key, state)
-  if redis.call('HINCRBY', key, state, -1) <= 0 then redis.call('HDEL', key, state) end
-end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, batch)
 for _, id in ipairs(ids) do
   local task = task_key(id)
@@ -21,7 +16,7 @@ for _, id in ipairs(ids) do
   local state, owner, queue, name = r[1], r[2], r[3], r[4]
   if r[6] then
     redis.call('ZREM', index_key('batch_id', r[6]), id)
-    if state then uncount(counts_key('batch_id', r[6]), state) end
+    if state then add_count(counts_key('batch_id', r[6]), state, -1) end
   end
   if r[5] then
     for label in string.gmatch(r[5], '[^\n]+') do
@@ -32,19 +27,19 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
   if state then
     redis.call('ZREM', index_key('state', state), id)
-    uncount(KEYS[3], state)
-    if name and SYSTEM[name] then uncount(SYSTEM_COUNTS, state) end
+    add_count(KEYS[3], state, -1)
+    if name and SYSTEM[name] then add_count(SYSTEM_COUNTS, state, -1) end
   end
   if owner then
     redis.call('ZREM', index_key('owner', owner), id)
     if state then
       redis.call('ZREM', owner_state_key(owner, state), id)
-      uncount(counts_key('owner', owner), state)
+      add_count(counts_key('owner', owner), state, -1)
     end
   end
   if queue then
     redis.call('ZREM', index_key('queue', queue), id)
-    if state then uncount(counts_key('queue', queue), state) end
+    if state then add_count(counts_key('queue', queue), state, -1) end
   end
   if name then redis.call('ZREM', index_key('name', name), id) end
   redis.call('DEL', task, chunks_key(id), events_key(id), webhooks_key(id))

@@ -77,14 +77,14 @@ if state ~= '' then
   else apply = (RANK[state] or 0) >= (RANK[cur_state] or 0) end
 end
 
+-- (A count left at zero is removed by add_count: the counts of a batch whose items have
+-- all moved on hold no field for their first state.)
 local function count(state_name, d, delta)
-  redis.call('HINCRBY', KEYS[6], state_name, delta)
-  if d.name and SYSTEM[d.name] then redis.call('HINCRBY', SYSTEM_COUNTS, state_name, delta) end
-  if d.owner then redis.call('HINCRBY', counts_key('owner', d.owner), state_name, delta) end
-  if d.queue then redis.call('HINCRBY', counts_key('queue', d.queue), state_name, delta) end
-  if d.batch_id then
-    redis.call('HINCRBY', counts_key('batch_id', d.batch_id), state_name, delta)
-  end
+  add_count(KEYS[6], state_name, delta)
+  if d.name and SYSTEM[d.name] then add_count(SYSTEM_COUNTS, state_name, delta) end
+  if d.owner then add_count(counts_key('owner', d.owner), state_name, delta) end
+  if d.queue then add_count(counts_key('queue', d.queue), state_name, delta) end
+  if d.batch_id then add_count(counts_key('batch_id', d.batch_id), state_name, delta) end
 end
 
 local after = cur_state
