@@ -10,10 +10,11 @@ message (Celery's own batch format; Flower and the gateway read it) or at once w
 Celery's buffer limit (24) is reached.
 
 What waits: Flower's view and the live feed's `received` events, by at most the interval.
-What may be lost: the events of that last interval when the worker's broker connection
-breaks (Celery carries its offline buffer to the new connection, not a group's buffer;
-its next-turn flush ran as the hub reset). The task index, the feed's states and the
-results never depend on these events.
+Nothing more is lost than with Celery's next-turn flush: when the loop's hub closes or is
+reset (shutdown, a broken broker connection), a pending batch is flushed then, as Celery's
+queued flush runs then (a publish that fails goes to Celery's offline buffer, which it
+sends on the new connection). The task index, the feed's states and the results never
+depend on these events.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from celery.worker.consumer.consumer import Consumer
 
 EVENT_FLUSH_INTERVAL = 0.02  # seconds
+# The consumer's pending flush: its timer entry, and the callback the hub runs on close.
 _PENDING = "_claw_events_flush_pending"
 
 
@@ -32,12 +34,23 @@ def batch_task_events() -> None:
 
 
 def _on_send_event_buffered(self: Any) -> None:
-    if not self.hub or getattr(self, _PENDING, False):
+    hub = self.hub
+    if not hub:
         return
-    setattr(self, _PENDING, True)
-    self.hub.call_later(EVENT_FLUSH_INTERVAL, _flush, self)
+    pending = getattr(self, _PENDING, None)
+    if pending is not None and not pending[0].canceled:
+        return  # a flush is due already (a cancelled timer, as at reconnection, is not)
 
+    def flush(*_: Any) -> None:
+        current = getattr(self, _PENDING, None)
+        if current is None or current[1] is not flush:
+            return  # flushed already (by its timer or the hub's close), or replaced
+        setattr(self, _PENDING, None)
+        current[0].cancel()
+        hub.on_close.discard(flush)
+        self._flush_events()
 
-def _flush(consumer: Any) -> None:
-    setattr(consumer, _PENDING, False)
-    consumer._flush_events()
+    if pending is not None:
+        hub.on_close.discard(pending[1])
+    hub.on_close.add(flush)  # the hub closes or resets before the interval: flushed then
+    setattr(self, _PENDING, (hub.call_later(EVENT_FLUSH_INTERVAL, flush), flush))

@@ -66,3 +66,55 @@ def _check_events(client: redis.Redis, events: Any, ids: list[str], done: str) -
     assert {key: n for key, n in seen.items() if key in wanted and n != 1} == {}
     # Batched: far fewer messages than events (about one per event before).
     assert messages < len(wanted) / 2, (messages, len(wanted))
+
+
+class _Consumer:
+    """What the batching uses of Celery's consumer: its hub and its flush."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.flushes = 0
+
+    def _flush_events(self) -> None:
+        self.flushes += 1
+
+
+def test_a_pending_batch_is_flushed_when_the_hub_resets_or_closes() -> None:
+    """A broken broker connection resets the worker's hub (a shutdown closes it): Celery's
+    queued next-turn flush runs then, and so must a batch waiting for its interval, or its
+    events would go with the old dispatcher instead of to Celery's offline buffer."""
+    from kombu.asynchronous.hub import Hub
+
+    from workers.runtime.task_events import _on_send_event_buffered
+
+    for end in ("reset", "close"):
+        hub = Hub()
+        consumer = _Consumer(hub)
+        _on_send_event_buffered(consumer)
+        _on_send_event_buffered(consumer)  # one flush for the batch
+        assert consumer.flushes == 0
+        getattr(hub, end)()
+        assert consumer.flushes == 1, end
+        hub.fire_timers(max_timers=10)  # its timer does not flush again
+        assert consumer.flushes == 1, end
+
+
+def test_a_cancelled_flush_timer_does_not_stop_later_batches() -> None:
+    """Celery cancels a connection's timer entries when it reconnects: a batch whose timer
+    went that way must not keep every later event waiting for Celery's buffer limit."""
+    from kombu.asynchronous.hub import Hub
+
+    from workers.runtime.task_events import EVENT_FLUSH_INTERVAL, _on_send_event_buffered
+
+    hub = Hub()
+    consumer = _Consumer(hub)
+    _on_send_event_buffered(consumer)
+    for scheduled in list(hub.timer.queue):  # as Consumer._cancel_connection_timer_entries
+        scheduled.entry.cancel()
+    _on_send_event_buffered(consumer)
+
+    def flushed() -> bool:
+        hub.fire_timers(max_timers=10)
+        return consumer.flushes == 1
+
+    wait_until(flushed, timeout=max(1.0, 50 * EVENT_FLUSH_INTERVAL), what="the batch's flush")
