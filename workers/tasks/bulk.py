@@ -51,13 +51,14 @@ def bulk_action(self: Any, action: str, filters: dict[str, Any], requested_by: s
     revoke: list[str] = []
     cancel = client.register_script(source("cancel"))
     link = client.register_script(source("link_retry"))
+    over: dict[str, bool] = {}  # owner -> over its AI budget
     for n, task_id in enumerate(ids, 1):
         if action == "cancel":
             outcome = _cancel(cancel, task_id, requested_by, self.request.id)
             if outcome == "OK":
                 revoke.append(task_id)
         else:
-            outcome = _retry(client, link, task_id)
+            outcome = _retry(client, link, task_id, over)
         if outcome == "OK":
             done += 1
         else:
@@ -88,8 +89,10 @@ def _cancel(script: Any, task_id: str, requested_by: str, bulk_id: str) -> str:
     return "OK"
 
 
-def _retry(client: Any, link: Any, task_id: str) -> str:
-    """As `POST /tasks/{id}/retry`: 'OK', or why it was skipped."""
+def _retry(client: Any, link: Any, task_id: str, over: dict[str, bool]) -> str:
+    """As `POST /tasks/{id}/retry`: 'OK', or why it was skipped. `over`: whether an owner
+    is over its AI budget, read once per owner in a bulk action (the budget counts finished
+    tasks only, so the retries it sends cannot move it meanwhile)."""
     raw = client.hgetall(task_key(task_id))
     if not raw:
         return "missing"
@@ -100,7 +103,9 @@ def _retry(client: Any, link: Any, task_id: str) -> str:
         return "not_rebuildable"
     if original.name == queues.GENERATE_AI_RESPONSE and original.owner:
         # A retry is a new submission, paid by the task's owner: within its budget too.
-        if over_budget(client, get_settings(), original.owner) is not None:
+        if original.owner not in over:
+            over[original.owner] = over_budget(client, get_settings(), original.owner) is not None
+        if over[original.owner]:
             return "over_budget"
     new_id = str(uuid.uuid4())
     keys, args = link_retry_call(task_id, new_id)
