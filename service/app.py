@@ -84,11 +84,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
-    # Its own connections: the stream read blocks one while it waits. Not retried unseen:
-    # the reader checks the stream's history after each reconnection (a failover).
-    client = async_redis(settings, retry=False)
+    # Its own connections: the stream read blocks one while it waits. The readers' are not
+    # retried unseen: they check the stream's history after each reconnection (a failover).
+    client = async_redis(settings)
+    reader = async_redis(settings, retry=False)
     hub = FeedHub(
         client,
+        reader=reader,
         db=redis_db(settings.redis_url),
         buffer=settings.ws_buffer,
         stats_interval=settings.ws_stats_interval,
@@ -105,6 +107,7 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await hub.stop()
     await client.aclose()
+    await reader.aclose()
 
 
 async def close_websockets(app: web.Application) -> None:

@@ -302,8 +302,13 @@ class FeedHub:
         stats: StatsFn,
         sessions: SessionStore | None = None,
         limits: dict[str, int] | None = None,
+        reader: redis.asyncio.Redis | None = None,
     ) -> None:
+        """`reader`, when given, carries the blocking stream read and the pub/sub: a client
+        that does not retry a lost connection unseen, so the readers know they reconnected
+        (the stream's history is checked then). Replays and lookups stay on `client`."""
         self.redis = client
+        self.reader = reader or client
         self.db = db
         self.buffer = buffer
         self.stats_interval = stats_interval
@@ -443,7 +448,7 @@ class FeedHub:
         while not self._stopping:
             reply = cast(
                 list[tuple[str, list[Entry]]],
-                await self.redis.xread(
+                await self.reader.xread(
                     {FEED_STREAM: self.last_id}, count=READ_COUNT, block=READ_BLOCK_MS
                 ),
             )
@@ -521,7 +526,7 @@ class FeedHub:
     # --- Celery events ---------------------------------------------------------------
 
     async def _read_pubsub(self) -> None:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.reader.pubsub(ignore_subscribe_messages=True)
         try:
             # Only what the feed uses: every gateway would otherwise also decode every
             # task-sent, task-started, ... event of the platform.
