@@ -51,9 +51,16 @@ REFUSAL_RETRY = 0.25
 REFUSAL_KEEP = 3600.0
 
 
+# A run of digits orjson may not read exactly: it reads an integer beyond 64 bits as a float.
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
 def load_meta(text: str) -> Any:
-    """Celery's result meta (JSON), by orjson (a quarter of json's time); json's own
-    extensions it refuses (NaN, Infinity: a result may hold them) by json."""
+    """Celery's result meta (JSON), by orjson (a quarter of json's time); by json what orjson
+    refuses (NaN, Infinity: a result may hold them) or may not read exactly (an integer of
+    19 digits or more: json keeps it an int, as the webhook's body and the result had it)."""
+    if _LONG_NUMBER.search(text):
+        return json.loads(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:

@@ -387,3 +387,17 @@ async def test_a_result_holding_nan_or_infinity_is_answered_as_null(alice, rclie
     status, body = await alice.get(f"{T}/status/{task_id}")
     assert status == 200 and body["status"] == "SUCCESS", body
     assert body["result"] == {"score": None, "max": None, "ok": 1}
+
+
+async def test_a_result_holding_an_integer_beyond_64_bits_is_answered_exactly(
+    alice, rclient
+) -> None:
+    """A strict fast parser may read it as a float: the status answers the stored integer."""
+    task_id = str(uuid.uuid4())
+    TaskIndex(rclient).record(task_id, "SUCCESS", 0, name="x", queue="default", owner="alice")
+    big = 2**64 + 1
+    rclient.set(f"celery-task-meta-{task_id}", json.dumps({"status": "SUCCESS", "result": big}))
+    url = f"{alice.base_url}{T}/status/{task_id}"
+    async with alice.http.get(url, headers=alice.headers()) as response:
+        text = await response.text()
+    assert response.status == 200 and f'"result":{big}' in text.replace(" ", ""), text
