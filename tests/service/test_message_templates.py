@@ -29,6 +29,22 @@ containers = st.one_of(
 )  # fmt: skip
 
 
+flat = st.one_of(
+    st.lists(scalars, max_size=6), st.tuples(), st.tuples(scalars), st.tuples(scalars, scalars),
+    st.dictionaries(st.text(max_size=12), scalars, max_size=6),
+)  # fmt: skip
+
+
+@settings(max_examples=800, deadline=None)
+@given(flat, st.sampled_from([None, 30, 64, 200, 1024]), st.integers(1, 4))
+def test_flat_values_take_the_direct_path_and_read_as_saferepr_writes_them(
+    value: Any, maxlen: int | None, levels: int
+) -> None:
+    """What submissions carry (flat containers of scalars), so the direct path is what is
+    compared here; the nested, cut and odd values below mostly go to saferepr itself."""
+    assert flat_saferepr(value, maxlen, levels) == saferepr(value, maxlen, maxlevels=levels)
+
+
 @settings(max_examples=800, deadline=None)
 @given(containers, st.sampled_from([None, 1, 2, 8, 30, 64, 1024]), st.integers(0, 4))
 def test_flat_saferepr_is_celerys_saferepr(value: Any, maxlen: int | None, levels: int) -> None:
